@@ -1,0 +1,138 @@
+// Sections and growth: where the page allocator's memory comes from.
+//
+// Lockless by design (no lock may be held across mmap/mprotect):
+//   - g_mem_section[] entries are written once (release) when a section is created and
+//     cleared only by page_allocator::destroy() (tests), after all use has ended.
+//   - A section grows by CAS on mem_section::top; the winner of [off, off+MAX_ORDER_BYTES)
+//     commits it and only then takes zone->lock to insert the block.  A failed commit rolls
+//     top back if nobody moved it since, otherwise the range is counted in `lost` (address
+//     space only: nothing was committed).
+//   - zone::grow_section is replaced by CAS when full; the loser of that race releases its
+//     fresh reservation.
+#include <errno.h>
+
+#include "base/check.hpp"
+#include "page/buddy.hpp"
+#include "page/page_alloc.hpp"
+
+namespace uslub {
+namespace detail {
+constinit std::atomic<mem_section*> g_mem_section[std::size_t{1} << (ADDRESS_BITS - SECTION_SHIFT)];
+}
+
+namespace {
+
+// Committed bytes for one growth step: the block and its 64 KiB of descriptors.
+constexpr std::size_t kGrowCharge = MAX_ORDER_BYTES + MAX_ORDER_BYTES / PAGE_SIZE * sizeof(page);
+
+}  // namespace
+
+// Creates, registers and returns a new section for z, or nullptr with errno set.
+static mem_section* new_section(page_allocator* owner, zone* z, platform::vm_ops* vm,
+                                std::atomic<std::size_t>* committed, std::size_t limit) {
+  if (limit && committed->fetch_add(PAGE_SIZE) + PAGE_SIZE > limit) {
+    committed->fetch_sub(PAGE_SIZE);
+    errno = ENOMEM;
+    return nullptr;
+  }
+  void* base;
+  int err = vm->reserve(SECTION_SIZE, SECTION_SIZE, &base);
+  if (!err) {
+    err = vm->commit(base, PAGE_SIZE);  // the header lives in the first descriptor page
+    if (err) vm->release(base, SECTION_SIZE);
+  }
+  if (err) {
+    if (limit) committed->fetch_sub(PAGE_SIZE);
+    errno = err;
+    return nullptr;
+  }
+  if (!limit) committed->fetch_add(PAGE_SIZE);
+  auto* sec = static_cast<mem_section*>(base);
+  sec->base = reinterpret_cast<std::uintptr_t>(base);
+  sec->owner = owner;
+  sec->zone = z;
+  sec->node = z->node;
+  sec->top.store(MEMMAP_BYTES, std::memory_order_relaxed);
+  sec->lost.store(0, std::memory_order_relaxed);
+  return sec;
+}
+
+bool page_allocator::grow_zone(zone* z) {
+  const std::size_t limit = cfg_.memory_limit;
+  for (;;) {
+    mem_section* sec = z->grow_section.load(std::memory_order_acquire);
+    if (sec) {
+      std::size_t off = sec->top.load(std::memory_order_relaxed);
+      while (off + MAX_ORDER_BYTES <= SECTION_SIZE) {
+        if (committed_.fetch_add(kGrowCharge) + kGrowCharge > limit && limit) {
+          committed_.fetch_sub(kGrowCharge);
+          grow_fail_.fetch_add(1, std::memory_order_relaxed);
+          errno = ENOMEM;
+          return false;
+        }
+        if (!sec->top.compare_exchange_weak(off, off + MAX_ORDER_BYTES)) {
+          committed_.fetch_sub(kGrowCharge);
+          continue;  // off now holds the current top
+        }
+        auto* data = reinterpret_cast<char*>(sec->base + off);
+        auto* desc = reinterpret_cast<char*>(sec->base + off / PAGE_SIZE * sizeof(page));
+        int err = vm_->commit(desc, MAX_ORDER_BYTES / PAGE_SIZE * sizeof(page));
+        if (!err) err = vm_->commit(data, MAX_ORDER_BYTES);
+        if (err) {
+          committed_.fetch_sub(kGrowCharge);
+          std::size_t expect = off + MAX_ORDER_BYTES;
+          if (!sec->top.compare_exchange_strong(expect, off))
+            sec->lost.fetch_add(MAX_ORDER_BYTES, std::memory_order_relaxed);
+          grow_fail_.fetch_add(1, std::memory_order_relaxed);
+          errno = err;
+          return false;
+        }
+        if (cfg_.thp) vm_->hugepage(data, MAX_ORDER_BYTES);
+        grow_count_.fetch_add(1, std::memory_order_relaxed);
+        page* head = virt_to_page(data);
+        std::uint64_t now = platform::coarse_ms();
+        z->lock.lock();
+        // Fresh anonymous memory is not resident and reads as zeros: "returned".
+        __free_one_page(z, head, MAX_ORDER, /*returned=*/true, now);
+        z->lock.unlock();
+        return true;
+      }
+    }
+    mem_section* fresh = new_section(this, z, vm_, &committed_, limit);
+    if (!fresh) {
+      grow_fail_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    // Publish for lookup_section() before any block of it can be handed out.
+    auto& slot = detail::g_mem_section[fresh->base >> SECTION_SHIFT];
+    slot.store(fresh, std::memory_order_release);
+    if (!z->grow_section.compare_exchange_strong(sec, fresh)) {
+      // Another thread installed a section first: nothing of ours was handed out.
+      slot.store(nullptr, std::memory_order_release);
+      vm_->release(reinterpret_cast<void*>(fresh->base), SECTION_SIZE);
+      committed_.fetch_sub(PAGE_SIZE);
+      continue;
+    }
+    mem_section* head = sections_.load(std::memory_order_relaxed);
+    do fresh->next_in_owner = head;
+    while (!sections_.compare_exchange_weak(head, fresh, std::memory_order_release));
+  }
+}
+
+void page_allocator::destroy() {
+  mem_section* s = sections_.exchange(nullptr);
+  while (s) {
+    mem_section* next = s->next_in_owner;
+    detail::g_mem_section[s->base >> SECTION_SHIFT].store(nullptr, std::memory_order_release);
+    vm_->release(reinterpret_cast<void*>(s->base), SECTION_SIZE);
+    s = next;
+  }
+  for (unsigned n = 0; n < nr_zones_; ++n) {
+    vm_release_metadata(zones_[n]);
+    zones_[n] = nullptr;
+  }
+  nr_zones_ = 0;
+  committed_.store(0);
+}
+
+}  // namespace uslub

@@ -1,0 +1,203 @@
+// The page allocator: buddy zones with per-CPU page lists (mm/page_alloc.c, seed 003).
+//
+// Lock order (outermost first):
+//   1. page_allocator::drain_mutex   serialises drain_all_pages(); taken by no other path
+//   2. per_cpu_pages::lock           one CPU's pcp lists, count, stats (local_trylock_t)
+//   3. zone::lock                    the zone's free_area lists, nr_free, free/returned counts
+//
+// per_cpu_pages::lock is only ever *tried* on the allocation and free paths: when it is busy
+// (another thread on this CPU slot, possibly preempted while holding it) the caller goes to the
+// zone under zone->lock instead of waiting (seed 003: "If an IRQ is raised when a PCP
+// allocation is in progress, the trylock will fail and fallback to using the buddy lists").
+// Only drain_all_pages() waits for a pcp lock, and a holder never blocks inside it.
+//
+// zone::lock protects the free lists.  It is held for bounded work only: rmqueue_bulk takes at
+// most `batch` blocks, free_pcppages_bulk and free_pages_bulk drop and re-take it every
+// kFreeBatchLockBound blocks, reclaim isolates at most kReclaimIsolate blocks per hold.
+//
+// No lock is held across a system call.  Growth reserves address space and commits it with
+// atomics on the section's `top` (mem_section), then takes zone->lock only to insert the new
+// block.  Reclaim isolates idle blocks under zone->lock, drops it, madvises them, and re-takes
+// it to put them back marked PG_returned.
+//
+// Lockless: virt_to_page/page_address (pure arithmetic), lookup_section (one acquire load of
+// a pointer published once with release), growth of a section's `top` (CAS).
+//
+// Block states (page->flags of the head):
+//   PG_head    allocated to a caller             -> free_pages -> PG_pcp or PG_buddy
+//   PG_pcp     on a pcp list (orders < NR_PCP_ORDERS) -> alloc -> PG_head; drain -> PG_buddy
+//   PG_buddy   on free_area[order] of its zone   -> alloc -> PG_head; merge -> interior (0)
+//   PG_isolated reclaim is returning its memory  -> PG_buddy|PG_returned
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "base/list.hpp"
+#include "page/page.hpp"
+#include "platform/platform.hpp"
+#include "sync/local_lock.hpp"
+#include "sync/spinlock.hpp"
+
+namespace uslub {
+
+inline constexpr unsigned NR_PCP_ORDERS = 4;  // orders 0..3 are cached per CPU
+inline constexpr unsigned kFreeBatchLockBound = 32;
+inline constexpr unsigned kReclaimIsolate = 32;
+
+// Counter that is written only under one lock (or by one owner) and read racily: a relaxed
+// load+store instead of a locked increment.
+struct stat_counter {
+  std::atomic<std::uint64_t> v{0};
+  USLUB_ALWAYS_INLINE void add(std::uint64_t n = 1) {
+    v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  std::uint64_t get() const { return v.load(std::memory_order_relaxed); }
+};
+
+struct free_area {
+  list_head free_list;      // resident blocks, newest first (reclaim scans from the tail)
+  list_head returned_list;  // blocks whose memory went back to the OS (read as zeros)
+  std::size_t nr_free;
+};
+
+// One CPU's cache of small blocks for one zone (struct per_cpu_pages).
+struct alignas(kDestructiveLine) per_cpu_pages {
+  local_trylock_t lock;
+  // All fields below: lock.
+  int count;  // pages (not blocks) on all lists
+  int high;   // above this, free drains `batch` pages to the zone
+  int batch;  // pages moved per refill or drain
+  list_head lists[NR_PCP_ORDERS];  // hot at the head; drains take the cold tail
+  stat_counter alloc_hit, alloc_refill, free_hit, free_drain;
+  // Racy counters (incremented without the lock, by relaxed RMW on failure paths only).
+  std::atomic<std::uint64_t> trylock_fail{0};
+};
+
+struct zone {
+  spinlock_t lock;
+  int node;
+  page_allocator* owner;
+  // lock:
+  free_area area[NR_ORDERS];
+  std::size_t free_pages;      // pages in free_area (resident + returned)
+  std::size_t returned_pages;  // pages in free blocks whose memory was returned to the OS
+  stat_counter zone_alloc, zone_free, bulk_refill, bulk_drain;
+  // lockless:
+  std::atomic<mem_section*> grow_section{nullptr};  // section new blocks come from
+  std::atomic<std::uint64_t> next_reclaim_ms{0};
+  std::atomic<bool> reclaiming{false};
+  per_cpu_pages* pcp;  // nr_cpu_ids entries, fixed after init
+};
+
+struct page_alloc_config {
+  platform::vm_ops* vm = nullptr;  // nullptr: linux_vm()
+  std::size_t memory_limit = 0;    // committed bytes; 0: no limit (USLUB_MEMORY_LIMIT)
+  int pcp_batch = 0;               // 0: default (USLUB_PCP_BATCH)
+  int pcp_high = 0;                // 0: default (USLUB_PCP_HIGH)
+  long decay_ms = -1;              // < 0: default (USLUB_DECAY_MS); 0: return at once
+  platform::decommit_mode decommit = platform::decommit_mode::dontneed;
+  unsigned nr_nodes = 0;           // 0: the platform's node count
+  bool thp = false;                // MADV_HUGEPAGE on new memory (USLUB_THP=1)
+
+  // The defaults, overridden by USLUB_* environment variables.
+  static page_alloc_config from_env();
+};
+
+struct page_alloc_stats {
+  std::uint64_t committed_bytes, free_bytes, returned_bytes, pcp_bytes, limit_bytes;
+  std::uint64_t pcp_alloc_hit, pcp_alloc_refill, pcp_free_hit, pcp_free_drain, pcp_trylock_fail;
+  std::uint64_t zone_alloc, zone_free, zone_lock_acquired, zone_lock_contended;
+  std::uint64_t grow, grow_fail, reclaim_runs, reclaimed_bytes, bad_free;
+  std::uint64_t drain_all_calls, drain_all_runs;
+};
+
+class page_allocator {
+ public:
+  // A constant-initialised, uninitialised allocator; call init() before use.
+  constexpr page_allocator() = default;
+  page_allocator(const page_allocator&) = delete;
+  page_allocator& operator=(const page_allocator&) = delete;
+
+  // Sets up zones and per-CPU lists.  Returns 0 or an errno (metadata mapping failed).
+  int init(const page_alloc_config& cfg);
+  // Returns every section to the OS.  Only for allocators whose blocks are all free (tests);
+  // the global allocator is never torn down.
+  void destroy();
+
+  // Allocates 2^order contiguous pages (order <= MAX_ORDER).  node < 0: the current CPU's node.
+  // Returns the head descriptor, or nullptr with errno = ENOMEM (limit or OS refusal) or
+  // EINVAL (order too large).
+  page* alloc_pages(unsigned order, gfp_t gfp = GFP_KERNEL, int node = NUMA_NO_NODE);
+  // Frees a block from alloc_pages with the same order.  A wrong order, a double free or a
+  // pointer that is not an allocated block head is reported (report_bug) and ignored.
+  void free_pages(page* p, unsigned order);
+  // Convenience forms on addresses.
+  void* alloc_pages_addr(unsigned order, gfp_t gfp = GFP_KERNEL, int node = NUMA_NO_NODE);
+  void free_pages_addr(void* addr, unsigned order);
+
+  // Fills out[0..nr) with blocks of one order; returns how many it got (< nr on ENOMEM).
+  int alloc_pages_bulk(unsigned order, int nr, page** out, gfp_t gfp = GFP_KERNEL,
+                       int node = NUMA_NO_NODE);
+  // Frees nr blocks of one order, re-taking locks every kFreeBatchLockBound blocks.
+  void free_pages_bulk(page** pages, int nr, unsigned order);
+
+  // Empties every CPU's pcp lists into the zones.  Concurrent callers piggyback.
+  void drain_all_pages();
+  // Returns idle free memory to the OS: blocks free for >= decay_ms (all if force).
+  // Returns the bytes returned by this call.
+  std::size_t reclaim(bool force);
+
+  page_alloc_stats stats() const;
+  // Walks every zone's free lists and checks each block; reports the first problem
+  // (report_bug "page allocator") and returns false on it.
+  bool validate() const;
+
+  unsigned nr_zones() const { return nr_zones_; }
+  zone* zone_of_node(int node) const { return zones_[node < 0 ? 0 : node % nr_zones_]; }
+  const page_alloc_config& config() const { return cfg_; }
+  // Blocks of each order currently free in all zones (tests: "only maximal blocks").
+  std::size_t nr_free(unsigned order) const;
+
+ private:
+  friend struct page_alloc_test_peer;
+  // page_alloc.cpp
+  page* alloc_zone(zone* z, unsigned order, bool* zeroed);
+  void free_one_page(zone* z, page* p, unsigned order);
+  bool check_free(const void* addr, page* p, unsigned order);
+  void prep_new_page(page* p, unsigned order, gfp_t gfp, bool zeroed);
+  zone* pick_zone(int node) const;
+  void vm_release_metadata(zone* z);
+  // pcp.cpp: nullptr / false when the pcp lock is busy or the zone is empty
+  page* rmqueue_pcplist(zone* z, unsigned order, bool* zeroed, bool* busy);
+  int rmqueue_pcplist_bulk(zone* z, unsigned order, int nr, page** out);
+  bool free_unref_page(zone* z, page* p, unsigned order);
+  bool free_unref_page_bulk(zone* z, page** pages, int nr, unsigned order);
+  void free_pcppages_bulk(zone* z, int count, per_cpu_pages* pcp);
+  int rmqueue_bulk(zone* z, unsigned order, int count, per_cpu_pages* pcp);
+  // memmap.cpp
+  bool grow_zone(zone* z);
+  // reclaim.cpp
+  void maybe_reclaim(zone* z, std::uint64_t now_ms);
+  std::size_t reclaim_zone(zone* z, std::uint64_t cutoff_ms);
+
+  page_alloc_config cfg_{};
+  platform::vm_ops* vm_ = nullptr;
+  zone* zones_[platform::kMaxNodes] = {};
+  unsigned nr_zones_ = 0;
+  unsigned nr_cpus_ = 0;
+  std::atomic<std::size_t> committed_{0};
+  std::atomic<mem_section*> sections_{nullptr};
+  std::atomic<std::uint64_t> grow_count_{0}, grow_fail_{0}, reclaim_runs_{0};
+  std::atomic<std::uint64_t> reclaimed_bytes_{0}, bad_free_{0};
+  std::atomic<std::uint64_t> drain_calls_{0}, drain_runs_{0};
+  // drain_all_pages generation (seed 004's lru_drain_gen); see pcp.cpp.
+  std::atomic<std::uint64_t> drain_gen_{0};
+  spinlock_t drain_mutex_{};
+};
+
+// The process-wide allocator, initialised on first use from the environment.
+page_allocator& global_page_allocator();
+
+}  // namespace uslub

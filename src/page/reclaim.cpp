@@ -1,0 +1,92 @@
+// Returning idle free memory to the OS (decay).
+//
+// A free block remembers when it became free (page->freed_ms).  Blocks free for at least
+// decay_ms are "idle"; reclaim returns their memory with madvise and keeps them on the zone's
+// returned_list, where they still serve allocations (reading as zeros, so __GFP_ZERO skips the
+// memset).  Each free_area list is newest-first, so the idle blocks are at the tail.
+//
+// Never under zone->lock: a pass isolates at most kReclaimIsolate idle blocks (PG_isolated:
+// off every list, invisible to merging), drops the lock, madvises them, and re-takes the lock
+// to free them back with PG_returned (merging with free neighbours as usual).
+//
+// Triggers (no background thread: a malloc library must not start threads behind a program's
+// back): a zone-level free or drain notices that next_reclaim_ms has passed; and the explicit
+// page_allocator::reclaim() (malloc_trim, kmem_cache_shrink).  One thread reclaims a zone at a
+// time (zone::reclaiming); others skip.
+#include "base/check.hpp"
+#include "page/buddy.hpp"
+#include "page/page_alloc.hpp"
+
+namespace uslub {
+
+void page_allocator::maybe_reclaim(zone* z, std::uint64_t now_ms) {
+  if (USLUB_LIKELY(now_ms < z->next_reclaim_ms.load(std::memory_order_relaxed))) return;
+  if (z->reclaiming.exchange(true, std::memory_order_acquire)) return;
+  std::uint64_t decay = static_cast<std::uint64_t>(cfg_.decay_ms);
+  z->next_reclaim_ms.store(now_ms + (decay ? decay / 2 : 0) + 1, std::memory_order_relaxed);
+  reclaim_zone(z, now_ms - (decay < now_ms ? decay : now_ms));
+  z->reclaiming.store(false, std::memory_order_release);
+}
+
+std::size_t page_allocator::reclaim(bool force) {
+  std::size_t total = 0;
+  std::uint64_t now = platform::coarse_ms();
+  std::uint64_t decay = static_cast<std::uint64_t>(cfg_.decay_ms);
+  std::uint64_t cutoff = force ? ~std::uint64_t{0} : now - (decay < now ? decay : now);
+  for (unsigned n = 0; n < nr_zones_; ++n) {
+    zone* z = zones_[n];
+    // An explicit reclaim waits for a running one rather than skipping (malloc_trim must
+    // return memory); the flag is held only across madvise passes, never a lock.
+    while (z->reclaiming.exchange(true, std::memory_order_acquire)) sched_yield();
+    total += reclaim_zone(z, cutoff);
+    z->reclaiming.store(false, std::memory_order_release);
+  }
+  return total;
+}
+
+// Context: z->reclaiming owned by the caller; no lock held.
+std::size_t page_allocator::reclaim_zone(zone* z, std::uint64_t cutoff_ms) {
+  struct isolated {
+    page* p;
+    unsigned order;
+    std::uint64_t freed_ms;
+  };
+  std::size_t total = 0;
+  reclaim_runs_.fetch_add(1, std::memory_order_relaxed);
+  // Bounded: at most every block of the zone once per order (merges can re-create idle
+  // non-returned blocks; they are picked up by the next pass).
+  for (int pass = 0; pass < 4096; ++pass) {
+    isolated iso[kReclaimIsolate];
+    unsigned n = 0;
+    z->lock.lock();
+    for (int o = MAX_ORDER; o >= 0 && n < kReclaimIsolate; --o) {
+      list_head* head = &z->area[o].free_list;
+      while (n < kReclaimIsolate && !list_empty(head)) {
+        page* p = list_entry<page, &page::lru>(head->prev);  // oldest
+        if (p->freed_ms > cutoff_ms) break;
+        std::uint64_t t = p->freed_ms;
+        __del_page_from_free_list(z, p, static_cast<unsigned>(o));
+        set_page_flags(p, PG_isolated);
+        iso[n++] = {p, static_cast<unsigned>(o), t};
+      }
+    }
+    z->lock.unlock();
+    if (n == 0) break;
+    bool ok[kReclaimIsolate];
+    for (unsigned i = 0; i < n; ++i) {
+      std::size_t bytes = PAGE_SIZE << iso[i].order;
+      ok[i] = vm_->decommit(page_address(iso[i].p), bytes, cfg_.decommit) == 0;
+      if (ok[i]) total += bytes;
+    }
+    // MADV_FREE leaves contents in place until the kernel takes the pages: not zeroed.
+    bool zeroes = cfg_.decommit == platform::decommit_mode::dontneed;
+    z->lock.lock();
+    for (unsigned i = 0; i < n; ++i)
+      __free_one_page(z, iso[i].p, iso[i].order, ok[i] && zeroes, iso[i].freed_ms);
+    z->lock.unlock();
+  }
+  reclaimed_bytes_.fetch_add(total, std::memory_order_relaxed);
+  return total;
+}
+
+}  // namespace uslub

@@ -1,0 +1,91 @@
+// spinlock_t: the lock behind zone->lock, list_lock and the other shared locks.
+//
+// User space is PREEMPT_RT: a lock holder can be preempted at any instruction, so a waiter
+// that only spins can burn its whole time slice (or deadlock against a lower-priority holder).
+// Like RT's spinlock_t (an rtmutex), ours spins briefly (adaptive: the holder is usually
+// running and done within the spin) and then sleeps on a futex.
+//
+// State: 0 unlocked, 1 locked, 2 locked with (possible) sleepers (Drepper, "Futexes are
+// tricky", mutex #3).  Acquire/release ordering comes from the atomic read-modify-writes.
+//
+// Also counts acquisitions and contended acquisitions (for lock statistics: "shared-lock
+// acquisitions per 1000 operations").  The counters are relaxed and approximate.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "base/compiler.hpp"
+#include "platform/platform.hpp"
+#include "sync/lockdep.hpp"
+
+namespace uslub {
+
+class spinlock_t {
+ public:
+  constexpr explicit spinlock_t(const lock_class_key* cls = nullptr) : cls_(cls) {}
+  spinlock_t(const spinlock_t&) = delete;
+  spinlock_t& operator=(const spinlock_t&) = delete;
+
+  void set_class(const lock_class_key* cls) { cls_ = cls; }
+
+  USLUB_ALWAYS_INLINE void lock() {
+    std::uint32_t expected = 0;
+    if (USLUB_UNLIKELY(!state_.compare_exchange_strong(expected, 1, std::memory_order_acquire,
+                                                        std::memory_order_relaxed)))
+      lock_slow();
+    bump(acquired_);
+    lockdep_acquire(cls_, this, false);
+  }
+
+  USLUB_ALWAYS_INLINE bool try_lock() {
+    std::uint32_t expected = 0;
+    if (!state_.compare_exchange_strong(expected, 1, std::memory_order_acquire,
+                                        std::memory_order_relaxed))
+      return false;
+    bump(acquired_);
+    lockdep_acquire(cls_, this, true);
+    return true;
+  }
+
+  USLUB_ALWAYS_INLINE void unlock() {
+    lockdep_release(cls_, this);
+    if (USLUB_UNLIKELY(state_.fetch_sub(1, std::memory_order_release) != 1)) unlock_slow();
+  }
+
+  bool is_locked() const { return state_.load(std::memory_order_relaxed) != 0; }
+  std::uint64_t acquisitions() const { return acquired_.load(std::memory_order_relaxed); }
+  std::uint64_t contentions() const { return contended_.load(std::memory_order_relaxed); }
+  const lock_class_key* lock_class() const { return cls_; }
+
+ private:
+  USLUB_SLOWPATH void lock_slow();
+  // Counters are written only by the holder: a plain load+store, no locked instruction.
+  static USLUB_ALWAYS_INLINE void bump(std::atomic<std::uint64_t>& c) {
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  USLUB_SLOWPATH void unlock_slow();
+  void lock_wait();
+
+  std::atomic<std::uint32_t> state_{0};
+  const lock_class_key* cls_;
+  // Counters sit beside the state word: they are written only by the holder, on the line
+  // the holder already owns.
+  std::atomic<std::uint64_t> acquired_{0};
+  std::atomic<std::uint64_t> contended_{0};
+};
+
+// RAII guard (the kernel's guard(spinlock)).
+template <class Lock>
+class lock_guard {
+ public:
+  explicit lock_guard(Lock& l) : l_(l) { l_.lock(); }
+  ~lock_guard() { l_.unlock(); }
+  lock_guard(const lock_guard&) = delete;
+  lock_guard& operator=(const lock_guard&) = delete;
+
+ private:
+  Lock& l_;
+};
+
+}  // namespace uslub

@@ -1,0 +1,208 @@
+// Bad input, out of memory (limit and injected OS failure), decay and reclaim.
+#include <sys/mman.h>
+
+#include <vector>
+
+#include "page_test_util.hpp"
+
+namespace uslub::test {
+
+class PageAlloc : public page_alloc_fixture {};
+
+TEST_F(PageAlloc, DoubleFreeIsReportedAndIgnored) {
+  make();
+  report_capture cap;
+  page* p = pa_.alloc_pages(0);
+  page* q = pa_.alloc_pages(5);
+  pa_.free_pages(p, 0);
+  pa_.free_pages(p, 0);
+  pa_.free_pages(q, 5);
+  pa_.free_pages(q, 5);
+  ASSERT_EQ(cap.count(), 2u);
+  EXPECT_EQ(cap.first_line(0), "uslub: BUG page allocator: Object already free");
+  EXPECT_EQ(cap.first_line(1), "uslub: BUG page allocator: Object already free");
+  EXPECT_NE(cap.reports()[0].find("double free"), std::string::npos);
+  EXPECT_EQ(pa_.stats().bad_free, 2u);
+  pa_.drain_all_pages();
+  EXPECT_TRUE(pa_.validate());
+  EXPECT_EQ(pa_.nr_free(MAX_ORDER), 1u);  // nothing was freed twice into the lists
+}
+
+TEST_F(PageAlloc, WrongOrderIsReportedAndTheBlockStaysAllocated) {
+  make();
+  report_capture cap;
+  page* p = pa_.alloc_pages(2);
+  pa_.free_pages(p, 3);
+  ASSERT_EQ(cap.count(), 1u);
+  EXPECT_EQ(cap.first_line(), "uslub: BUG page allocator: Wrong order");
+  EXPECT_NE(cap.reports()[0].find("allocated as order 2"), std::string::npos);
+  EXPECT_EQ(page_flags(p), PG_head);
+  pa_.free_pages(p, 2);
+  EXPECT_EQ(cap.count(), 1u);
+}
+
+TEST_F(PageAlloc, ForeignAndInteriorPointersAreReported) {
+  make();
+  report_capture cap;
+  int on_stack;
+  pa_.free_pages_addr(&on_stack, 0);
+  void* heap = malloc(8192);
+  pa_.free_pages_addr(heap, 0);
+  free(heap);
+  page* p = pa_.alloc_pages(2, __GFP_COMP);
+  pa_.free_pages(p + 1, 0);                                          // a tail page
+  pa_.free_pages_addr(static_cast<char*>(page_address(p)) + 8, 2);  // not page aligned
+  ASSERT_EQ(cap.count(), 4u);
+  for (size_t i = 0; i < 4; ++i)
+    EXPECT_EQ(cap.first_line(i), "uslub: BUG page allocator: Invalid pointer") << i;
+  EXPECT_NE(cap.reports()[0].find("not from uslub's memory map"), std::string::npos);
+  EXPECT_NE(cap.reports()[2].find("inside an allocated block"), std::string::npos);
+  // Another allocator's block.
+  page_allocator other;
+  failing_vm vm2;
+  page_alloc_config c;
+  c.vm = &vm2;
+  c.nr_nodes = 1;
+  ASSERT_EQ(other.init(c), 0);
+  page* o = other.alloc_pages(0);
+  pa_.free_pages(o, 0);
+  EXPECT_NE(cap.reports().back().find("another page allocator"), std::string::npos);
+  other.free_pages(o, 0);
+  other.destroy();
+  pa_.free_pages(p, 2);
+  EXPECT_TRUE(pa_.validate());
+}
+
+TEST_F(PageAlloc, OrderAboveMaxIsEinval) {
+  make();
+  errno = 0;
+  EXPECT_EQ(pa_.alloc_pages(MAX_ORDER + 1), nullptr);
+  EXPECT_EQ(errno, EINVAL);
+}
+
+TEST_F(PageAlloc, MemoryLimitFailsCleanlyAndRecovers) {
+  page_alloc_config c;
+  c.memory_limit = 3 * MAX_ORDER_BYTES + (1 << 20);  // three 4 MiB blocks and their descriptors
+  make(c);
+  std::vector<page*> got;
+  for (;;) {
+    errno = 0;
+    page* p = pa_.alloc_pages(MAX_ORDER);
+    if (!p) {
+      EXPECT_EQ(errno, ENOMEM);
+      break;
+    }
+    got.push_back(p);
+    ASSERT_LT(got.size(), 10u);
+  }
+  EXPECT_EQ(got.size(), 3u);
+  EXPECT_LE(pa_.stats().committed_bytes, c.memory_limit);
+  // Small allocations fail too, and leave the state consistent.
+  EXPECT_EQ(pa_.alloc_pages(0), nullptr);
+  EXPECT_TRUE(pa_.validate());
+  for (page* p : got) pa_.free_pages(p, MAX_ORDER);
+  page* again = pa_.alloc_pages(0);
+  EXPECT_NE(again, nullptr);
+  pa_.free_pages(again, 0);
+  EXPECT_EQ(pa_.stats().grow, 3u);
+}
+
+TEST_F(PageAlloc, OsRefusalIsEnomemAndNothingLeaks) {
+  make();
+  vm_.fail_commit = true;
+  errno = 0;
+  EXPECT_EQ(pa_.alloc_pages(0), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  EXPECT_EQ(pa_.alloc_pages(MAX_ORDER), nullptr);
+  std::vector<page*> v(8);
+  EXPECT_EQ(pa_.alloc_pages_bulk(0, 8, v.data()), 0);
+  auto s = pa_.stats();
+  EXPECT_GE(s.grow_fail, 3u);
+  EXPECT_EQ(s.committed_bytes, 0u);  // even the section header commit failed: nothing kept
+  vm_.fail_commit = false;
+  page* p = pa_.alloc_pages(0);
+  ASSERT_NE(p, nullptr);
+  pa_.free_pages(p, 0);
+  vm_.fail_reserve = true;  // a full section needs a new reservation
+  EXPECT_TRUE(pa_.validate());
+}
+
+TEST_F(PageAlloc, MetadataMapFailureFailsInit) {
+  vm_.fail_map = true;
+  page_alloc_config c;
+  c.vm = &vm_;
+  c.nr_nodes = 1;
+  EXPECT_EQ(pa_.init(c), ENOMEM);
+}
+
+static bool resident(void* p, size_t len) {
+  std::vector<unsigned char> vec(len / PAGE_SIZE);
+  EXPECT_EQ(mincore(p, len, vec.data()), 0);
+  for (auto v : vec)
+    if (v & 1) return true;
+  return false;
+}
+
+TEST_F(PageAlloc, DecayReturnsIdleBlocksAfterTheDelay) {
+  page_alloc_config c;
+  c.decay_ms = 100;
+  make(c);
+  page* p = pa_.alloc_pages(6);
+  void* a = page_address(p);
+  memset(a, 1, PAGE_SIZE << 6);
+  pa_.free_pages(p, 6);  // straight to the zone (order >= NR_PCP_ORDERS)
+  EXPECT_TRUE(resident(a, PAGE_SIZE << 6));
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  // Any zone-level free notices the deadline and reclaims.
+  page* q = pa_.alloc_pages(5);
+  pa_.free_pages(q, 5);
+  EXPECT_FALSE(resident(a, PAGE_SIZE << 6));
+  auto s = pa_.stats();
+  EXPECT_GE(s.reclaimed_bytes, PAGE_SIZE << 6);
+  EXPECT_GE(s.returned_bytes, PAGE_SIZE << 6);
+  EXPECT_GT(vm_.decommits.load(), 0);
+  // Reused returned memory reads as zeros without a memset.
+  page* z = pa_.alloc_pages(6, __GFP_ZERO);
+  auto* b = static_cast<unsigned char*>(page_address(z));
+  EXPECT_TRUE(std::all_of(b, b + (PAGE_SIZE << 6), [](unsigned char x) { return x == 0; }));
+  pa_.free_pages(z, 6);
+  EXPECT_TRUE(pa_.validate());
+}
+
+TEST_F(PageAlloc, ForcedReclaimReturnsEverythingFree) {
+  make();
+  std::vector<page*> v;
+  for (int i = 0; i < 64; ++i) {
+    v.push_back(pa_.alloc_pages(4));
+    memset(page_address(v.back()), 1, PAGE_SIZE << 4);
+  }
+  for (page* p : v) pa_.free_pages(p, 4);
+  pa_.drain_all_pages();
+  size_t got = pa_.reclaim(/*force=*/true);
+  auto s = pa_.stats();
+  EXPECT_GE(got, 64 * (PAGE_SIZE << 4));
+  EXPECT_EQ(s.returned_bytes, s.free_bytes);
+  for (page* p : v) EXPECT_FALSE(resident(page_address(p), PAGE_SIZE << 4));
+  EXPECT_TRUE(pa_.validate());
+}
+
+TEST_F(PageAlloc, DecayZeroReturnsAtOnce) {
+  page_alloc_config c;
+  c.decay_ms = 0;
+  make(c);
+  page* p = pa_.alloc_pages(8);
+  memset(page_address(p), 1, PAGE_SIZE << 8);
+  pa_.free_pages(p, 8);
+  EXPECT_FALSE(resident(page_address(p), PAGE_SIZE << 8));
+}
+
+TEST(GlobalPageAllocator, IsUsableAndSelfInitialising) {
+  page_allocator& pa = global_page_allocator();
+  page* p = pa.alloc_pages(1, __GFP_ZERO);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(static_cast<char*>(page_address(p))[PAGE_SIZE + 7], 0);
+  pa.free_pages(p, 1);
+  EXPECT_EQ(&global_page_allocator(), &pa);
+}
+
+}  // namespace uslub::test

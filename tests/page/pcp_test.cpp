@@ -1,0 +1,162 @@
+// Per-CPU page lists: refill, drain at high, batch, trylock fallback, drain_all piggyback.
+#include <thread>
+#include <vector>
+
+#include "page_test_util.hpp"
+
+namespace uslub::test {
+
+class Pcp : public page_alloc_fixture {
+ protected:
+  void SetUp() override {
+    page_alloc_config c;
+    c.pcp_batch = 8;
+    c.pcp_high = 32;
+    make(c);
+    ASSERT_TRUE(pin_to_cpu(0));
+  }
+  void TearDown() override {
+    unpin();
+    page_alloc_fixture::TearDown();
+  }
+};
+
+TEST_F(Pcp, RefillTakesOneBatchThenHits) {
+  page* p = pa_.alloc_pages(0);
+  ASSERT_NE(p, nullptr);
+  auto s = pa_.stats();
+  EXPECT_EQ(s.pcp_alloc_refill, 1u);
+  EXPECT_EQ(pcp(0).count, 7);  // batch 8, one handed out
+  std::vector<page*> v{p};
+  for (int i = 0; i < 7; ++i) v.push_back(pa_.alloc_pages(0));
+  s = pa_.stats();
+  EXPECT_EQ(s.pcp_alloc_refill, 1u);
+  EXPECT_EQ(s.pcp_alloc_hit, 7u);
+  EXPECT_EQ(pcp(0).count, 0);
+  for (page* q : v) pa_.free_pages(q, 0);
+  EXPECT_EQ(pcp(0).count, 8);
+}
+
+TEST_F(Pcp, FreeAboveHighDrainsOneBatch) {
+  std::vector<page*> v;
+  for (int i = 0; i < 64; ++i) v.push_back(pa_.alloc_pages(0));
+  pa_.drain_all_pages();
+  EXPECT_EQ(pcp(0).count, 0);
+  for (int i = 0; i < 32; ++i) pa_.free_pages(v[i], 0);
+  // The 32nd free reached high (32) and drained a batch of 8.
+  EXPECT_EQ(pcp(0).count, 24);
+  EXPECT_EQ(pa_.stats().pcp_free_drain, 1u);
+  for (int i = 32; i < 64; ++i) pa_.free_pages(v[i], 0);
+  EXPECT_LT(pcp(0).count, 32);
+  EXPECT_TRUE(pa_.validate());
+}
+
+TEST_F(Pcp, HigherOrdersShareTheCountInPages) {
+  page* p = pa_.alloc_pages(3);  // batch 8 pages >> 3 = one block
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(pcp(0).count, 0);
+  pa_.free_pages(p, 3);
+  EXPECT_EQ(pcp(0).count, 8);
+  EXPECT_EQ(page_flags(p) & PG_pcp, PG_pcp);
+}
+
+TEST_F(Pcp, BusyPcpLockFallsBackToTheZone) {
+  page* warm = pa_.alloc_pages(0);  // the zone has memory
+  std::atomic<int> state{0};
+  std::thread holder([&] {
+    ASSERT_TRUE(pin_to_cpu(0));
+    ASSERT_TRUE(pcp(0).lock.try_lock());  // as if preempted inside a pcp operation
+    state = 1;
+    while (state.load() != 2) std::this_thread::yield();
+    pcp(0).lock.unlock();
+  });
+  while (state.load() != 1) std::this_thread::yield();
+  auto before = pa_.stats();
+  page* p = pa_.alloc_pages(0);  // this thread is on CPU 0 too: trylock fails
+  ASSERT_NE(p, nullptr);
+  pa_.free_pages(p, 0);
+  auto after = pa_.stats();
+  state = 2;
+  holder.join();
+  EXPECT_EQ(after.pcp_trylock_fail - before.pcp_trylock_fail, 2u);
+  EXPECT_EQ(after.zone_alloc - before.zone_alloc, 1u);
+  EXPECT_EQ(after.zone_free - before.zone_free, 1u);
+  EXPECT_EQ(after.pcp_alloc_hit, before.pcp_alloc_hit);
+  pa_.free_pages(warm, 0);
+  EXPECT_TRUE(pa_.validate());
+}
+
+TEST_F(Pcp, BulkAllocAndFree) {
+  std::vector<page*> v(64);
+  ASSERT_EQ(pa_.alloc_pages_bulk(0, 64, v.data()), 64);
+  std::sort(v.begin(), v.end());
+  EXPECT_EQ(std::adjacent_find(v.begin(), v.end()), v.end());
+  for (page* p : v) EXPECT_EQ(page_flags(p), PG_head);
+  pa_.free_pages_bulk(v.data(), 64, 0);
+  EXPECT_EQ(pa_.stats().pcp_free_hit, 64u);
+  EXPECT_LT(pcp(0).count, 32);
+  std::vector<page*> big(16);
+  ASSERT_EQ(pa_.alloc_pages_bulk(5, 16, big.data()), 16);
+  pa_.free_pages_bulk(big.data(), 16, 5);
+  pa_.drain_all_pages();
+  EXPECT_TRUE(pa_.validate());
+  EXPECT_EQ(pa_.stats().free_bytes, pa_.nr_free(MAX_ORDER) * MAX_ORDER_BYTES);
+}
+
+TEST_F(Pcp, DrainAllEmptiesEveryCpu) {
+  std::vector<page*> v;
+  for (int i = 0; i < 20; ++i) v.push_back(pa_.alloc_pages(0));
+  std::thread other([&] {
+    if (!pin_to_cpu(1)) return;
+    for (int i = 0; i < 10; ++i) pa_.free_pages(v[i], 0);
+  });
+  other.join();
+  for (int i = 10; i < 20; ++i) pa_.free_pages(v[i], 0);
+  pa_.drain_all_pages();
+  EXPECT_EQ(pa_.stats().pcp_bytes, 0u);
+  EXPECT_EQ(pa_.nr_free(MAX_ORDER), 1u);
+}
+
+TEST_F(Pcp, ConcurrentDrainAllPiggybacksOnARunningDrain) {
+  // Hold the drain mutex as a drain in progress would; callers arriving now read the old
+  // generation, and once that drain bumps it they must return without draining again.
+  auto& mu = page_alloc_test_peer::drain_mutex(pa_);
+  auto& gen = page_alloc_test_peer::drain_gen(pa_);
+  mu.lock();
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 4; ++i) callers.emplace_back([&] { pa_.drain_all_pages(); });
+  while (pa_.stats().drain_all_calls < 4) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  gen.fetch_add(1);  // the running drain's (D)
+  mu.unlock();
+  for (auto& t : callers) t.join();
+  auto s = pa_.stats();
+  EXPECT_EQ(s.drain_all_calls, 4u);
+  EXPECT_EQ(s.drain_all_runs, 0u);
+  pa_.drain_all_pages();  // a caller after it drains again
+  EXPECT_EQ(pa_.stats().drain_all_runs, 1u);
+}
+
+TEST_F(Pcp, DrainAllCoversEveryFreeBeforeTheCall) {
+  // Two threads on two CPUs free into their own pcp and drain; whenever drain_all returns,
+  // the caller's own pcp must be empty even if it piggybacked on the other's drain.
+  if (platform::nr_cpu_ids() < 2) GTEST_SKIP();
+  std::atomic<int> failures{0};
+  auto worker = [&](unsigned cpu) {
+    if (!pin_to_cpu(cpu)) return;
+    std::vector<page*> v(16);
+    for (int it = 0; it < 300 * stress_scale(); ++it) {
+      for (auto& p : v) p = pa_.alloc_pages(0);
+      for (auto* p : v) pa_.free_pages(p, 0);
+      pa_.drain_all_pages();
+      if (__atomic_load_n(&pcp(cpu).count, __ATOMIC_RELAXED) != 0) failures++;
+    }
+  };
+  std::thread a(worker, 0), b(worker, 1);
+  a.join();
+  b.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto s = pa_.stats();
+}
+
+}  // namespace uslub::test

@@ -1,0 +1,87 @@
+// Helpers shared by the test suites: report capture, a vm_ops that fails on demand, stress
+// scaling.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "base/report.hpp"
+#include "platform/platform.hpp"
+
+#ifndef USLUB_STRESS_SCALE
+#define USLUB_STRESS_SCALE 1
+#endif
+
+namespace uslub::test {
+
+// Captures every report_bug()/report_info() text while alive.
+class report_capture {
+ public:
+  report_capture() { set_report_hook(&hook, this); }
+  ~report_capture() { set_report_hook(nullptr, nullptr); }
+  std::vector<std::string> reports() {
+    std::lock_guard<std::mutex> g(mu_);
+    return texts_;
+  }
+  size_t count() {
+    std::lock_guard<std::mutex> g(mu_);
+    return texts_.size();
+  }
+  // First line of report i.
+  std::string first_line(size_t i = 0) {
+    auto r = reports();
+    if (i >= r.size()) return "";
+    return r[i].substr(0, r[i].find('\n'));
+  }
+
+ private:
+  static void hook(const char* text, void* arg) {
+    auto* self = static_cast<report_capture*>(arg);
+    std::lock_guard<std::mutex> g(self->mu_);
+    self->texts_.emplace_back(text);
+  }
+  std::mutex mu_;
+  std::vector<std::string> texts_;
+};
+
+// Delegates to the real OS but fails reserve/commit/map when told to (out-of-memory paths).
+class failing_vm final : public platform::vm_ops {
+ public:
+  std::atomic<bool> fail_reserve{false}, fail_commit{false}, fail_map{false};
+  std::atomic<int> commits{0}, decommits{0}, reserves{0};
+  // Fail commits after this many successful ones (-1: never).
+  std::atomic<int> commit_budget{-1};
+
+  int reserve(std::size_t size, std::size_t align, void** out) override {
+    if (fail_reserve) return ENOMEM;
+    reserves++;
+    return real().reserve(size, align, out);
+  }
+  int commit(void* p, std::size_t n) override {
+    if (fail_commit) return ENOMEM;
+    if (commit_budget >= 0 && commit_budget.fetch_sub(1) <= 0) return ENOMEM;
+    commits++;
+    return real().commit(p, n);
+  }
+  int decommit(void* p, std::size_t n, platform::decommit_mode m) override {
+    decommits++;
+    return real().decommit(p, n, m);
+  }
+  int hugepage(void* p, std::size_t n) override { return real().hugepage(p, n); }
+  int release(void* p, std::size_t n) override { return real().release(p, n); }
+  int map(std::size_t n, void** out) override {
+    if (fail_map) return ENOMEM;
+    return real().map(n, out);
+  }
+
+ private:
+  static platform::vm_ops& real() { return platform::linux_vm(); }
+};
+
+inline int stress_scale() { return USLUB_STRESS_SCALE; }
+
+}  // namespace uslub::test
