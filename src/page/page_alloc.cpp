@@ -121,7 +121,7 @@ page* page_allocator::alloc_pages(unsigned order, gfp_t gfp, int node) {
   zone* z = pick_zone(node);
   bool zeroed = false;
   page* p = nullptr;
-  if (order < NR_PCP_ORDERS) {
+  if (order < NR_PCP_ORDERS && !cfg_.no_pcp) {
     bool busy = false;
     p = rmqueue_pcplist(z, order, &zeroed, &busy);
     // An empty zone: grow it (no lock held) and refill the pcp list from the new block.
@@ -190,7 +190,7 @@ void page_allocator::free_pages(page* p, unsigned order) {
     for (std::size_t i = 1, n = std::size_t{1} << order; i < n; ++i) set_page_flags(p + i, 0);
   }
   zone* z = page_section(p)->zone;
-  if (order < NR_PCP_ORDERS && free_unref_page(z, p, order)) return;
+  if (order < NR_PCP_ORDERS && !cfg_.no_pcp && free_unref_page(z, p, order)) return;
   free_one_page(z, p, order);
 }
 
@@ -221,7 +221,7 @@ int page_allocator::alloc_pages_bulk(unsigned order, int nr, page** out, gfp_t g
   int got = 0;
   // Zeroed-ness is tracked per block: the top bit of the out[] slot would be a hack, so
   // blocks from pcp carry PG_returned in their flags until prep, and zone blocks get it set.
-  if (order < NR_PCP_ORDERS) got = rmqueue_pcplist_bulk(z, order, nr, out);
+  if (order < NR_PCP_ORDERS && !cfg_.no_pcp) got = rmqueue_pcplist_bulk(z, order, nr, out);
   while (got < nr) {
     z->lock.lock();
     int before = got;
@@ -260,7 +260,8 @@ void page_allocator::free_pages_bulk(page** pages, int nr, unsigned order) {
       batch[n++] = p;
     }
     if (!n) continue;
-    if (order < NR_PCP_ORDERS && free_unref_page_bulk(z, batch, n, order)) continue;
+    if (order < NR_PCP_ORDERS && !cfg_.no_pcp && free_unref_page_bulk(z, batch, n, order))
+      continue;
     std::uint64_t now = platform::coarse_ms();
     z->lock.lock();
     for (int k = 0; k < n; ++k) __free_one_page(z, batch[k], order, false, now);

@@ -100,6 +100,7 @@ struct page_alloc_config {
   platform::decommit_mode decommit = platform::decommit_mode::dontneed;
   unsigned nr_nodes = 0;           // 0: the platform's node count
   bool thp = false;                // MADV_HUGEPAGE on new memory (USLUB_THP=1)
+  bool no_pcp = false;             // bypass the per-CPU lists (benchmarks: "zone only")
 
   // The defaults, overridden by USLUB_* environment variables.
   static page_alloc_config from_env();
