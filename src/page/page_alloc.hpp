@@ -71,8 +71,7 @@ struct alignas(kDestructiveLine) per_cpu_pages {
   int batch;  // pages moved per refill or drain
   list_head lists[NR_PCP_ORDERS];  // hot at the head; drains take the cold tail
   stat_counter alloc_hit, alloc_refill, free_hit, free_drain;
-  // Racy counters (incremented without the lock, by relaxed RMW on failure paths only).
-  std::atomic<std::uint64_t> trylock_fail{0};
+  // Failed try_lock() calls are counted by the lock itself (lock.trylock_failures()).
 };
 
 struct zone {
@@ -158,6 +157,12 @@ class page_allocator {
   unsigned nr_zones() const { return nr_zones_; }
   zone* zone_of_node(int node) const { return zones_[node < 0 ? 0 : node % nr_zones_]; }
   const page_alloc_config& config() const { return cfg_; }
+  // Calls fn(section) for each of this allocator's sections (validation walks the memmap).
+  template <class Fn>
+  void for_each_section(Fn fn) const {
+    for (mem_section* s = sections_.load(std::memory_order_acquire); s; s = s->next_in_owner)
+      fn(s);
+  }
   // Blocks of each order currently free in all zones (tests: "only maximal blocks").
   std::size_t nr_free(unsigned order) const;
 
@@ -165,15 +170,16 @@ class page_allocator {
   friend struct page_alloc_test_peer;
   // page_alloc.cpp
   page* alloc_zone(zone* z, unsigned order, bool* zeroed);
+  page* alloc_pages_slow(zone* z, unsigned order, gfp_t gfp, bool try_pcp, bool grow_first);
   void free_one_page(zone* z, page* p, unsigned order);
+  void free_pages_slow(page* p, unsigned order);
   bool check_free(const void* addr, page* p, unsigned order);
-  void prep_new_page(page* p, unsigned order, gfp_t gfp, bool zeroed);
   zone* pick_zone(int node) const;
   void vm_release_metadata(zone* z);
   // pcp.cpp: nullptr / false when the pcp lock is busy or the zone is empty
   page* rmqueue_pcplist(zone* z, unsigned order, bool* zeroed, bool* busy);
+  page* pcp_refill(zone* z, per_cpu_pages* pcp, unsigned order);
   int rmqueue_pcplist_bulk(zone* z, unsigned order, int nr, page** out);
-  bool free_unref_page(zone* z, page* p, unsigned order);
   bool free_unref_page_bulk(zone* z, page** pages, int nr, unsigned order);
   void free_pcppages_bulk(zone* z, int count, per_cpu_pages* pcp);
   int rmqueue_bulk(zone* z, unsigned order, int count, per_cpu_pages* pcp);

@@ -203,6 +203,15 @@ void* thread_exit_hook::armed_value() const {
   return ok_ ? pthread_getspecific(static_cast<pthread_key_t>(key_)) : nullptr;
 }
 
+std::uint64_t random_u64() {
+  std::uint64_t v = 0;
+  if (syscall(SYS_getrandom, &v, sizeof v, 0x1 /* GRND_NONBLOCK */) == sizeof v) return v;
+  v = monotonic_ns() ^ reinterpret_cast<std::uintptr_t>(&v);
+  v ^= v >> 33;
+  v *= 0xff51afd7ed558ccdull;
+  return v ^ (v >> 29);
+}
+
 pid_t thread_id() { return static_cast<pid_t>(syscall(SYS_gettid)); }
 
 std::uint64_t env_size(const char* name, std::uint64_t def) {

@@ -137,6 +137,10 @@ class thread_exit_hook {
   bool ok_;
 };
 
+// 64 random bits from getrandom() (a time/address mix if the kernel refuses).  For secrets
+// such as the free-pointer hardening key.
+std::uint64_t random_u64();
+
 // Number of the calling thread (gettid).
 pid_t thread_id();
 

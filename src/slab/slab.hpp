@@ -1,0 +1,247 @@
+// SLUB: the kmem_cache object allocator (mm/slub.c, seed 000), internal definitions.
+//
+// Lock order (outermost first; seed 000 patch 35 plus its hotplug fix):
+//   1. slab_mutex             the list of caches; create / merge / destroy
+//   2. flush_mutex            serialises flush_all() (the kernel's flush_lock)
+//   3. kmem_cache_node::list_lock   one node's partial list and nr_partial
+//   4. kmem_cache_cpu::lock   slow-path changes to one CPU slot (local_trylock_t)
+// (then the page allocator's own locks, which never call back into slab).
+// destroy and shrink take slab_mutex before flush_mutex, never the reverse: seed 000's
+// "flush_lock -> cpu_hotplug_lock" inversion is exactly the bug this order prevents.
+// Never held across the page allocator's growth (no lock across a system call): the slow
+// path drops the slot lock before get_partial()/new_slab().
+//
+// list_lock protects n->partial, n->nr_partial and the membership of slabs on it (slab->lru).
+// It does not protect slab->freelist/counters: those change only by cmpxchg_double_slab
+// (one 16-byte CAS), so remote frees never take a list lock unless the slab changes lists.
+//
+// kmem_cache_cpu::lock (trylock only, like seed 003's pcp lock) protects c->slab, c->partial
+// and the slow-path updates of c->freelist.  User space is PREEMPT_RT: threads sharing a CPU
+// slot interleave at any instruction and a thread may still use a slot after migrating, so
+//   - every change of c->freelist, by fast or slow path, is one 16-byte CAS of
+//     (c->freelist, c->tid) that also advances tid;
+//   - a slow path changes c->slab only while holding c->lock, and stores c->slab *before*
+//     the CAS that advances tid; fast paths load tid (acquire) *before* c->slab and c->freelist.
+// Hence a fast path whose CAS succeeds saw the c->slab that matches the list it changed: any
+// slow-path change in between advanced tid and fails the CAS (the kernel's tid argument,
+// with "another thread on this slot" in place of "an interrupt").  A slot lock that is busy
+// (its holder may be preempted) sends the slow path to the node (alloc_single_from_partial /
+// new slab returned single) instead of waiting.
+//
+// Lockless paths: slab_alloc_node / do_slab_free fast paths (tid + CAS above); __slab_free's
+// remote free (CAS on slab freelist+counters; list_lock only when the slab changes list).
+// Reading a stale object's free pointer in the alloc fast path is safe: slab memory is never
+// unmapped (the page allocator only madvises it, which reads as zeros), and the CAS fails.
+//
+// Slab states (slab = head page descriptor; counters = inuse:16 objects:15 frozen:1):
+//   frozen, c->slab          the CPU slab: only its CPU slot takes slab->freelist
+//   frozen, on c->partial    a CPU's partial list: on no node list
+//   !frozen, on n->partial   has free objects; found by get_partial_node under list_lock
+//   !frozen, full            freelist == NULL, on no list (a free makes it frozen/partial)
+//   empty                    inuse == 0: discarded when nr_partial >= min_partial
+// Invariant (validate): inuse + |slab->freelist| + |objects on the owning CPU freelist| ==
+// objects; inuse counts objects handed to a CPU freelist as in use.
+#pragma once
+
+#include <uslub/slab.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "base/compiler.hpp"
+#include "base/list.hpp"
+#include "page/page_alloc.hpp"
+#include "sync/local_lock.hpp"
+#include "sync/spinlock.hpp"
+
+namespace uslub {
+
+// Flags that forbid merging (debugging or special semantics).
+inline constexpr slab_flags_t SLAB_NEVER_MERGE = SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER |
+                                                 SLAB_TRACE | SLAB_TYPESAFE_BY_RCU |
+                                                 SLAB_NO_MERGE | SLAB_CONSISTENCY_CHECKS |
+                                                 SLAB_FAILSLAB;
+// Flags that must agree for two caches to merge.
+inline constexpr slab_flags_t SLAB_MERGE_SAME = SLAB_HWCACHE_ALIGN | SLAB_STATS;
+inline constexpr slab_flags_t SLAB_DEBUG_FLAGS =
+    SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER | SLAB_TRACE | SLAB_CONSISTENCY_CHECKS;
+
+inline constexpr unsigned kSlabMaxOrder = 3;     // slub_max_order
+inline constexpr unsigned kMaxObjsPerSlab = 32767;
+
+// The slab's counters word, swapped together with slab->freelist.
+union slab_counters {
+  std::uint64_t v;
+  struct {
+    std::uint32_t inuse : 16;
+    std::uint32_t objects : 15;
+    std::uint32_t frozen : 1;
+    std::uint32_t unused;
+  };
+};
+static_assert(sizeof(slab_counters) == 8);
+
+// Per-CPU slot.  freelist+tid first, 16-byte aligned, for cmpxchg16b (seed 000's
+// misalignment bug was a lock placed before them).
+struct alignas(64) kmem_cache_cpu {
+  void* freelist;      // CAS with tid only
+  std::uint64_t tid;   // CAS with freelist only
+  page* slab;          // lock; stored before the tid-advancing CAS
+  page* partial;       // lock; frozen slabs linked by slab->lru.next, count in slab_private
+  local_trylock_t lock;
+};
+static_assert(offsetof(kmem_cache_cpu, freelist) == 0 && offsetof(kmem_cache_cpu, tid) == 8);
+static_assert(alignof(kmem_cache_cpu) % 16 == 0);
+
+// Statistics of one CPU slot: racy relaxed load+store (threads sharing the slot can lose an
+// increment, as the kernel's raw_cpu_inc can under preemption).
+struct alignas(64) kmem_cache_cpu_stats {
+  std::atomic<std::uint64_t> stat[NR_SLUB_STAT_ITEMS];
+};
+
+struct kmem_cache_node {
+  spinlock_t list_lock;
+  std::size_t nr_partial;  // list_lock
+  list_head partial;       // list_lock
+  std::atomic<long> nr_slabs{0};
+  std::atomic<long> total_objects{0};
+};
+
+}  // namespace uslub
+
+// The C API names this type (include/uslub/slab.h), so it lives in the global namespace.
+struct kmem_cache {
+  using kmem_cache_cpu = uslub::kmem_cache_cpu;
+  using kmem_cache_cpu_stats = uslub::kmem_cache_cpu_stats;
+  using kmem_cache_node = uslub::kmem_cache_node;
+  using page_allocator = uslub::page_allocator;
+  using list_head = uslub::list_head;
+  kmem_cache_cpu* cpu_slab;  // nr_cpu_ids slots
+  kmem_cache_cpu_stats* cpu_stats;  // nullptr unless SLAB_STATS
+  slab_flags_t flags;
+  unsigned size;         // object stride in the slab
+  unsigned object_size;  // what the user asked for
+  unsigned offset;       // free pointer offset inside the object
+  unsigned align;
+  unsigned order;        // slab order (oo)
+  unsigned objects;      // objects per slab of `order`
+  unsigned min_order, min_objects;  // the fallback (min)
+  unsigned cpu_partial;        // objects kept on a CPU's partial list
+  unsigned cpu_partial_slabs;  // the same in slabs
+  unsigned min_partial;        // empty slabs a node keeps
+  std::uint64_t random;        // free pointer hardening secret
+  std::uint64_t reciprocal_size;  // ceil(2^32 / size): object index without a division
+  void (*ctor)(void*);
+  page_allocator* pa;
+  unsigned nr_cpus;
+  unsigned tid_step;
+  unsigned cpu_order;    // page order of the cpu_slab (+ cpu_stats) block
+  int refcount;          // slab_mutex; > 1 when merged caches alias it
+  list_head list;        // slab_mutex: slab_caches
+  std::atomic<std::uint64_t> slab_gen{0};  // bumped per slab created/freed (validate)
+  char name[48];
+  kmem_cache_node* node[uslub::platform::kMaxNodes];
+  unsigned nr_nodes;
+};
+
+namespace uslub {
+using ::kmem_cache;
+
+// ---- free pointer (hardened: ptr ^ secret ^ bswap(address of the pointer)) --------------
+
+USLUB_ALWAYS_INLINE void* freeptr_decode(const kmem_cache* s, std::uintptr_t stored,
+                                         std::uintptr_t at) {
+  return reinterpret_cast<void*>(stored ^ s->random ^ __builtin_bswap64(at));
+}
+
+USLUB_ALWAYS_INLINE void* get_freepointer(const kmem_cache* s, void* obj) {
+  auto at = reinterpret_cast<std::uintptr_t>(obj) + s->offset;
+  auto stored = __atomic_load_n(reinterpret_cast<std::uintptr_t*>(at), __ATOMIC_RELAXED);
+  return freeptr_decode(s, stored, at);
+}
+
+USLUB_ALWAYS_INLINE void set_freepointer(const kmem_cache* s, void* obj, void* fp) {
+  auto at = reinterpret_cast<std::uintptr_t>(obj) + s->offset;
+  __atomic_store_n(reinterpret_cast<std::uintptr_t*>(at),
+                   reinterpret_cast<std::uintptr_t>(fp) ^ s->random ^ __builtin_bswap64(at),
+                   __ATOMIC_RELAXED);
+}
+
+// ---- the 16-byte CAS --------------------------------------------------------------------
+
+USLUB_ALWAYS_INLINE bool cmpxchg16(void* addr, void* old_ptr, std::uint64_t old_word,
+                                   void* new_ptr, std::uint64_t new_word) {
+  using u128 = unsigned __int128;
+  u128 expected = static_cast<u128>(reinterpret_cast<std::uintptr_t>(old_ptr)) |
+                  (static_cast<u128>(old_word) << 64);
+  u128 desired = static_cast<u128>(reinterpret_cast<std::uintptr_t>(new_ptr)) |
+                 (static_cast<u128>(new_word) << 64);
+  return __sync_bool_compare_and_swap(static_cast<u128*>(addr), expected, desired);
+}
+
+USLUB_ALWAYS_INLINE void* load_ptr(void* const* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+USLUB_ALWAYS_INLINE std::uint64_t load_u64(const std::uint64_t* p) {
+  return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+// ---- statistics -------------------------------------------------------------------------
+
+USLUB_ALWAYS_INLINE void stat(const kmem_cache* s, uslub_stat_item si, unsigned cpu,
+                              std::uint64_t n = 1) {
+  if (USLUB_UNLIKELY(s->cpu_stats != nullptr)) {
+    auto& c = s->cpu_stats[cpu].stat[si];
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+}
+
+// ---- lookups ----------------------------------------------------------------------------
+
+USLUB_ALWAYS_INLINE unsigned this_cpu_index(const kmem_cache* s) {
+  unsigned cpu = platform::current_cpu();
+  return USLUB_LIKELY(cpu < s->nr_cpus) ? cpu : cpu % s->nr_cpus;
+}
+
+USLUB_ALWAYS_INLINE kmem_cache_node* get_node(const kmem_cache* s, int node) {
+  return s->node[static_cast<unsigned>(node) % s->nr_nodes];
+}
+
+USLUB_ALWAYS_INLINE int slab_nid(const page* slab) { return page_section(slab)->node; }
+
+USLUB_ALWAYS_INLINE void* slab_address(const page* slab) { return page_address(slab); }
+
+// The slab holding obj, or nullptr if obj is not inside a uslub slab page.  One load for the
+// section, one for the descriptor's flags (and the head pointer for multi-page slabs).
+USLUB_ALWAYS_INLINE page* virt_to_slab(const void* obj) {
+  mem_section* sec = lookup_section(obj);
+  if (USLUB_UNLIKELY(!sec)) return nullptr;
+  auto off = reinterpret_cast<std::uintptr_t>(obj) - sec->base;
+  if (USLUB_UNLIKELY(off < MEMMAP_BYTES || off >= sec->top.load(std::memory_order_relaxed)))
+    return nullptr;
+  page* p = compound_head(virt_to_page(obj));
+  return (page_flags(p) & PG_slab) ? p : nullptr;
+}
+
+// ---- internal entry points (slub.cpp, slab_common.cpp) ----------------------------------
+
+void* slab_alloc(kmem_cache* s, gfp_t gfp, int node);
+void slab_free(kmem_cache* s, page* slab, void* obj);
+// Checks that obj is an object of s handed out by uslub; reports and returns nullptr if not.
+page* slab_free_check(kmem_cache* s, const void* obj, const char* caller);
+void flush_all(kmem_cache* s);
+int __kmem_cache_shrink(kmem_cache* s);
+// Returns false (after reporting) if objects remain.
+bool __kmem_cache_shutdown(kmem_cache* s);
+bool validate_slab_cache(kmem_cache* s);
+void slab_fill_info(kmem_cache* s, kmem_cache_info* info);
+void discard_slab(kmem_cache* s, page* slab);
+int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** p);
+void kmem_cache_free_bulk_impl(kmem_cache* s, std::size_t nr, void** p);
+
+// Creates a cache whose slabs come from pa (tests use a failing page allocator).
+kmem_cache* kmem_cache_create_on(page_allocator* pa, const char* name, std::size_t size,
+                                 std::size_t align, slab_flags_t flags, void (*ctor)(void*));
+// Calls fn(s, arg) for every cache, under slab_mutex.
+void for_each_kmem_cache(void (*fn)(kmem_cache*, void*), void* arg);
+
+}  // namespace uslub

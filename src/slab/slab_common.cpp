@@ -1,0 +1,380 @@
+// kmem_cache life cycle: bootstrap, geometry (calculate_sizes / calculate_order), merging,
+// create, destroy, information and /proc/slabinfo.
+//
+// slab_mutex (lock order 1, see slab.hpp) protects slab_caches and each cache's refcount.
+// It is a sleeping lock taken on configuration paths only; it is never held across the page
+// allocator: a new cache's memory is allocated before the mutex is taken.
+#include <errno.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "base/bits.hpp"
+#include "base/check.hpp"
+#include "slab/slab.hpp"
+
+namespace uslub {
+namespace {
+
+constinit lock_class_key slab_mutex_key{"slab_mutex"};
+constinit lock_class_key list_lock_key{"kmem_cache_node->list_lock"};
+constinit lock_class_key cpu_slab_lock_key{"kmem_cache_cpu->lock"};
+constinit spinlock_t slab_mutex{&slab_mutex_key};
+constinit list_head slab_caches{&slab_caches, &slab_caches};  // slab_mutex
+
+// The bootstrap cache (seed 001): every kmem_cache structure is an object of this cache.
+constinit kmem_cache boot_kmem_cache{};
+constinit kmem_cache_node boot_nodes[platform::kMaxNodes]{};
+
+constinit std::atomic<int> g_slab_state{0};  // 0 down, 1 coming up, 2 up
+bool g_nomerge = false;
+std::atomic<bool> g_stats{false};
+
+unsigned fls(unsigned v) { return v ? 32 - static_cast<unsigned>(__builtin_clz(v)) : 0; }
+
+// Object layout: [object ... | free pointer if outside | padding to align].  The free pointer
+// lives in the middle of the object (hardening: off the edges overflows hit first) unless a
+// constructor or SLAB_TYPESAFE_BY_RCU means the object's contents must survive being free.
+void calculate_sizes(kmem_cache* s, std::size_t size, std::size_t align) {
+  s->object_size = static_cast<unsigned>(size);
+  std::size_t sz = align_up(size < sizeof(void*) ? sizeof(void*) : size, sizeof(void*));
+  if (s->ctor || (s->flags & (SLAB_TYPESAFE_BY_RCU | SLAB_POISON))) {
+    s->offset = static_cast<unsigned>(sz);
+    sz += sizeof(void*);
+  } else {
+    s->offset = static_cast<unsigned>(align_down(size / 2, sizeof(void*)));
+  }
+  s->align = static_cast<unsigned>(align);
+  s->size = static_cast<unsigned>(align_up(sz, align));
+  s->reciprocal_size = ((std::uint64_t{1} << 32) + s->size - 1) / s->size;
+}
+
+std::size_t calculate_alignment(slab_flags_t flags, std::size_t align, std::size_t size) {
+  if (flags & SLAB_HWCACHE_ALIGN) {
+    std::size_t ralign = kCacheLine;
+    while (size <= ralign / 2) ralign /= 2;  // small objects: don't waste a whole line
+    if (ralign > align) align = ralign;
+  }
+  return align < sizeof(void*) ? sizeof(void*) : align;
+}
+
+// calculate_order: the smallest order whose slab holds at least min_objects with at most
+// 1/16 waste; relax the waste, then the object count.
+void calculate_order(kmem_cache* s, unsigned nr_cpus) {
+  const std::size_t size = s->size;
+  unsigned min_order = order_base_2((size + PAGE_SIZE - 1) / PAGE_SIZE);
+  unsigned max_order = min_order > kSlabMaxOrder ? min_order : kSlabMaxOrder;
+  unsigned min_objects = 4 * (fls(nr_cpus) + 1);
+  unsigned best = min_order;
+  bool found = false;
+  for (unsigned mo = min_objects; mo >= 1 && !found; mo /= 2) {
+    for (unsigned fract = 16; fract >= 4 && !found; fract /= 2) {
+      for (unsigned order = min_order; order <= max_order; ++order) {
+        std::size_t slab_size = PAGE_SIZE << order;
+        std::size_t objs = slab_size / size;
+        if (objs < mo || objs > kMaxObjsPerSlab) continue;
+        if (slab_size % size <= slab_size / fract) {
+          best = order;
+          found = true;
+          break;
+        }
+      }
+    }
+  }
+  auto objs_for = [&](unsigned o) {
+    std::size_t n = (PAGE_SIZE << o) / size;
+    return static_cast<unsigned>(n > kMaxObjsPerSlab ? kMaxObjsPerSlab : n);
+  };
+  s->order = best;
+  s->objects = objs_for(best);
+  s->min_order = min_order;
+  s->min_objects = objs_for(min_order);
+}
+
+void set_cpu_partial(kmem_cache* s) {
+  // mm/slub.c set_cpu_partial: fewer objects on per-CPU partial lists for large objects.
+  unsigned nr;
+  if (s->flags & SLAB_DEBUG_FLAGS) nr = 0;
+  else if (s->size >= PAGE_SIZE) nr = 2;
+  else if (s->size >= 1024) nr = 6;
+  else if (s->size >= 256) nr = 13;
+  else nr = 30;
+  s->cpu_partial = nr;
+  s->cpu_partial_slabs = nr ? (nr * 2 + s->objects - 1) / s->objects : 0;
+  unsigned mp = ilog2(s->size) / 2;
+  s->min_partial = mp < 5 ? 5 : mp > 10 ? 10 : mp;
+}
+
+// Allocates and initialises the CPU slots (and statistics) of s.  0 or errno.
+int alloc_cpu_slots(kmem_cache* s) {
+  std::size_t bytes = std::size_t{s->nr_cpus} * sizeof(kmem_cache_cpu);
+  if (s->flags & SLAB_STATS) bytes += std::size_t{s->nr_cpus} * sizeof(kmem_cache_cpu_stats);
+  s->cpu_order = order_base_2((bytes + PAGE_SIZE - 1) / PAGE_SIZE);
+  void* mem = global_page_allocator().alloc_pages_addr(s->cpu_order, __GFP_ZERO);
+  if (!mem) return ENOMEM;
+  s->cpu_slab = static_cast<kmem_cache_cpu*>(mem);
+  s->tid_step = static_cast<unsigned>(roundup_pow_of_two(s->nr_cpus));
+  for (unsigned c = 0; c < s->nr_cpus; ++c) {
+    kmem_cache_cpu* cs = new (&s->cpu_slab[c]) kmem_cache_cpu();
+    cs->lock.set_class(&cpu_slab_lock_key);
+    cs->tid = c;  // tid % tid_step names the CPU; tid / tid_step counts events
+  }
+  s->cpu_stats = nullptr;
+  if (s->flags & SLAB_STATS) {
+    s->cpu_stats = reinterpret_cast<kmem_cache_cpu_stats*>(s->cpu_slab + s->nr_cpus);
+    for (unsigned c = 0; c < s->nr_cpus; ++c) new (&s->cpu_stats[c]) kmem_cache_cpu_stats();
+  }
+  return 0;
+}
+
+// Fills in everything but the node array and links.  0 or errno.
+int kmem_cache_open(kmem_cache* s, page_allocator* pa, const char* name, std::size_t size,
+                    std::size_t align, slab_flags_t flags, void (*ctor)(void*)) {
+  snprintf(s->name, sizeof s->name, "%s", name);
+  s->flags = flags;
+  s->ctor = ctor;
+  s->pa = pa;
+  s->nr_cpus = platform::nr_cpu_ids();
+  s->nr_nodes = pa->nr_zones();
+  s->random = platform::random_u64() | 1;
+  s->refcount = 1;
+  calculate_sizes(s, size, calculate_alignment(flags, align, size));
+  calculate_order(s, s->nr_cpus);
+  set_cpu_partial(s);
+  for (unsigned n = 0; n < s->nr_nodes; ++n) {
+    kmem_cache_node* node = s->node[n];
+    node->list_lock.set_class(&list_lock_key);
+    INIT_LIST_HEAD(&node->partial);
+    node->nr_partial = 0;
+  }
+  return alloc_cpu_slots(s);
+}
+
+// Node structures per kmem_cache object: the real node count, but at least 8 so that tests
+// can run a fake multi-node page allocator beside a single-node global one.
+unsigned boot_node_capacity(page_allocator* pa) {
+  unsigned n = pa->nr_zones() < 8 ? 8 : pa->nr_zones();
+  return n > platform::kMaxNodes ? platform::kMaxNodes : n;
+}
+
+void slab_init() {
+  if (USLUB_LIKELY(g_slab_state.load(std::memory_order_acquire) == 2)) return;
+  int expected = 0;
+  if (!g_slab_state.compare_exchange_strong(expected, 1)) {
+    while (g_slab_state.load(std::memory_order_acquire) != 2) sched_yield();
+    return;
+  }
+  page_allocator* pa = &global_page_allocator();
+  g_nomerge = platform::env_size("USLUB_NOMERGE", 0) != 0;
+  if (platform::env_size("USLUB_STATS", 0)) g_stats.store(true);
+  kmem_cache* s = &boot_kmem_cache;
+  for (unsigned n = 0; n < platform::kMaxNodes; ++n) s->node[n] = &boot_nodes[n];
+  std::size_t obj = sizeof(kmem_cache) + boot_node_capacity(pa) * sizeof(kmem_cache_node);
+  if (kmem_cache_open(s, pa, "kmem_cache", obj, kCacheLine, SLAB_NO_MERGE, nullptr) != 0)
+    panic("cannot bootstrap the kmem_cache cache");
+  list_add_tail(&s->list, &slab_caches);
+  g_slab_state.store(2, std::memory_order_release);
+}
+
+bool mergeable_flags(slab_flags_t flags, void (*ctor)(void*)) {
+  return !g_nomerge && !(flags & SLAB_NEVER_MERGE) && !ctor;
+}
+
+// find_mergeable.  Context: slab_mutex.
+kmem_cache* find_mergeable(page_allocator* pa, const kmem_cache& want) {
+  for (list_head* l = slab_caches.next; l != &slab_caches; l = l->next) {
+    kmem_cache* s = list_entry<kmem_cache, &kmem_cache::list>(l);
+    if (s->pa != pa || !mergeable_flags(s->flags, s->ctor) || s->refcount <= 0) continue;
+    if (want.size > s->size) continue;
+    if ((want.flags & SLAB_MERGE_SAME) != (s->flags & SLAB_MERGE_SAME)) continue;
+    if ((s->size & ~(want.align - 1)) != s->size) continue;  // alignment compatible
+    if (s->size - want.size >= sizeof(void*)) continue;      // would waste too much
+    return s;
+  }
+  return nullptr;
+}
+
+void free_kmem_cache(kmem_cache* s) {
+  if (s->cpu_slab) global_page_allocator().free_pages_addr(s->cpu_slab, s->cpu_order);
+  page* slab = virt_to_slab(s);
+  if (slab) slab_free(&boot_kmem_cache, slab, s);
+}
+
+}  // namespace
+
+kmem_cache* kmem_cache_create_on(page_allocator* pa, const char* name, std::size_t size,
+                                 std::size_t align, slab_flags_t flags, void (*ctor)(void*)) {
+  if (!name || size == 0 || size > MAX_ORDER_BYTES || (align && !is_power_of_2(align)) ||
+      align > PAGE_SIZE) {
+    report_bug(name ? name : "(null)", "Invalid argument",
+               "kmem_cache_create(%s, size %zu, align %zu): %s\n", name ? name : "(null)", size,
+               align,
+               !name ? "no name" : size == 0 || size > MAX_ORDER_BYTES ? "impossible size"
+                                                                       : "impossible alignment");
+    errno = EINVAL;
+    return nullptr;
+  }
+  slab_init();
+  if (!pa) pa = &global_page_allocator();
+  if (pa->nr_zones() > boot_node_capacity(&global_page_allocator())) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  if (g_stats.load(std::memory_order_relaxed)) flags |= SLAB_STATS;
+  if (mergeable_flags(flags, ctor)) {
+    kmem_cache want{};
+    want.flags = flags;
+    calculate_sizes(&want, size, calculate_alignment(flags, align, size));
+    lock_guard<spinlock_t> g(slab_mutex);
+    if (kmem_cache* s = find_mergeable(pa, want)) {
+      s->refcount++;
+      return s;
+    }
+  }
+  auto* s = static_cast<kmem_cache*>(slab_alloc(&boot_kmem_cache, __GFP_ZERO, NUMA_NO_NODE));
+  if (!s) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  new (s) kmem_cache();
+  auto* nodes = reinterpret_cast<kmem_cache_node*>(s + 1);
+  for (unsigned n = 0; n < pa->nr_zones(); ++n) s->node[n] = new (&nodes[n]) kmem_cache_node();
+  if (kmem_cache_open(s, pa, name, size, align, flags, ctor) != 0) {
+    free_kmem_cache(s);
+    errno = ENOMEM;
+    return nullptr;
+  }
+  lock_guard<spinlock_t> g(slab_mutex);
+  list_add_tail(&s->list, &slab_caches);
+  return s;
+}
+
+void for_each_kmem_cache(void (*fn)(kmem_cache*, void*), void* arg) {
+  slab_init();
+  lock_guard<spinlock_t> g(slab_mutex);
+  for (list_head* l = slab_caches.next; l != &slab_caches; l = l->next)
+    fn(list_entry<kmem_cache, &kmem_cache::list>(l), arg);
+}
+
+void slab_fill_info(kmem_cache* s, kmem_cache_info* info) {
+  memset(info, 0, sizeof *info);
+  info->name = s->name;
+  info->object_size = s->object_size;
+  info->size = s->size;
+  info->objects_per_slab = s->objects;
+  info->order = s->order;
+  info->align = s->align;
+  info->refcount = static_cast<unsigned>(s->refcount);
+  info->cpu_partial = s->cpu_partial;
+  info->min_partial = s->min_partial;
+  unsigned long free_partial = 0;
+  for (unsigned i = 0; i < s->nr_nodes; ++i) {
+    kmem_cache_node* n = s->node[i];
+    info->num_slabs += static_cast<unsigned long>(n->nr_slabs.load());
+    info->num_objs += static_cast<unsigned long>(n->total_objects.load());
+    info->list_lock_acquired += n->list_lock.acquisitions();
+    info->list_lock_contended += n->list_lock.contentions();
+    lock_guard<spinlock_t> g(n->list_lock);
+    info->partial_slabs += n->nr_partial;
+    for (list_head* pos = n->partial.next; pos != &n->partial; pos = pos->next) {
+      slab_counters c;
+      c.v = load_u64(&list_entry<page, &page::lru>(pos)->counters);
+      free_partial += c.objects - c.inuse;
+    }
+  }
+  // Like /proc/slabinfo under SLUB: objects on CPU slabs count as active.
+  info->active_objs = info->num_objs - free_partial;
+  info->active_slabs = info->num_slabs;
+  for (unsigned c = 0; c < s->nr_cpus; ++c) {
+    kmem_cache_cpu* cs = &s->cpu_slab[c];
+    if (__atomic_load_n(&cs->slab, __ATOMIC_RELAXED)) info->cpu_slabs++;
+    if (page* p = __atomic_load_n(&cs->partial, __ATOMIC_RELAXED))
+      info->cpu_slabs += __atomic_load_n(&p->slab_private, __ATOMIC_RELAXED);
+    if (s->cpu_stats)
+      for (int i = 0; i < NR_SLUB_STAT_ITEMS; ++i)
+        info->stat[i] += s->cpu_stats[c].stat[i].load(std::memory_order_relaxed);
+  }
+}
+
+}  // namespace uslub
+
+using namespace uslub;
+
+extern "C" {
+
+const char* const uslub_stat_names[NR_SLUB_STAT_ITEMS] = {
+    "alloc_fastpath",      "alloc_slowpath",        "free_fastpath",
+    "free_slowpath",       "free_frozen",           "free_add_partial",
+    "free_remove_partial", "alloc_from_partial",    "alloc_slab",
+    "alloc_refill",        "alloc_node_mismatch",   "free_slab",
+    "cpuslab_flush",       "deactivate_full",       "deactivate_empty",
+    "deactivate_to_head",  "deactivate_to_tail",    "deactivate_remote_frees",
+    "deactivate_bypass",   "order_fallback",        "cmpxchg_double_cpu_fail",
+    "cmpxchg_double_fail", "cpu_partial_alloc",     "cpu_partial_free",
+    "cpu_partial_node",    "cpu_partial_drain",
+};
+
+struct kmem_cache* kmem_cache_create(const char* name, size_t size, size_t align,
+                                     slab_flags_t flags, void (*ctor)(void*)) {
+  return kmem_cache_create_on(nullptr, name, size, align, flags, ctor);
+}
+
+struct kmem_cache* kmem_cache_create_args(const char* name, size_t size,
+                                          const struct kmem_cache_args* args,
+                                          slab_flags_t flags) {
+  return kmem_cache_create_on(nullptr, name, size, args ? args->align : 0, flags,
+                              args ? args->ctor : nullptr);
+}
+
+void kmem_cache_destroy(struct kmem_cache* s) {
+  if (!s) return;
+  {
+    lock_guard<spinlock_t> g(slab_mutex);
+    if (--s->refcount > 0) return;
+    // slab_mutex -> flush_mutex: the documented order (never the reverse).
+    if (!__kmem_cache_shutdown(s)) {
+      s->refcount = 1;  // objects remain: keep the cache rather than corrupt them
+      return;
+    }
+    list_del(&s->list);
+  }
+  free_kmem_cache(s);
+}
+
+int kmem_cache_shrink(struct kmem_cache* s) { return __kmem_cache_shrink(s); }
+unsigned int kmem_cache_size(struct kmem_cache* s) { return s->object_size; }
+const char* kmem_cache_name(struct kmem_cache* s) { return s->name; }
+
+int kmem_cache_get_info(struct kmem_cache* s, struct kmem_cache_info* info) {
+  slab_fill_info(s, info);
+  return 0;
+}
+
+void uslub_slab_stats_enable(int on) { g_stats.store(on != 0); }
+
+static void print_one(kmem_cache* s, void* arg) {
+  int fd = *static_cast<int*>(arg);
+  kmem_cache_info in;
+  slab_fill_info(s, &in);
+  char line[256];
+  int n = snprintf(line, sizeof line,
+                   "%-27s %6lu %6lu %6u %4u %4u : tunables %4u %4u %4u : slabdata %6lu %6lu %6u\n",
+                   in.name, in.active_objs, in.num_objs, in.size, in.objects_per_slab,
+                   1u << in.order, 0u, 0u, 0u, in.active_slabs, in.num_slabs, 0u);
+  if (n > 0) (void)!write(fd, line, static_cast<size_t>(n));
+}
+
+void uslub_print_slabinfo(int fd) {
+  static const char head[] =
+      "slabinfo - version: 2.1\n"
+      "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : "
+      "tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> "
+      "<sharedavail>\n";
+  (void)!write(fd, head, sizeof head - 1);
+  for_each_kmem_cache(&print_one, &fd);
+}
+
+}  // extern "C"

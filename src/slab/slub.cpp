@@ -1,0 +1,799 @@
+// SLUB allocation and free paths: fast paths (tid + 16-byte CAS), ___slab_alloc, __slab_free,
+// per-CPU and node partial lists, deactivate_slab, flush, bulk.  Locking rules and slab
+// states: see the comment at the top of slab.hpp.
+#include <errno.h>
+
+#include <cstring>
+
+#include "base/check.hpp"
+#include "slab/slab.hpp"
+
+namespace uslub {
+namespace {
+
+USLUB_ALWAYS_INLINE std::uint64_t next_tid(const kmem_cache* s, std::uint64_t tid) {
+  return tid + s->tid_step;
+}
+
+USLUB_ALWAYS_INLINE slab_counters load_counters(const page* slab) {
+  slab_counters c;
+  c.v = load_u64(&slab->counters);
+  return c;
+}
+
+USLUB_ALWAYS_INLINE page* slab_next(const page* slab) {
+  return reinterpret_cast<page*>(slab->lru.next);
+}
+USLUB_ALWAYS_INLINE void set_slab_next(page* slab, page* next) {
+  slab->lru.next = reinterpret_cast<list_head*>(next);
+}
+
+USLUB_ALWAYS_INLINE void set_c_slab(kmem_cache_cpu* c, page* slab) {
+  __atomic_store_n(&c->slab, slab, __ATOMIC_RELAXED);
+}
+USLUB_ALWAYS_INLINE page* get_c_slab(kmem_cache_cpu* c) {
+  return __atomic_load_n(&c->slab, __ATOMIC_RELAXED);
+}
+
+// Context: the caller owns the slab's freelist+counters transition.
+bool cmpxchg_double_slab(kmem_cache* s, page* slab, void* old_fl, std::uint64_t old_cnt,
+                         void* new_fl, std::uint64_t new_cnt, unsigned cpu) {
+  if (USLUB_LIKELY(cmpxchg16(&slab->freelist, old_fl, old_cnt, new_fl, new_cnt))) return true;
+  stat(s, CMPXCHG_DOUBLE_FAIL, cpu);
+  cpu_relax();
+  return false;
+}
+
+// Context: n->list_lock.
+void add_partial(kmem_cache_node* n, page* slab, bool tail) {
+  lockdep_assert_held(&n->list_lock);
+  if (tail)
+    list_add_tail(&slab->lru, &n->partial);
+  else
+    list_add(&slab->lru, &n->partial);
+  __atomic_store_n(&n->nr_partial, n->nr_partial + 1, __ATOMIC_RELAXED);
+}
+
+void remove_partial(kmem_cache_node* n, page* slab) {
+  lockdep_assert_held(&n->list_lock);
+  list_del(&slab->lru);
+  __atomic_store_n(&n->nr_partial, n->nr_partial - 1, __ATOMIC_RELAXED);
+}
+
+std::size_t nr_partial_racy(const kmem_cache_node* n) {
+  return __atomic_load_n(&n->nr_partial, __ATOMIC_RELAXED);
+}
+
+USLUB_SLOWPATH void report_corrupt_freelist(kmem_cache* s, page* slab, void* at, void* bad) {
+  report_bug(s->name, "Freepointer corrupt",
+             "object %p in slab %p holds free pointer %p outside the slab\n", at,
+             slab_address(slab), bad);
+}
+
+// Is p an object start inside slab?
+bool obj_in_slab(const kmem_cache* s, const page* slab, const void* p) {
+  auto base = reinterpret_cast<std::uintptr_t>(slab_address(slab));
+  auto a = reinterpret_cast<std::uintptr_t>(p);
+  slab_counters c = load_counters(slab);
+  return a >= base && a < base + std::size_t{c.objects} * s->size && (a - base) % s->size == 0;
+}
+
+}  // namespace
+
+// ---- slab pages ------------------------------------------------------------------------
+
+// Allocates and initialises a new slab: frozen, inuse == objects, the whole free list in
+// slab->freelist (private to the caller until published).
+static page* allocate_slab(kmem_cache* s, gfp_t, int node, unsigned cpu) {
+  unsigned order = s->order, objects = s->objects;
+  page* slab = s->pa->alloc_pages(order, __GFP_COMP, node);
+  if (USLUB_UNLIKELY(!slab) && s->min_order < order) {
+    order = s->min_order;
+    objects = s->min_objects;
+    slab = s->pa->alloc_pages(order, __GFP_COMP, node);
+    if (slab) stat(s, ORDER_FALLBACK, cpu);
+  }
+  if (USLUB_UNLIKELY(!slab)) return nullptr;
+  set_page_flags(slab, page_flags(slab) | PG_slab);
+  __atomic_store_n(&slab->slab_cache, static_cast<void*>(s), __ATOMIC_RELAXED);
+  char* start = static_cast<char*>(slab_address(slab));
+  for (unsigned i = 0; i < objects; ++i) {
+    char* obj = start + std::size_t{i} * s->size;
+    if (s->ctor) s->ctor(obj);
+    set_freepointer(s, obj, i + 1 < objects ? obj + s->size : nullptr);
+  }
+  slab_counters c{};
+  c.inuse = objects;
+  c.objects = objects;
+  c.frozen = 1;
+  __atomic_store_n(&slab->freelist, static_cast<void*>(start), __ATOMIC_RELAXED);
+  __atomic_store_n(&slab->counters, c.v, __ATOMIC_RELAXED);
+  kmem_cache_node* n = get_node(s, slab_nid(slab));
+  n->nr_slabs.fetch_add(1, std::memory_order_relaxed);
+  n->total_objects.fetch_add(objects, std::memory_order_relaxed);
+  s->slab_gen.fetch_add(1, std::memory_order_relaxed);
+  return slab;
+}
+
+void discard_slab(kmem_cache* s, page* slab) {
+  kmem_cache_node* n = get_node(s, slab_nid(slab));
+  n->nr_slabs.fetch_sub(1, std::memory_order_relaxed);
+  n->total_objects.fetch_sub(load_counters(slab).objects, std::memory_order_relaxed);
+  s->slab_gen.fetch_add(1, std::memory_order_relaxed);
+  set_page_flags(slab, page_flags(slab) & ~PG_slab);
+  __atomic_store_n(&slab->slab_cache, nullptr, __ATOMIC_RELAXED);
+  s->pa->free_pages(slab, slab->order);
+}
+
+// ---- deactivation and unfreezing --------------------------------------------------------
+
+// Returns a detached CPU slab to its node: splices the CPU's leftover `freelist` back,
+// unfreezes, and puts the slab on the partial list, on no list (full), or frees it (empty and
+// the node has min_partial).  Context: no locks held; the slab is frozen and owned by us.
+static void deactivate_slab(kmem_cache* s, page* slab, void* freelist, unsigned cpu) {
+  kmem_cache_node* n = get_node(s, slab_nid(slab));
+  // Stage 1: count the CPU freelist and find its tail (cutting a corrupt chain).
+  unsigned free_delta = 0;
+  void* tail = nullptr;
+  slab_counters cur = load_counters(slab);
+  for (void* p = freelist; p; p = get_freepointer(s, p)) {
+    if (USLUB_UNLIKELY(!obj_in_slab(s, slab, p) || free_delta >= cur.objects)) {
+      report_corrupt_freelist(s, slab, tail, p);
+      if (tail)
+        set_freepointer(s, tail, nullptr);
+      else
+        freelist = nullptr;
+      break;
+    }
+    tail = p;
+    ++free_delta;
+  }
+  if (load_ptr(&slab->freelist)) stat(s, DEACTIVATE_REMOTE_FREES, cpu);
+
+  enum { M_FREE, M_PARTIAL, M_FULL } mode;
+  bool locked = false;
+  void* old_fl;
+  slab_counters old, nw;
+  do {
+    old_fl = load_ptr(&slab->freelist);
+    old = load_counters(slab);
+    nw = old;
+    nw.frozen = 0;
+    void* new_fl = old_fl;
+    if (tail) {
+      set_freepointer(s, tail, old_fl);
+      new_fl = freelist;
+      nw.inuse -= free_delta;
+    }
+    if (!nw.inuse && nr_partial_racy(n) >= s->min_partial) {
+      mode = M_FREE;
+    } else if (new_fl) {
+      mode = M_PARTIAL;
+      if (!locked) {
+        n->list_lock.lock();
+        locked = true;
+      }
+    } else {
+      mode = M_FULL;
+    }
+    if (mode != M_PARTIAL && locked) {
+      n->list_lock.unlock();
+      locked = false;
+    }
+    if (cmpxchg_double_slab(s, slab, old_fl, old.v, new_fl, nw.v, cpu)) break;
+  } while (true);
+
+  if (mode == M_PARTIAL) {
+    add_partial(n, slab, tail != nullptr);
+    n->list_lock.unlock();
+    stat(s, tail ? DEACTIVATE_TO_TAIL : DEACTIVATE_TO_HEAD, cpu);
+  } else if (mode == M_FREE) {
+    stat(s, DEACTIVATE_EMPTY, cpu);
+    discard_slab(s, slab);
+    stat(s, FREE_SLAB, cpu);
+  } else {
+    stat(s, DEACTIVATE_FULL, cpu);
+  }
+}
+
+// Unfreezes a list of frozen slabs (linked by slab_next) onto their nodes' partial lists,
+// freeing the empty ones beyond min_partial.  Context: no locks held.
+static void __unfreeze_partials(kmem_cache* s, page* list, unsigned cpu) {
+  kmem_cache_node* n = nullptr;
+  page* discard = nullptr;
+  while (page* slab = list) {
+    list = slab_next(slab);
+    kmem_cache_node* n2 = get_node(s, slab_nid(slab));
+    if (n2 != n) {
+      if (n) n->list_lock.unlock();
+      n = n2;
+      n->list_lock.lock();
+    }
+    void* fl;
+    slab_counters old, nw;
+    do {
+      fl = load_ptr(&slab->freelist);
+      old = load_counters(slab);
+      nw = old;
+      nw.frozen = 0;
+    } while (!cmpxchg_double_slab(s, slab, fl, old.v, fl, nw.v, cpu));
+    if (USLUB_UNLIKELY(!nw.inuse && n->nr_partial >= s->min_partial)) {
+      set_slab_next(slab, discard);
+      discard = slab;
+    } else {
+      add_partial(n, slab, true);
+      stat(s, FREE_ADD_PARTIAL, cpu);
+    }
+  }
+  if (n) n->list_lock.unlock();
+  while (page* slab = discard) {
+    discard = slab_next(slab);
+    stat(s, DEACTIVATE_EMPTY, cpu);
+    discard_slab(s, slab);
+    stat(s, FREE_SLAB, cpu);
+  }
+}
+
+// Puts a frozen slab on the current CPU's partial list; with drain, a full list (cpu_partial
+// reached) is detached whole and unfrozen outside the slot lock (seed 000 patch 33's shape).
+static void put_cpu_partial(kmem_cache* s, page* slab, bool drain) {
+  unsigned cpu = this_cpu_index(s);
+  kmem_cache_cpu* c = &s->cpu_slab[cpu];
+  if (!c->lock.try_lock()) {
+    // The slot is busy (its holder may be preempted): unfreeze to the node instead.
+    set_slab_next(slab, nullptr);
+    __unfreeze_partials(s, slab, cpu);
+    return;
+  }
+  page* old = c->partial;
+  page* to_unfreeze = nullptr;
+  std::uint64_t slabs = 0;
+  if (old) {
+    if (drain && old->slab_private >= s->cpu_partial_slabs) {
+      to_unfreeze = old;
+      old = nullptr;
+    } else {
+      slabs = old->slab_private;
+    }
+  }
+  slab->slab_private = slabs + 1;
+  set_slab_next(slab, old);
+  c->partial = slab;
+  c->lock.unlock();
+  if (to_unfreeze) {
+    __unfreeze_partials(s, to_unfreeze, cpu);
+    stat(s, CPU_PARTIAL_DRAIN, cpu);
+  }
+}
+
+// ---- taking slabs from the node --------------------------------------------------------
+
+// Freezes a slab on n->partial and takes it off the list.  first: take its whole freelist
+// (returned; inuse = objects); otherwise leave the freelist in place (for the CPU partial
+// list) and return it only as "non-null".  *avail gets the free object count.
+// Context: n->list_lock.
+static void* acquire_slab(kmem_cache* s, kmem_cache_node* n, page* slab, bool first,
+                          unsigned* avail, unsigned cpu) {
+  void* fl;
+  slab_counters old, nw;
+  do {
+    fl = load_ptr(&slab->freelist);
+    old = load_counters(slab);
+    nw = old;
+    *avail = old.objects - old.inuse;
+    if (first) nw.inuse = old.objects;
+    nw.frozen = 1;
+  } while (!cmpxchg_double_slab(s, slab, fl, old.v, first ? nullptr : fl, nw.v, cpu));
+  remove_partial(n, slab);
+  return fl;
+}
+
+// get_partial_node: the first slab's freelist goes to the caller, further slabs (up to half
+// of cpu_partial objects) onto the current CPU's partial list.  Context: no locks held.
+static page* get_partial_node(kmem_cache* s, kmem_cache_node* n, bool fill_cpu_partial,
+                              void** freelist, unsigned cpu) {
+  if (!n || !nr_partial_racy(n)) return nullptr;
+  page* first = nullptr;
+  unsigned available = 0;
+  n->list_lock.lock();
+  list_head* pos = n->partial.next;
+  while (pos != &n->partial) {
+    page* slab = list_entry<page, &page::lru>(pos);
+    pos = pos->next;
+    unsigned avail;
+    if (!first) {
+      *freelist = acquire_slab(s, n, slab, true, &avail, cpu);
+      first = slab;
+      stat(s, ALLOC_FROM_PARTIAL, cpu);
+    } else {
+      kmem_cache_cpu* c = &s->cpu_slab[cpu];
+      if (!c->lock.try_lock()) break;  // lock order: list_lock -> cpu_slab->lock
+      acquire_slab(s, n, slab, false, &avail, cpu);
+      slab->slab_private = (c->partial ? c->partial->slab_private : 0) + 1;
+      set_slab_next(slab, c->partial);
+      c->partial = slab;
+      c->lock.unlock();
+      stat(s, CPU_PARTIAL_NODE, cpu);
+    }
+    available += avail;
+    if (!fill_cpu_partial || !s->cpu_partial || available > s->cpu_partial / 2) break;
+  }
+  n->list_lock.unlock();
+  return first;
+}
+
+static page* get_partial(kmem_cache* s, int node, bool fill_cpu_partial, void** freelist,
+                         unsigned cpu) {
+  int search = node < 0 ? platform::cpu_to_node(cpu) : node;
+  page* slab = get_partial_node(s, get_node(s, search), fill_cpu_partial, freelist, cpu);
+  if (slab || node >= 0) return slab;
+  // get_any_partial: other nodes, nearest first would need distances; one pass in order.
+  for (unsigned i = 1; i < s->nr_nodes; ++i) {
+    slab = get_partial_node(s, get_node(s, static_cast<int>((search + i) % s->nr_nodes)),
+                            fill_cpu_partial, freelist, cpu);
+    if (slab) return slab;
+  }
+  return nullptr;
+}
+
+// ---- the CPU slot -----------------------------------------------------------------------
+
+// Detaches the CPU slab and its freelist (flush_slab).  Context: c->lock held.
+static page* detach_cpu_slab(kmem_cache* s, kmem_cache_cpu* c, void** freelist) {
+  page* slab = c->slab;
+  set_c_slab(c, nullptr);  // before the tid bump: see slab.hpp
+  for (;;) {
+    std::uint64_t tid = __atomic_load_n(&c->tid, __ATOMIC_ACQUIRE);
+    void* fl = load_ptr(&c->freelist);
+    if (cmpxchg16(c, fl, tid, nullptr, next_tid(s, tid))) {
+      *freelist = fl;
+      return slab;
+    }
+  }
+}
+
+// Publishes `list` (objects of c->slab, linked, possibly empty) as the CPU freelist, splicing
+// it before objects that fast frees pushed meanwhile.  Always advances tid.
+// Context: c->lock held, c->slab already stored.
+static void install_cpu_freelist(kmem_cache* s, kmem_cache_cpu* c, void* list) {
+  void* tail = nullptr;
+  for (;;) {
+    std::uint64_t tid = __atomic_load_n(&c->tid, __ATOMIC_ACQUIRE);
+    void* cur = load_ptr(&c->freelist);
+    void* head = list;
+    if (!list) {
+      head = cur;
+    } else if (cur) {
+      if (!tail)
+        for (tail = list; void* nx = get_freepointer(s, tail);) tail = nx;
+      set_freepointer(s, tail, cur);
+    }
+    if (cmpxchg16(c, cur, tid, head, next_tid(s, tid))) return;
+  }
+}
+
+// Takes the whole freelist of our frozen CPU slab.  Context: c->lock held (or slab private).
+static void* get_freelist(kmem_cache* s, page* slab, unsigned cpu) {
+  void* fl;
+  slab_counters old, nw;
+  do {
+    fl = load_ptr(&slab->freelist);
+    if (!fl) return nullptr;
+    old = load_counters(slab);
+    nw = old;
+    nw.inuse = old.objects;
+  } while (!cmpxchg_double_slab(s, slab, fl, old.v, nullptr, nw.v, cpu));
+  return fl;
+}
+
+// One object from a slab that will not become a CPU slab (the slot lock was busy): take the
+// first object and deactivate the slab with the rest (the kernel's return_single).
+static void* return_single(kmem_cache* s, page* slab, void* freelist, unsigned cpu) {
+  void* obj = freelist;
+  deactivate_slab(s, slab, get_freepointer(s, obj), cpu);
+  return obj;
+}
+
+// ___slab_alloc.  Context: no locks held on entry or exit.
+static USLUB_SLOWPATH void* __slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned cpu) {
+  stat(s, ALLOC_SLOWPATH, cpu);
+  kmem_cache_cpu* c = &s->cpu_slab[cpu];
+  void* flush_fl = nullptr;
+  page* flush = nullptr;
+  void* obj = nullptr;
+  if (c->lock.try_lock()) {
+    for (;;) {
+      page* slab = c->slab;
+      if (!slab) break;  // new_slab
+      if (node >= 0 && slab_nid(slab) != node) {
+        stat(s, ALLOC_NODE_MISMATCH, cpu);
+        flush = detach_cpu_slab(s, c, &flush_fl);
+        break;
+      }
+      // Fast frees may have refilled the CPU freelist since the fast path looked.
+      std::uint64_t tid = __atomic_load_n(&c->tid, __ATOMIC_ACQUIRE);
+      void* fl = load_ptr(&c->freelist);
+      if (fl) {
+        if (cmpxchg16(c, fl, tid, get_freepointer(s, fl), next_tid(s, tid))) {
+          c->lock.unlock();
+          return fl;
+        }
+        continue;
+      }
+      fl = get_freelist(s, slab, cpu);
+      if (!fl) {  // exhausted: drop the CPU slab (with anything freed to it meanwhile)
+        flush = detach_cpu_slab(s, c, &flush_fl);
+        stat(s, DEACTIVATE_BYPASS, cpu);
+        break;
+      }
+      stat(s, ALLOC_REFILL, cpu);
+      install_cpu_freelist(s, c, get_freepointer(s, fl));
+      c->lock.unlock();
+      return fl;
+    }
+    // new_slab: a CPU partial slab first.
+    if (page* slab = c->partial; slab && (node < 0 || slab_nid(slab) == node)) {
+      c->partial = slab_next(slab);
+      if (c->partial) c->partial->slab_private = slab->slab_private - 1;
+      stat(s, CPU_PARTIAL_ALLOC, cpu);
+      set_c_slab(c, slab);
+      void* fl = get_freelist(s, slab, cpu);  // non-empty: partial slabs have free objects
+      USLUB_CHECK(fl != nullptr);
+      install_cpu_freelist(s, c, get_freepointer(s, fl));
+      c->lock.unlock();
+      if (flush) deactivate_slab(s, flush, flush_fl, cpu);
+      return fl;
+    }
+    c->lock.unlock();
+  }
+  if (flush) {
+    deactivate_slab(s, flush, flush_fl, cpu);
+    flush = nullptr;
+  }
+
+  // new_objects: the node's partial list, then the page allocator; no lock held.
+  void* fl = nullptr;
+  page* slab = get_partial(s, node, true, &fl, cpu);
+  if (!slab) {
+    slab = allocate_slab(s, gfp, node, cpu);
+    if (USLUB_UNLIKELY(!slab)) {
+      errno = ENOMEM;
+      return nullptr;
+    }
+    fl = load_ptr(&slab->freelist);
+    __atomic_store_n(&slab->freelist, nullptr, __ATOMIC_RELAXED);
+    stat(s, ALLOC_SLAB, cpu);
+  }
+  obj = fl;
+  // retry_load_slab: install on the slot of the CPU we run on now.
+  cpu = this_cpu_index(s);
+  c = &s->cpu_slab[cpu];
+  if (!c->lock.try_lock()) return return_single(s, slab, obj, cpu);
+  if (c->slab) {
+    flush = detach_cpu_slab(s, c, &flush_fl);
+    stat(s, CPUSLAB_FLUSH, cpu);
+  }
+  set_c_slab(c, slab);
+  install_cpu_freelist(s, c, get_freepointer(s, obj));
+  c->lock.unlock();
+  if (flush) deactivate_slab(s, flush, flush_fl, cpu);
+  return obj;
+}
+
+// ---- fast paths -------------------------------------------------------------------------
+
+// slab_alloc_node fast path.  Budget: rseq cpu load, 3 loads of the slot, 1 object load,
+// 1 lock cmpxchg16b, 0 calls.
+USLUB_FASTPATH void* slab_alloc_node(kmem_cache* s, gfp_t gfp, int node) {
+  for (;;) {
+    unsigned cpu = this_cpu_index(s);
+    kmem_cache_cpu* c = &s->cpu_slab[cpu];
+    std::uint64_t tid = __atomic_load_n(&c->tid, __ATOMIC_ACQUIRE);  // tid before the rest
+    void* obj = load_ptr(&c->freelist);
+    page* slab = get_c_slab(c);
+    if (USLUB_UNLIKELY(!obj || !slab || (node >= 0 && slab_nid(slab) != node)))
+      return __slab_alloc(s, gfp, node, cpu);
+    void* next = get_freepointer(s, obj);  // may be stale: then the CAS fails
+    if (USLUB_LIKELY(cmpxchg16(c, obj, tid, next, next_tid(s, tid)))) {
+      stat(s, ALLOC_FASTPATH, cpu);
+      return obj;
+    }
+    stat(s, CMPXCHG_DOUBLE_CPU_FAIL, cpu);
+  }
+}
+
+void* slab_alloc(kmem_cache* s, gfp_t gfp, int node) {
+  void* obj = slab_alloc_node(s, gfp, node);
+  if (obj && (gfp & __GFP_ZERO)) memset(obj, 0, s->object_size);
+  return obj;
+}
+
+// __slab_free: free to a slab that is not our CPU slab.  Lockless unless the slab changes
+// lists (full -> partial, or empty).  [head..tail] are cnt objects of slab, linked.
+static USLUB_SLOWPATH void __slab_free(kmem_cache* s, page* slab, void* head, void* tail,
+                                       unsigned cnt, unsigned cpu) {
+  stat(s, FREE_SLOWPATH, cpu);
+  kmem_cache_node* n = nullptr;
+  void* prior;
+  slab_counters old, nw;
+  bool was_frozen;
+  do {
+    if (n) {
+      n->list_lock.unlock();
+      n = nullptr;
+    }
+    prior = load_ptr(&slab->freelist);
+    old = load_counters(slab);
+    if (USLUB_UNLIKELY(prior == head)) {
+      report_bug(s->name, "Object already free", "object %p freed twice (slab %p)\n", head,
+                 slab_address(slab));
+      return;
+    }
+    set_freepointer(s, tail, prior);
+    nw = old;
+    was_frozen = old.frozen;
+    nw.inuse -= cnt;
+    if ((!nw.inuse || !prior) && !was_frozen) {
+      if (s->cpu_partial && !prior) {
+        nw.frozen = 1;  // a full slab gets its first free: onto this CPU's partial list
+      } else {
+        n = get_node(s, slab_nid(slab));
+        n->list_lock.lock();  // speculative: we may change its list
+      }
+    }
+  } while (!cmpxchg_double_slab(s, slab, prior, old.v, head, nw.v, cpu));
+
+  if (!n) {
+    if (nw.frozen && !was_frozen) {
+      put_cpu_partial(s, slab, true);
+      stat(s, CPU_PARTIAL_FREE, cpu);
+    }
+    if (was_frozen) stat(s, FREE_FROZEN, cpu);
+    return;
+  }
+  if (!nw.inuse && n->nr_partial >= s->min_partial) {
+    if (prior) {
+      remove_partial(n, slab);
+      stat(s, FREE_REMOVE_PARTIAL, cpu);
+    }
+    n->list_lock.unlock();
+    stat(s, FREE_SLAB, cpu);
+    discard_slab(s, slab);
+    return;
+  }
+  if (!prior) {  // was full (only without cpu partial lists): now partial
+    add_partial(n, slab, true);
+    stat(s, FREE_ADD_PARTIAL, cpu);
+  }
+  n->list_lock.unlock();
+}
+
+// do_slab_free fast path.  Budget: rseq cpu load, 3 loads of the slot, 1 object store,
+// 1 lock cmpxchg16b, 0 calls.
+USLUB_FASTPATH void do_slab_free(kmem_cache* s, page* slab, void* head, void* tail,
+                                 unsigned cnt) {
+  for (;;) {
+    unsigned cpu = this_cpu_index(s);
+    kmem_cache_cpu* c = &s->cpu_slab[cpu];
+    std::uint64_t tid = __atomic_load_n(&c->tid, __ATOMIC_ACQUIRE);
+    if (USLUB_UNLIKELY(slab != get_c_slab(c))) return __slab_free(s, slab, head, tail, cnt, cpu);
+    void* fl = load_ptr(&c->freelist);
+    if (USLUB_UNLIKELY(fl == head)) {  // the cheap always-on double-free check
+      report_bug(s->name, "Object already free", "object %p freed twice in a row\n", head);
+      return;
+    }
+    set_freepointer(s, tail, fl);
+    if (USLUB_LIKELY(cmpxchg16(c, fl, tid, head, next_tid(s, tid)))) {
+      stat(s, FREE_FASTPATH, cpu, cnt);
+      return;
+    }
+    stat(s, CMPXCHG_DOUBLE_CPU_FAIL, cpu);
+  }
+}
+
+void slab_free(kmem_cache* s, page* slab, void* obj) { do_slab_free(s, slab, obj, obj, 1); }
+
+page* slab_free_check(kmem_cache* s, const void* obj, const char* caller) {
+  page* slab = virt_to_slab(obj);
+  if (USLUB_UNLIKELY(!slab)) {
+    report_bug(s->name, "Invalid pointer", "%s(%p): not an object of any uslub slab\n", caller,
+               obj);
+    return nullptr;
+  }
+  auto* owner = static_cast<kmem_cache*>(__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED));
+  if (USLUB_UNLIKELY(owner != s)) {
+    report_bug(s->name, "Wrong cache", "%s(%p): object belongs to cache %s\n", caller, obj,
+               owner ? owner->name : "(none)");
+    return nullptr;
+  }
+  auto off = static_cast<std::size_t>(static_cast<const char*>(obj) -
+                                      static_cast<const char*>(slab_address(slab)));
+  // Multiply by the reciprocal instead of dividing (exact for off < 2^32 / size * size).
+  std::size_t idx = (off * s->reciprocal_size) >> 32;
+  if (USLUB_UNLIKELY(idx * s->size != off || idx >= load_counters(slab).objects)) {
+    report_bug(s->name, "Invalid pointer", "%s(%p): not the start of an object (offset %zu)\n",
+               caller, obj, off);
+    return nullptr;
+  }
+  return slab;
+}
+
+// ---- flush ------------------------------------------------------------------------------
+
+static void flush_cpu_slab(kmem_cache* s, unsigned cpu) {
+  kmem_cache_cpu* c = &s->cpu_slab[cpu];
+  c->lock.lock_wait();
+  void* fl = nullptr;
+  page* slab = c->slab ? detach_cpu_slab(s, c, &fl) : nullptr;
+  page* partial = c->partial;
+  c->partial = nullptr;
+  c->lock.unlock();
+  if (slab) {
+    deactivate_slab(s, slab, fl, cpu);
+    stat(s, CPUSLAB_FLUSH, cpu);
+  }
+  if (partial) __unfreeze_partials(s, partial, cpu);
+}
+
+static constinit lock_class_key flush_mutex_key{"flush_mutex"};
+static constinit spinlock_t flush_mutex{&flush_mutex_key};
+
+// Context: may hold slab_mutex (lock order 1 -> 2), nothing else.
+void flush_all(kmem_cache* s) {
+  lock_guard<spinlock_t> g(flush_mutex);
+  for (unsigned cpu = 0; cpu < s->nr_cpus; ++cpu) flush_cpu_slab(s, cpu);
+}
+
+int __kmem_cache_shrink(kmem_cache* s) {
+  flush_all(s);
+  unsigned cpu = this_cpu_index(s);
+  for (unsigned i = 0; i < s->nr_nodes; ++i) {
+    kmem_cache_node* n = s->node[i];
+    page* discard = nullptr;
+    n->list_lock.lock();
+    for (list_head* pos = n->partial.next; pos != &n->partial;) {
+      page* slab = list_entry<page, &page::lru>(pos);
+      pos = pos->next;
+      if (load_counters(slab).inuse == 0) {  // no object: no concurrent free can touch it
+        remove_partial(n, slab);
+        set_slab_next(slab, discard);
+        discard = slab;
+      }
+    }
+    n->list_lock.unlock();
+    while (page* slab = discard) {
+      discard = slab_next(slab);
+      discard_slab(s, slab);
+      stat(s, FREE_SLAB, cpu);
+    }
+  }
+  return 0;
+}
+
+bool __kmem_cache_shutdown(kmem_cache* s) {
+  __kmem_cache_shrink(s);
+  long slabs = 0, objects = 0;
+  for (unsigned i = 0; i < s->nr_nodes; ++i) {
+    slabs += s->node[i]->nr_slabs.load();
+    objects += s->node[i]->total_objects.load();
+  }
+  if (slabs == 0) return true;
+  long free_objs = 0;
+  for (unsigned i = 0; i < s->nr_nodes; ++i) {
+    kmem_cache_node* n = s->node[i];
+    lock_guard<spinlock_t> g(n->list_lock);
+    for (list_head* pos = n->partial.next; pos != &n->partial; pos = pos->next) {
+      slab_counters c = load_counters(list_entry<page, &page::lru>(pos));
+      free_objs += c.objects - c.inuse;
+    }
+  }
+  report_bug(s->name, "Objects remaining on destroy",
+             "kmem_cache_destroy(%s): %ld objects in %ld slabs are still allocated; the cache "
+             "is kept\n",
+             s->name, objects - free_objs, slabs);
+  return false;
+}
+
+// ---- bulk -------------------------------------------------------------------------------
+
+int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** p) {
+  std::size_t i = 0;
+  while (i < nr) {
+    unsigned cpu = this_cpu_index(s);
+    kmem_cache_cpu* c = &s->cpu_slab[cpu];
+    std::uint64_t tid = __atomic_load_n(&c->tid, __ATOMIC_ACQUIRE);
+    void* fl = load_ptr(&c->freelist);
+    page* slab = get_c_slab(c);
+    if (fl && slab) {
+      // Take the whole CPU freelist with one CAS, use what we need, free back the rest.
+      if (!cmpxchg16(c, fl, tid, nullptr, next_tid(s, tid))) continue;
+      std::size_t got = 0;
+      while (fl && i < nr) {
+        p[i++] = fl;
+        fl = get_freepointer(s, fl);
+        ++got;
+      }
+      stat(s, ALLOC_FASTPATH, cpu, got);
+      if (fl) {
+        unsigned cnt = 1;
+        void* tail = fl;
+        while (void* nx = get_freepointer(s, tail)) tail = nx, ++cnt;
+        do_slab_free(s, slab, fl, tail, cnt);
+      }
+      continue;
+    }
+    void* obj = __slab_alloc(s, gfp, NUMA_NO_NODE, cpu);
+    if (USLUB_UNLIKELY(!obj)) {
+      kmem_cache_free_bulk(s, i, p);
+      errno = ENOMEM;
+      return 0;
+    }
+    p[i++] = obj;
+  }
+  if (gfp & __GFP_ZERO)
+    for (std::size_t k = 0; k < nr; ++k) memset(p[k], 0, s->object_size);
+  return static_cast<int>(nr);
+}
+
+void kmem_cache_free_bulk_impl(kmem_cache* s, std::size_t nr, void** p) {
+  // Detached freelists: consecutive objects of one slab are freed with one CAS.
+  page* cur = nullptr;
+  void *head = nullptr, *tail = nullptr;
+  unsigned cnt = 0;
+  for (std::size_t i = 0; i <= nr; ++i) {
+    page* slab = nullptr;
+    if (i < nr) {
+      if (!p[i]) continue;
+      slab = slab_free_check(s, p[i], "kmem_cache_free_bulk");
+      if (!slab) continue;
+      if (slab == cur && p[i] != head) {
+        set_freepointer(s, p[i], head);
+        head = p[i];
+        ++cnt;
+        continue;
+      }
+    }
+    if (cur) do_slab_free(s, cur, head, tail, cnt);
+    cur = slab;
+    head = tail = i < nr ? p[i] : nullptr;
+    cnt = 1;
+  }
+}
+
+}  // namespace uslub
+
+// ---- the C API of the object paths (here so that the fast paths inline) ------------------
+
+using namespace uslub;
+
+extern "C" {
+
+void* kmem_cache_alloc(struct kmem_cache* s, uslub_gfp_t gfp) {
+  return slab_alloc(s, gfp, NUMA_NO_NODE);
+}
+
+void* kmem_cache_alloc_node(struct kmem_cache* s, uslub_gfp_t gfp, int node) {
+  return slab_alloc(s, gfp, node);
+}
+
+void* kmem_cache_zalloc(struct kmem_cache* s, uslub_gfp_t gfp) {
+  return slab_alloc(s, gfp | __GFP_ZERO, NUMA_NO_NODE);
+}
+
+void kmem_cache_free(struct kmem_cache* s, void* obj) {
+  if (USLUB_UNLIKELY(!obj)) return;
+  page* slab = slab_free_check(s, obj, "kmem_cache_free");
+  if (USLUB_LIKELY(slab)) do_slab_free(s, slab, obj, obj, 1);
+}
+
+int kmem_cache_alloc_bulk(struct kmem_cache* s, uslub_gfp_t gfp, size_t nr, void** p) {
+  return kmem_cache_alloc_bulk_impl(s, gfp, nr, p);
+}
+
+void kmem_cache_free_bulk(struct kmem_cache* s, size_t nr, void** p) {
+  kmem_cache_free_bulk_impl(s, nr, p);
+}
+
+int kmem_cache_validate(struct kmem_cache* s) { return validate_slab_cache(s) ? 0 : -1; }
+
+}  // extern "C"

@@ -1,0 +1,132 @@
+// validate_slab_cache: walks every slab and list of a cache and checks the counters and free
+// lists, reporting the first inconsistency (the kernel's validate_slab_cache).
+//
+// Locking: flush_all() first, so every slab is either on a node partial list (checked under
+// list_lock: its freelist can only grow by remote-free CASes, which keep the chain walkable)
+// or full / frozen off-list.  Off-list slabs are found by walking the memory map of the
+// cache's page allocator; their counters are read with one atomic load, their free lists are
+// walked only when the cache is quiescent (slab_gen unchanged across the walk).
+#include "base/check.hpp"
+#include "slab/slab.hpp"
+
+namespace uslub {
+namespace {
+
+struct walk_result {
+  long slabs = 0, objects = 0;
+  bool ok = true;
+};
+
+USLUB_SLOWPATH bool fail(kmem_cache* s, page* slab, const char* problem, const char* fmt,
+                         unsigned long a, unsigned long b) {
+  char detail[160];
+  snprintf(detail, sizeof detail, fmt, a, b);
+  report_bug(s->name, problem, "slab %p: %s\n", slab_address(slab), detail);
+  return false;
+}
+
+// Checks one slab; walk_freelist only when nothing can allocate from it concurrently.
+bool validate_slab(kmem_cache* s, page* slab, bool on_partial, bool walk_freelist) {
+  if (!(page_flags(slab) & PG_slab))
+    return fail(s, slab, "Slab corrupt", "not marked PG_slab (flags %#lx)%lu",
+                page_flags(slab), 0);
+  if (__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED) != s)
+    return fail(s, slab, "Slab corrupt", "slab_cache %#lx is not this cache%lu",
+                reinterpret_cast<unsigned long>(slab->slab_cache), 0);
+  slab_counters c;
+  c.v = load_u64(&slab->counters);
+  if (c.objects != s->objects && c.objects != s->min_objects)
+    return fail(s, slab, "Slab corrupt", "objects %lu, expected %lu", c.objects, s->objects);
+  if (c.inuse > c.objects)
+    return fail(s, slab, "Slab corrupt", "inuse %lu > objects %lu", c.inuse, c.objects);
+  if (on_partial && c.frozen)
+    return fail(s, slab, "Slab corrupt", "frozen slab on a node partial list%lu%lu", 0, 0);
+  if (!walk_freelist) return true;
+  unsigned long nfree = 0;
+  auto base = reinterpret_cast<std::uintptr_t>(slab_address(slab));
+  for (void* p = load_ptr(&slab->freelist); p; p = get_freepointer(s, p)) {
+    auto a = reinterpret_cast<std::uintptr_t>(p);
+    if (a < base || a >= base + std::size_t{c.objects} * s->size || (a - base) % s->size) {
+      report_bug(s->name, "Freepointer corrupt",
+                 "slab %p: free list entry %p is not an object of this slab\n",
+                 slab_address(slab), p);
+      return false;
+    }
+    if (++nfree > c.objects)
+      return fail(s, slab, "Freepointer corrupt", "free list longer than %lu objects%lu",
+                  c.objects, 0);
+  }
+  if (!c.frozen && nfree + c.inuse != c.objects)
+    return fail(s, slab, "Slab corrupt", "inuse %lu + free %lu != objects", c.inuse, nfree);
+  if (on_partial && nfree == 0)
+    return fail(s, slab, "Slab corrupt", "full slab on the partial list%lu%lu", 0, 0);
+  return true;
+}
+
+}  // namespace
+
+bool validate_slab_cache(kmem_cache* s) {
+  flush_all(s);
+  // 1. Node partial lists, under list_lock.
+  for (unsigned i = 0; i < s->nr_nodes; ++i) {
+    kmem_cache_node* n = s->node[i];
+    lock_guard<spinlock_t> g(n->list_lock);
+    std::size_t count = 0;
+    for (list_head* pos = n->partial.next; pos != &n->partial; pos = pos->next) {
+      page* slab = list_entry<page, &page::lru>(pos);
+      if (slab_nid(slab) != static_cast<int>(i)) {
+        report_bug(s->name, "Slab corrupt", "slab %p on the partial list of node %u, but on node %d\n",
+                   slab_address(slab), i, slab_nid(slab));
+        return false;
+      }
+      if (!validate_slab(s, slab, true, true)) return false;
+      if (++count > n->nr_partial + 1000000) break;
+    }
+    if (count != n->nr_partial) {
+      report_bug(s->name, "Slab corrupt", "node %u: nr_partial %zu but %zu slabs on the list\n",
+                 i, n->nr_partial, count);
+      return false;
+    }
+  }
+  // 2. Every slab of the cache, from the memory map.
+  std::uint64_t gen = s->slab_gen.load(std::memory_order_acquire);
+  long slabs = 0, objects = 0;
+  bool ok = true;
+  s->pa->for_each_section([&](mem_section* sec) {
+    std::size_t top = sec->top.load(std::memory_order_acquire) / PAGE_SIZE;
+    for (std::size_t pfn = FIRST_DATA_PFN; pfn < top && ok;) {
+      page* p = reinterpret_cast<page*>(sec->base) + pfn;
+      std::uint32_t f = page_flags(p);
+      unsigned order = __atomic_load_n(&p->order, __ATOMIC_RELAXED);
+      if ((f & PG_head) && (f & PG_slab) &&
+          __atomic_load_n(&p->slab_cache, __ATOMIC_RELAXED) == s) {
+        ++slabs;
+        slab_counters c;
+        c.v = load_u64(&p->counters);
+        objects += c.objects;
+        // Off-list slabs: free lists only when the cache is quiescent.
+        ok = validate_slab(s, p, false, !c.frozen && load_ptr(&p->freelist) == nullptr);
+      }
+      pfn += (f & (PG_head | PG_buddy | PG_pcp | PG_isolated)) && order <= MAX_ORDER
+                 ? std::size_t{1} << order
+                 : 1;
+    }
+  });
+  if (!ok) return false;
+  if (s->slab_gen.load(std::memory_order_acquire) == gen) {
+    long want_slabs = 0, want_objects = 0;
+    for (unsigned i = 0; i < s->nr_nodes; ++i) {
+      want_slabs += s->node[i]->nr_slabs.load();
+      want_objects += s->node[i]->total_objects.load();
+    }
+    if (want_slabs != slabs || want_objects != objects) {
+      report_bug(s->name, "Slab corrupt",
+                 "counters say %ld slabs / %ld objects, the memory map holds %ld / %ld\n",
+                 want_slabs, want_objects, slabs, objects);
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace uslub

@@ -1,0 +1,151 @@
+// Basic kmem_cache behaviour: create/alloc/free/destroy, uniqueness, validation.
+#include <uslub/slab.h>
+
+#include <algorithm>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "slab/slab.hpp"
+#include "test_support.hpp"
+
+namespace uslub::test {
+
+TEST(KmemCache, AllocFreeManyObjectsAreDistinctAndAligned) {
+  kmem_cache* s = kmem_cache_create("test-basic", 40, 8, SLAB_NO_MERGE | SLAB_STATS, nullptr);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(kmem_cache_size(s), 40u);
+  EXPECT_STREQ(kmem_cache_name(s), "test-basic");
+  std::vector<void*> v;
+  for (int i = 0; i < 10000; ++i) {
+    void* p = kmem_cache_alloc(s, 0);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 8, 0u);
+    memset(p, 0xa5, 40);
+    v.push_back(p);
+  }
+  std::set<void*> uniq(v.begin(), v.end());
+  EXPECT_EQ(uniq.size(), v.size());
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  for (void* p : v) kmem_cache_free(s, p);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_info info;
+  kmem_cache_get_info(s, &info);
+  EXPECT_GE(info.stat[ALLOC_FASTPATH] + info.stat[ALLOC_SLOWPATH], 10000u);
+  EXPECT_GT(info.stat[ALLOC_SLAB], 0u);
+  report_capture cap;
+  kmem_cache_destroy(s);
+  EXPECT_EQ(cap.count(), 0u);
+}
+
+TEST(KmemCache, CrossThreadFreesAndValidate) {
+  kmem_cache* s = kmem_cache_create("test-xthread", 128, 0, SLAB_NO_MERGE | SLAB_STATS, nullptr);
+  ASSERT_NE(s, nullptr);
+  std::vector<void*> v(20000);
+  for (auto& p : v) p = kmem_cache_alloc(s, 0);
+  std::thread t([&] {
+    for (size_t i = 0; i < v.size(); i += 2) kmem_cache_free(s, v[i]);
+  });
+  t.join();
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  for (size_t i = 1; i < v.size(); i += 2) kmem_cache_free(s, v[i]);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_shrink(s);
+  kmem_cache_info info;
+  kmem_cache_get_info(s, &info);
+  EXPECT_LE(info.num_slabs, info.min_partial);
+  report_capture cap;
+  kmem_cache_destroy(s);
+  EXPECT_EQ(cap.count(), 0u);
+}
+
+TEST(KmemCache, DoubleFreeAndForeignPointerAreReported) {
+  kmem_cache* s = kmem_cache_create("test-bad", 64, 0, SLAB_NO_MERGE, nullptr);
+  report_capture cap;
+  void* p = kmem_cache_alloc(s, 0);
+  kmem_cache_free(s, p);
+  kmem_cache_free(s, p);
+  EXPECT_EQ(cap.first_line(0), "uslub: BUG test-bad: Object already free");
+  int x;
+  kmem_cache_free(s, &x);
+  EXPECT_EQ(cap.first_line(1), "uslub: BUG test-bad: Invalid pointer");
+  void* q = kmem_cache_alloc(s, 0);
+  kmem_cache_free(s, static_cast<char*>(q) + 8);
+  EXPECT_EQ(cap.first_line(2), "uslub: BUG test-bad: Invalid pointer");
+  kmem_cache* other = kmem_cache_create("test-other", 64, 0, SLAB_NO_MERGE, nullptr);
+  kmem_cache_free(other, q);
+  EXPECT_EQ(cap.first_line(3), "uslub: BUG test-other: Wrong cache");
+  kmem_cache_free(s, q);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_destroy(s);
+  kmem_cache_destroy(other);
+  EXPECT_EQ(cap.count(), 4u);
+}
+
+TEST(KmemCache, DestroyWithLiveObjectsReportsAndKeepsTheCache) {
+  kmem_cache* s = kmem_cache_create("test-live", 32, 0, SLAB_NO_MERGE, nullptr);
+  void* p = kmem_cache_alloc(s, 0);
+  report_capture cap;
+  kmem_cache_destroy(s);
+  ASSERT_EQ(cap.count(), 1u);
+  EXPECT_EQ(cap.first_line(), "uslub: BUG test-live: Objects remaining on destroy");
+  EXPECT_NE(cap.reports()[0].find("1 objects"), std::string::npos);
+  kmem_cache_free(s, p);  // the cache still works
+  kmem_cache_destroy(s);
+  EXPECT_EQ(cap.count(), 1u);
+}
+
+TEST(KmemCache, BulkAllocAndFree) {
+  kmem_cache* s = kmem_cache_create("test-bulk", 96, 0, SLAB_NO_MERGE, nullptr);
+  for (int round = 0; round < 50; ++round) {
+    void* p[200];
+    ASSERT_EQ(kmem_cache_alloc_bulk(s, 0, 200, p), 200);
+    std::set<void*> u(p, p + 200);
+    EXPECT_EQ(u.size(), 200u);
+    kmem_cache_free_bulk(s, 200, p);
+  }
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_destroy(s);
+}
+
+static std::atomic<int> g_ctor_calls{0};
+static void ctor42(void* p) {
+  *static_cast<int*>(p) = 42;
+  g_ctor_calls++;
+}
+
+TEST(KmemCache, ConstructorRunsPerObjectAtSlabCreation) {
+  kmem_cache* s = kmem_cache_create("test-ctor", 24, 0, 0, ctor42);
+  int* p = static_cast<int*>(kmem_cache_alloc(s, 0));
+  EXPECT_EQ(*p, 42);
+  EXPECT_GT(g_ctor_calls.load(), 1);
+  kmem_cache_free(s, p);
+  int* q = static_cast<int*>(kmem_cache_alloc(s, 0));
+  EXPECT_EQ(*q, 42);  // the free pointer lives outside the object for ctor caches
+  kmem_cache_free(s, q);
+  kmem_cache_destroy(s);
+}
+
+TEST(KmemCache, CompatibleCachesMerge) {
+  kmem_cache* a = kmem_cache_create("merge-a", 200, 0, 0, nullptr);
+  kmem_cache* b = kmem_cache_create("merge-b", 200, 0, 0, nullptr);
+  kmem_cache* c = kmem_cache_create("merge-c", 200, 0, SLAB_NO_MERGE, nullptr);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  kmem_cache_destroy(b);
+  void* p = kmem_cache_alloc(a, 0);  // a is still alive after b's destroy
+  kmem_cache_free(a, p);
+  kmem_cache_destroy(a);
+  kmem_cache_destroy(c);
+}
+
+TEST(KmemCache, ImpossibleArgumentsAreEinval) {
+  report_capture cap;
+  errno = 0;
+  EXPECT_EQ(kmem_cache_create("bad-align", 64, 3, 0, nullptr), nullptr);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_EQ(kmem_cache_create("bad-size", 0, 0, 0, nullptr), nullptr);
+  EXPECT_EQ(cap.count(), 2u);
+}
+
+}  // namespace uslub::test
