@@ -15,6 +15,7 @@
 #include "base/bits.hpp"
 #include "base/check.hpp"
 #include "page/buddy.hpp"
+#include "page/pcp.hpp"
 
 namespace uslub {
 
@@ -87,9 +88,8 @@ zone* page_allocator::pick_zone(int node) const {
   return zones_[static_cast<unsigned>(node) % nr_zones_];
 }
 
-void page_allocator::prep_new_page(page* p, unsigned order, gfp_t gfp, bool zeroed) {
-  p->order = static_cast<std::uint8_t>(order);
-  p->lru.next = p->lru.prev = nullptr;
+// Compound tails and zeroing: the rare part of prep_new_page.
+static USLUB_SLOWPATH void prep_new_page_slow(page* p, unsigned order, gfp_t gfp, bool zeroed) {
   if ((gfp & __GFP_COMP) && order > 0) {
     set_page_flags(p, PG_head | PG_comp);
     for (std::size_t i = 1, n = std::size_t{1} << order; i < n; ++i) {
@@ -100,6 +100,21 @@ void page_allocator::prep_new_page(page* p, unsigned order, gfp_t gfp, bool zero
     set_page_flags(p, PG_head);
   }
   if ((gfp & __GFP_ZERO) && !zeroed) memset(page_address(p), 0, PAGE_SIZE << order);
+}
+
+// Turns a block just taken off a free list or pcp list into an allocated block head.
+static USLUB_ALWAYS_INLINE void prep_new_page(page* p, unsigned order, gfp_t gfp, bool zeroed) {
+  p->order = static_cast<std::uint8_t>(order);
+  p->lru.next = p->lru.prev = nullptr;
+  if (USLUB_UNLIKELY(gfp & (__GFP_COMP | __GFP_ZERO))) {
+    prep_new_page_slow(p, order, gfp, zeroed);
+    return;
+  }
+  set_page_flags(p, PG_head);
+}
+
+static USLUB_SLOWPATH void clear_compound_tails(page* p, unsigned order) {
+  for (std::size_t i = 1, n = std::size_t{1} << order; i < n; ++i) set_page_flags(p + i, 0);
 }
 
 page* page_allocator::alloc_zone(zone* z, unsigned order, bool* zeroed) {
@@ -113,17 +128,17 @@ page* page_allocator::alloc_zone(zone* z, unsigned order, bool* zeroed) {
   }
 }
 
-page* page_allocator::alloc_pages(unsigned order, gfp_t gfp, int node) {
-  if (USLUB_UNLIKELY(order > MAX_ORDER)) {
-    errno = EINVAL;
-    return nullptr;
-  }
-  zone* z = pick_zone(node);
+// Everything but a pcp hit.  try_pcp: go through this CPU's pcp list (refilling it);
+// grow_first: the caller found the pcp list and the zone empty, so grow before retrying.
+// With try_pcp false (pcp lock busy, no_pcp, order >= NR_PCP_ORDERS) the block comes from
+// the zone under zone->lock.
+page* page_allocator::alloc_pages_slow(zone* z, unsigned order, gfp_t gfp, bool try_pcp,
+                                       bool grow_first) {
   bool zeroed = false;
   page* p = nullptr;
-  if (order < NR_PCP_ORDERS && !cfg_.no_pcp) {
+  if (try_pcp) {
     bool busy = false;
-    p = rmqueue_pcplist(z, order, &zeroed, &busy);
+    if (!grow_first) p = rmqueue_pcplist(z, order, &zeroed, &busy);
     // An empty zone: grow it (no lock held) and refill the pcp list from the new block.
     if (!p && !busy && grow_zone(z)) p = rmqueue_pcplist(z, order, &zeroed, &busy);
   }
@@ -131,6 +146,36 @@ page* page_allocator::alloc_pages(unsigned order, gfp_t gfp, int node) {
   if (!p) return nullptr;
   prep_new_page(p, order, gfp, zeroed);
   return p;
+}
+
+// The fast path is a pcp hit (mm/page_alloc.c's rmqueue_pcplist) inlined here: one
+// current_cpu() read picks both the zone and the pcp, and the only locked instruction is the
+// exchange of pcp->lock.try_lock() (the unlock is a release store).
+page* page_allocator::alloc_pages(unsigned order, gfp_t gfp, int node) {
+  if (USLUB_LIKELY(order < NR_PCP_ORDERS && node < 0 && !cfg_.no_pcp)) {
+    unsigned cpu = platform::current_cpu();
+    zone* z = USLUB_LIKELY(nr_zones_ == 1)
+                  ? zones_[0]
+                  : zones_[static_cast<unsigned>(platform::cpu_to_node(cpu)) % nr_zones_];
+    per_cpu_pages* pcp = pcp_of(z, cpu, nr_cpus_);
+    if (USLUB_UNLIKELY(!pcp->lock.try_lock()))
+      return alloc_pages_slow(z, order, gfp, /*try_pcp=*/false, false);
+    page* p = pcp_pop(pcp, order);
+    if (USLUB_LIKELY(p))
+      pcp->alloc_hit.add();
+    else
+      p = pcp_refill(z, pcp, order);
+    pcp->lock.unlock();
+    if (USLUB_UNLIKELY(!p)) return alloc_pages_slow(z, order, gfp, true, /*grow_first=*/true);
+    prep_new_page(p, order, gfp, page_flags(p) & PG_returned);
+    return p;
+  }
+  if (USLUB_UNLIKELY(order > MAX_ORDER)) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  return alloc_pages_slow(pick_zone(node), order, gfp, order < NR_PCP_ORDERS && !cfg_.no_pcp,
+                          false);
 }
 
 void* page_allocator::alloc_pages_addr(unsigned order, gfp_t gfp, int node) {
@@ -184,13 +229,49 @@ void page_allocator::free_one_page(zone* z, page* p, unsigned order) {
   maybe_reclaim(z, now);
 }
 
+// The checks of check_free() run inline first (every condition it accepts, in the same
+// loads: the section header line and the descriptor); anything else goes to
+// free_pages_slow(), which reports.  A pcp free is then mm/page_alloc.c's free_unref_page:
+// try pcp->lock, push, drain a batch at `high`; a busy lock frees to the zone.
 void page_allocator::free_pages(page* p, unsigned order) {
-  if (USLUB_UNLIKELY(!check_free(page_address(p), p, order))) return;
-  if (page_flags(p) & PG_comp) {
-    for (std::size_t i = 1, n = std::size_t{1} << order; i < n; ++i) set_page_flags(p + i, 0);
+  mem_section* sec = lookup_section(p);
+  if (USLUB_UNLIKELY(!sec || sec->owner != this)) return free_pages_slow(p, order);
+  std::uintptr_t off = reinterpret_cast<std::uintptr_t>(p) - reinterpret_cast<std::uintptr_t>(sec);
+  std::size_t pfn = off / sizeof(page);
+  // top is a multiple of PAGE_SIZE no larger than SECTION_SIZE, so pfn < top / PAGE_SIZE
+  // also keeps p inside the descriptor area.
+  if (USLUB_UNLIKELY(off % sizeof(page) != 0 || pfn < FIRST_DATA_PFN ||
+                     pfn >= sec->top.load(std::memory_order_acquire) >> PAGE_SHIFT))
+    return free_pages_slow(p, order);
+  std::uint32_t f = page_flags(p);
+  if (USLUB_UNLIKELY(!(f & PG_head) || p->order != order)) return free_pages_slow(p, order);
+  if (USLUB_UNLIKELY(f & PG_comp)) clear_compound_tails(p, order);
+  zone* z = sec->zone;
+  if (USLUB_LIKELY(order < NR_PCP_ORDERS && !cfg_.no_pcp)) {
+    per_cpu_pages* pcp = pcp_of(z, platform::current_cpu(), nr_cpus_);
+    if (USLUB_LIKELY(pcp->lock.try_lock())) {
+      pcp_push(pcp, p, order);
+      pcp->free_hit.add();
+      if (USLUB_LIKELY(pcp->count < pcp->high)) {
+        pcp->lock.unlock();
+        return;
+      }
+      free_pcppages_bulk(z, pcp->batch, pcp);
+      pcp->free_drain.add();
+      pcp->lock.unlock();
+      maybe_reclaim(z, platform::coarse_ms());
+      return;
+    }
   }
+  free_one_page(z, p, order);
+}
+
+// A pointer the inline checks refused: report it (check_free), or - if it is a valid block
+// after all - free it the long way.
+void page_allocator::free_pages_slow(page* p, unsigned order) {
+  if (!check_free(page_address(p), p, order)) return;
+  if (page_flags(p) & PG_comp) clear_compound_tails(p, order);
   zone* z = page_section(p)->zone;
-  if (order < NR_PCP_ORDERS && !cfg_.no_pcp && free_unref_page(z, p, order)) return;
   free_one_page(z, p, order);
 }
 
@@ -255,8 +336,7 @@ void page_allocator::free_pages_bulk(page** pages, int nr, unsigned order) {
       zone* pz = page_section(p)->zone;
       if (z && pz != z) break;  // one zone per batch
       z = pz;
-      if (page_flags(p) & PG_comp)
-        for (std::size_t k = 1, m = std::size_t{1} << order; k < m; ++k) set_page_flags(p + k, 0);
+      if (page_flags(p) & PG_comp) clear_compound_tails(p, order);
       batch[n++] = p;
     }
     if (!n) continue;

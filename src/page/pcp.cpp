@@ -1,5 +1,9 @@
 // Per-CPU page lists (struct per_cpu_pages) and drain_all_pages().
 //
+// The hit paths (a block on the list for alloc_pages, room below `high` for free_pages) are
+// inlined into page_allocator::alloc_pages/free_pages in page_alloc.cpp with the primitives
+// of pcp.hpp; this file has the refill, the drain, the bulk paths and drain_all_pages().
+//
 // Locking (see page_alloc.hpp for the whole order): pcp->lock is taken with try_lock() on
 // every allocation and free path; a busy lock returns false/nullptr and the caller goes to the
 // zone.  pcp->lock nests outside zone->lock (rmqueue_bulk, free_pcppages_bulk), exactly as in
@@ -10,29 +14,13 @@
 #include "base/check.hpp"
 #include "page/buddy.hpp"
 #include "page/page_alloc.hpp"
+#include "page/pcp.hpp"
 
 namespace uslub {
 namespace {
 
 USLUB_ALWAYS_INLINE per_cpu_pages* this_cpu_pcp(zone* z, unsigned nr_cpus) {
-  unsigned cpu = platform::current_cpu();
-  return &z->pcp[cpu < nr_cpus ? cpu : cpu % nr_cpus];
-}
-
-USLUB_ALWAYS_INLINE page* pcp_pop(per_cpu_pages* pcp, unsigned order) {
-  list_head* l = &pcp->lists[order];
-  if (list_empty(l)) return nullptr;
-  page* p = list_entry<page, &page::lru>(l->next);
-  list_del(&p->lru);
-  pcp->count -= 1 << order;
-  return p;
-}
-
-USLUB_ALWAYS_INLINE void pcp_push(per_cpu_pages* pcp, page* p, unsigned order) {
-  set_page_flags(p, PG_pcp);
-  p->order = static_cast<std::uint8_t>(order);
-  list_add(&p->lru, &pcp->lists[order]);
-  pcp->count += 1 << order;
+  return pcp_of(z, platform::current_cpu(), nr_cpus);
 }
 
 }  // namespace
@@ -52,7 +40,7 @@ int page_allocator::rmqueue_bulk(zone* z, unsigned order, int count, per_cpu_pag
   }
   z->bulk_refill.add();
   z->lock.unlock();
-  pcp->count += moved << order;
+  pcp_set_count(pcp, pcp->count + (moved << order));
   return moved;
 }
 
@@ -70,7 +58,7 @@ void page_allocator::free_pcppages_bulk(zone* z, int count, per_cpu_pages* pcp) 
       while (list_empty(&pcp->lists[order]));
       page* p = list_entry<page, &page::lru>(pcp->lists[order].prev);
       list_del(&p->lru);
-      pcp->count -= 1 << order;
+      pcp_set_count(pcp, pcp->count - (1 << order));
       count -= 1 << order;
       bool returned = page_flags(p) & PG_returned;
       __free_one_page(z, p, order, returned, now);
@@ -87,18 +75,22 @@ page* page_allocator::rmqueue_pcplist(zone* z, unsigned order, bool* zeroed, boo
     return nullptr;
   }
   page* p = pcp_pop(pcp, order);
-  if (USLUB_LIKELY(p)) {
+  if (USLUB_LIKELY(p))
     pcp->alloc_hit.add();
-  } else {
-    int blocks = pcp->batch >> order;
-    if (rmqueue_bulk(z, order, blocks > 0 ? blocks : 1, pcp) > 0) {
-      pcp->alloc_refill.add();
-      p = pcp_pop(pcp, order);
-    }
-  }
+  else
+    p = pcp_refill(z, pcp, order);
   pcp->lock.unlock();
   if (p) *zeroed = page_flags(p) & PG_returned;
   return p;
+}
+
+// The list of `order` is empty: refill it with one batch from the zone and take the first
+// block (nullptr if the zone is empty too).  Context: pcp->lock held.
+page* page_allocator::pcp_refill(zone* z, per_cpu_pages* pcp, unsigned order) {
+  int blocks = pcp->batch >> order;
+  if (rmqueue_bulk(z, order, blocks > 0 ? blocks : 1, pcp) == 0) return nullptr;
+  pcp->alloc_refill.add();
+  return pcp_pop(pcp, order);
 }
 
 int page_allocator::rmqueue_pcplist_bulk(zone* z, unsigned order, int nr, page** out) {
@@ -108,8 +100,15 @@ int page_allocator::rmqueue_pcplist_bulk(zone* z, unsigned order, int nr, page**
   while (got < nr) {
     page* p = pcp_pop(pcp, order);
     if (!p) {
-      int want = (nr - got) > (pcp->batch >> order) ? nr - got : pcp->batch >> order;
-      if (rmqueue_bulk(z, order, want > 0 ? want : 1, pcp) == 0) break;
+      // At least one batch (the rest stays cached), at most max(batch, kFreeBatchLockBound)
+      // blocks per zone->lock hold: a large request refills several times rather than
+      // holding the lock for all of it (the bound in page_alloc.hpp).
+      int per_batch = pcp->batch >> order > 0 ? pcp->batch >> order : 1;
+      int cap = per_batch > static_cast<int>(kFreeBatchLockBound)
+                    ? per_batch
+                    : static_cast<int>(kFreeBatchLockBound);
+      int want = nr - got < per_batch ? per_batch : nr - got < cap ? nr - got : cap;
+      if (rmqueue_bulk(z, order, want, pcp) == 0) break;
       pcp->alloc_refill.add();
       continue;
     }
@@ -120,22 +119,6 @@ int page_allocator::rmqueue_pcplist_bulk(zone* z, unsigned order, int nr, page**
   pcp->alloc_hit.add(static_cast<std::uint64_t>(got));
   pcp->lock.unlock();
   return got;
-}
-
-bool page_allocator::free_unref_page(zone* z, page* p, unsigned order) {
-  per_cpu_pages* pcp = this_cpu_pcp(z, nr_cpus_);
-  if (USLUB_UNLIKELY(!pcp->lock.try_lock())) return false;
-  pcp_push(pcp, p, order);
-  pcp->free_hit.add();
-  bool drained = false;
-  if (USLUB_UNLIKELY(pcp->count >= pcp->high)) {
-    free_pcppages_bulk(z, pcp->batch, pcp);
-    pcp->free_drain.add();
-    drained = true;
-  }
-  pcp->lock.unlock();
-  if (drained) maybe_reclaim(z, platform::coarse_ms());
-  return true;
 }
 
 bool page_allocator::free_unref_page_bulk(zone* z, page** pages, int nr, unsigned order) {

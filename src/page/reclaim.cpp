@@ -45,6 +45,13 @@ std::size_t page_allocator::reclaim(bool force) {
 }
 
 // Context: z->reclaiming owned by the caller; no lock held.
+//
+// One run advises each resident free page at most once: its budget is the zone's resident
+// free pages when it starts.  Without it a block whose memory does not come back as zeros
+// (MADV_FREE, or a failed madvise) - put back on the resident list, still idle - was isolated
+// again by the next pass, up to the pass bound (4096 madvise calls per run for one block).
+// Such a block also restarts its idle time, so periodic runs advise it again only after
+// another decay period.
 std::size_t page_allocator::reclaim_zone(zone* z, std::uint64_t cutoff_ms) {
   struct isolated {
     page* p;
@@ -52,22 +59,28 @@ std::size_t page_allocator::reclaim_zone(zone* z, std::uint64_t cutoff_ms) {
     std::uint64_t freed_ms;
   };
   std::size_t total = 0;
+  std::size_t budget = 0;  // resident free pages this run may still isolate
   reclaim_runs_.fetch_add(1, std::memory_order_relaxed);
+  // MADV_FREE leaves contents in place until the kernel takes the pages: not zeroed.
+  const bool zeroes = cfg_.decommit == platform::decommit_mode::dontneed;
   // Bounded: at most every block of the zone once per order (merges can re-create idle
-  // non-returned blocks; they are picked up by the next pass).
+  // non-returned blocks; they are picked up by the next pass or the next run).
   for (int pass = 0; pass < 4096; ++pass) {
     isolated iso[kReclaimIsolate];
     unsigned n = 0;
     z->lock.lock();
+    if (pass == 0) budget = z->free_pages - z->returned_pages;
     for (int o = MAX_ORDER; o >= 0 && n < kReclaimIsolate; --o) {
       list_head* head = &z->area[o].free_list;
-      while (n < kReclaimIsolate && !list_empty(head)) {
+      std::size_t pages = std::size_t{1} << o;
+      while (n < kReclaimIsolate && budget >= pages && !list_empty(head)) {
         page* p = list_entry<page, &page::lru>(head->prev);  // oldest
         if (p->freed_ms > cutoff_ms) break;
         std::uint64_t t = p->freed_ms;
         __del_page_from_free_list(z, p, static_cast<unsigned>(o));
         set_page_flags(p, PG_isolated);
         iso[n++] = {p, static_cast<unsigned>(o), t};
+        budget -= pages;
       }
     }
     z->lock.unlock();
@@ -78,11 +91,12 @@ std::size_t page_allocator::reclaim_zone(zone* z, std::uint64_t cutoff_ms) {
       ok[i] = vm_->decommit(page_address(iso[i].p), bytes, cfg_.decommit) == 0;
       if (ok[i]) total += bytes;
     }
-    // MADV_FREE leaves contents in place until the kernel takes the pages: not zeroed.
-    bool zeroes = cfg_.decommit == platform::decommit_mode::dontneed;
+    std::uint64_t now = platform::coarse_ms();
     z->lock.lock();
-    for (unsigned i = 0; i < n; ++i)
-      __free_one_page(z, iso[i].p, iso[i].order, ok[i] && zeroes, iso[i].freed_ms);
+    for (unsigned i = 0; i < n; ++i) {
+      bool returned = ok[i] && zeroes;
+      __free_one_page(z, iso[i].p, iso[i].order, returned, returned ? iso[i].freed_ms : now);
+    }
     z->lock.unlock();
   }
   reclaimed_bytes_.fetch_add(total, std::memory_order_relaxed);

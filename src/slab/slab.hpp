@@ -149,10 +149,20 @@ namespace uslub {
 using ::kmem_cache;
 
 // ---- free pointer (hardened: ptr ^ secret ^ bswap(address of the pointer)) --------------
+// CONFIG_SLAB_FREELIST_HARDENED: on unless built with -DUSLUB_NO_FREELIST_HARDENING=1 (the
+// benchmark builds both to measure its cost).
+
+#if USLUB_NO_FREELIST_HARDENING
+USLUB_ALWAYS_INLINE std::uintptr_t freeptr_mask(const kmem_cache*, std::uintptr_t) { return 0; }
+#else
+USLUB_ALWAYS_INLINE std::uintptr_t freeptr_mask(const kmem_cache* s, std::uintptr_t at) {
+  return s->random ^ __builtin_bswap64(at);
+}
+#endif
 
 USLUB_ALWAYS_INLINE void* freeptr_decode(const kmem_cache* s, std::uintptr_t stored,
                                          std::uintptr_t at) {
-  return reinterpret_cast<void*>(stored ^ s->random ^ __builtin_bswap64(at));
+  return reinterpret_cast<void*>(stored ^ freeptr_mask(s, at));
 }
 
 USLUB_ALWAYS_INLINE void* get_freepointer(const kmem_cache* s, void* obj) {
@@ -164,7 +174,7 @@ USLUB_ALWAYS_INLINE void* get_freepointer(const kmem_cache* s, void* obj) {
 USLUB_ALWAYS_INLINE void set_freepointer(const kmem_cache* s, void* obj, void* fp) {
   auto at = reinterpret_cast<std::uintptr_t>(obj) + s->offset;
   __atomic_store_n(reinterpret_cast<std::uintptr_t*>(at),
-                   reinterpret_cast<std::uintptr_t>(fp) ^ s->random ^ __builtin_bswap64(at),
+                   reinterpret_cast<std::uintptr_t>(fp) ^ freeptr_mask(s, at),
                    __ATOMIC_RELAXED);
 }
 

@@ -196,6 +196,24 @@ TEST_F(PageAlloc, DecayZeroReturnsAtOnce) {
   EXPECT_FALSE(resident(page_address(p), PAGE_SIZE << 8));
 }
 
+TEST_F(PageAlloc, LazyFreeReclaimAdvisesEachIdleBlockOnce) {
+  // MADV_FREE leaves a block's contents in place, so reclaim puts it back on the resident
+  // list; a pass must not pick the same block up again (it once did, 4096 passes in a row).
+  page_alloc_config c;
+  c.decay_ms = 0;
+  c.decommit = platform::decommit_mode::free;
+  make(c);
+  page* p = pa_.alloc_pages(6);
+  memset(page_address(p), 1, PAGE_SIZE << 6);
+  pa_.free_pages(p, 6);  // a zone free: reclaims the whole (merged) 4 MiB block
+  EXPECT_LE(vm_.decommits.load(), 2);
+  int before = vm_.decommits.load();
+  pa_.reclaim(/*force=*/true);
+  EXPECT_LE(vm_.decommits.load() - before, 2);
+  EXPECT_EQ(pa_.stats().returned_bytes, 0u);  // lazily freed memory does not read as zeros
+  EXPECT_TRUE(pa_.validate());
+}
+
 TEST(GlobalPageAllocator, IsUsableAndSelfInitialising) {
   page_allocator& pa = global_page_allocator();
   page* p = pa.alloc_pages(1, __GFP_ZERO);
