@@ -351,6 +351,22 @@ void page_allocator::free_pages_bulk(page** pages, int nr, unsigned order) {
   }
 }
 
+void page_allocator::fork_prepare() {
+  drain_mutex_.lock();
+  for (unsigned n = 0; n < nr_zones_; ++n) {
+    for (unsigned c = 0; c < nr_cpus_; ++c) zones_[n]->pcp[c].lock.lock_wait();
+    zones_[n]->lock.lock();
+  }
+}
+
+void page_allocator::fork_release() {
+  for (unsigned n = nr_zones_; n-- > 0;) {
+    zones_[n]->lock.unlock();
+    for (unsigned c = nr_cpus_; c-- > 0;) zones_[n]->pcp[c].lock.unlock();
+  }
+  drain_mutex_.unlock();
+}
+
 std::size_t page_allocator::nr_free(unsigned order) const {
   std::size_t n = 0;
   for (unsigned z = 0; z < nr_zones_; ++z) {

@@ -149,6 +149,11 @@ class page_allocator {
   // Returns the bytes returned by this call.
   std::size_t reclaim(bool force);
 
+  // pthread_atfork support: prepare takes every lock of this allocator in the documented
+  // order (drain_mutex, each pcp lock, each zone lock); parent/child release them.
+  void fork_prepare();
+  void fork_release();
+
   page_alloc_stats stats() const;
   // Walks every zone's free lists and checks each block; reports the first problem
   // (report_bug "page allocator") and returns false on it.

@@ -239,6 +239,8 @@ void slab_free(kmem_cache* s, page* slab, void* obj);
 // Checks that obj is an object of s handed out by uslub; reports and returns nullptr if not.
 page* slab_free_check(kmem_cache* s, const void* obj, const char* caller);
 void flush_all(kmem_cache* s);
+void flush_mutex_lock();
+void flush_mutex_unlock();
 int __kmem_cache_shrink(kmem_cache* s);
 // Returns false (after reporting) if objects remain.
 bool __kmem_cache_shutdown(kmem_cache* s);
@@ -251,6 +253,15 @@ void kmem_cache_free_bulk_impl(kmem_cache* s, std::size_t nr, void** p);
 // Creates a cache whose slabs come from pa (tests use a failing page allocator).
 kmem_cache* kmem_cache_create_on(page_allocator* pa, const char* name, std::size_t size,
                                  std::size_t align, slab_flags_t flags, void (*ctor)(void*));
+// pthread_atfork handlers for the slab layer and the global page allocator.  prepare takes, in
+// the documented order, slab_mutex, flush_mutex, every cache's list_locks and CPU slot locks,
+// then the page allocator's locks; parent and child release them all.  Operations that were
+// in flight in other threads without a lock (a deactivate_slab between its steps) leave their
+// objects unreachable in the child: leaked, never corrupted.
+void slab_fork_prepare();
+void slab_fork_parent();
+void slab_fork_child();
+
 // Calls fn(s, arg) for every cache, under slab_mutex.
 void for_each_kmem_cache(void (*fn)(kmem_cache*, void*), void* arg);
 

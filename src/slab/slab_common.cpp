@@ -259,6 +259,32 @@ void for_each_kmem_cache(void (*fn)(kmem_cache*, void*), void* arg) {
     fn(list_entry<kmem_cache, &kmem_cache::list>(l), arg);
 }
 
+void slab_fork_prepare() {
+  slab_init();
+  slab_mutex.lock();
+  flush_mutex_lock();
+  for (list_head* l = slab_caches.next; l != &slab_caches; l = l->next) {
+    kmem_cache* s = list_entry<kmem_cache, &kmem_cache::list>(l);
+    for (unsigned n = 0; n < s->nr_nodes; ++n) s->node[n]->list_lock.lock();
+    for (unsigned c = 0; c < s->nr_cpus; ++c) s->cpu_slab[c].lock.lock_wait();
+  }
+  global_page_allocator().fork_prepare();
+}
+
+static void slab_fork_release() {
+  global_page_allocator().fork_release();
+  for (list_head* l = slab_caches.prev; l != &slab_caches; l = l->prev) {
+    kmem_cache* s = list_entry<kmem_cache, &kmem_cache::list>(l);
+    for (unsigned c = s->nr_cpus; c-- > 0;) s->cpu_slab[c].lock.unlock();
+    for (unsigned n = s->nr_nodes; n-- > 0;) s->node[n]->list_lock.unlock();
+  }
+  flush_mutex_unlock();
+  slab_mutex.unlock();
+}
+
+void slab_fork_parent() { slab_fork_release(); }
+void slab_fork_child() { slab_fork_release(); }
+
 void slab_fill_info(kmem_cache* s, kmem_cache_info* info) {
   memset(info, 0, sizeof *info);
   info->name = s->name;

@@ -638,6 +638,9 @@ static void flush_cpu_slab(kmem_cache* s, unsigned cpu) {
 static constinit lock_class_key flush_mutex_key{"flush_mutex"};
 static constinit spinlock_t flush_mutex{&flush_mutex_key};
 
+void flush_mutex_lock() { flush_mutex.lock(); }
+void flush_mutex_unlock() { flush_mutex.unlock(); }
+
 // Context: may hold slab_mutex (lock order 1 -> 2), nothing else.
 void flush_all(kmem_cache* s) {
   lock_guard<spinlock_t> g(flush_mutex);
