@@ -103,6 +103,24 @@ TEST_F(Pcp, BulkAllocAndFree) {
   EXPECT_EQ(pa_.stats().free_bytes, pa_.nr_free(MAX_ORDER) * MAX_ORDER_BYTES);
 }
 
+TEST_F(Pcp, LargeBulkAllocationRefillsInBoundedSteps) {
+  // zone->lock is held for bounded work: a bulk request far larger than a batch refills the
+  // pcp list in steps of at most max(batch, kFreeBatchLockBound) blocks.
+  page* warm = pa_.alloc_pages(0);  // the zone has a 4 MiB block (bulk never grows via pcp)
+  pa_.free_pages(warm, 0);
+  pa_.drain_all_pages();
+  std::vector<page*> v(300);
+  auto before = pa_.stats();
+  ASSERT_EQ(pa_.alloc_pages_bulk(0, 300, v.data()), 300);
+  auto after = pa_.stats();
+  EXPECT_GE(after.pcp_alloc_refill - before.pcp_alloc_refill, 300u / kFreeBatchLockBound);
+  EXPECT_LT(pcp(0).count, 32);  // at most one batch's remainder stays cached
+  pa_.free_pages_bulk(v.data(), 300, 0);
+  pa_.drain_all_pages();
+  EXPECT_TRUE(pa_.validate());
+  EXPECT_EQ(pa_.nr_free(MAX_ORDER), 1u);
+}
+
 TEST_F(Pcp, DrainAllEmptiesEveryCpu) {
   std::vector<page*> v;
   for (int i = 0; i < 20; ++i) v.push_back(pa_.alloc_pages(0));
@@ -156,7 +174,6 @@ TEST_F(Pcp, DrainAllCoversEveryFreeBeforeTheCall) {
   a.join();
   b.join();
   EXPECT_EQ(failures.load(), 0);
-  auto s = pa_.stats();
 }
 
 }  // namespace uslub::test
