@@ -73,6 +73,9 @@ TEST_F(PageAllocStress, NoPageHandedOutTwiceAndEverythingMergesBack) {
         uintptr_t old = slots[rng() % kSlots].exchange(reinterpret_cast<uintptr_t>(p) | order);
         if (old) release(old);
         if (t == 0 && i % 2000 == 0) pa_.drain_all_pages();
+        // Statistics and validation read the allocator while everyone else runs.
+        if (t == 1 && i % 1000 == 0) (void)pa_.stats();
+        if (t == 1 && i % 20000 == 0 && !pa_.validate()) failures++;
       }
     });
   }
