@@ -34,6 +34,8 @@ typedef unsigned int uslub_gfp_t;
 #define SLAB_NO_MERGE 0x01000000u           /* never alias this cache with another */
 #define SLAB_STATS 0x02000000u              /* keep the 26 SLUB statistics counters */
 #define SLAB_FAILSLAB 0x04000000u           /* A: fault injection */
+#define SLAB_NO_SHEAVES 0x08000000u         /* classic per-CPU slab fast path (no sheaves) */
+#define SLAB_SHEAVES 0x10000000u            /* per-CPU sheaves even if USLUB_FASTPATH=cpuslab */
 
 struct kmem_cache;
 
@@ -83,7 +85,14 @@ struct kmem_cache_info {
   unsigned int cpu_partial, min_partial;
   unsigned long list_lock_acquired, list_lock_contended;
   unsigned long stat[NR_SLUB_STAT_ITEMS];
+  /* Sheaves (per-CPU object queues): capacity 0 means the classic per-CPU slab path. */
+  unsigned int sheaf_capacity;
+  int sheaves_rseq; /* 1: lock-free rseq fast paths, 0: locked fallback */
+  unsigned long sheaf_stat[16]; /* see uslub_sheaf_stat_names */
 };
+extern const char *const uslub_sheaf_stat_names[];
+/* Changes the sheaf capacity of a cache at run time (drains its sheaves).  0 or -EINVAL. */
+int kmem_cache_set_sheaf_capacity(struct kmem_cache *s, unsigned int capacity);
 extern const char *const uslub_stat_names[NR_SLUB_STAT_ITEMS];
 
 int kmem_cache_get_info(struct kmem_cache *s, struct kmem_cache_info *info);

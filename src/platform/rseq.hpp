@@ -111,8 +111,8 @@ slow:
   return nullptr;
 }
 
-// Pushes obj onto the slot of the current CPU.  Returns false if the slot is locked or its
-// stack is full.
+// Pushes obj onto the slot of the current CPU.  Returns false if the slot is locked, its
+// stack is full, or obj is already on top of it (a double free: the caller reports it).
 template <unsigned LockOff, unsigned MainOff, unsigned SizeOff, unsigned CapOff, unsigned ObjsOff>
 USLUB_ALWAYS_INLINE bool rseq_percpu_push(char* slots, std::size_t stride, void* obj) {
   std::uintptr_t rs = static_cast<std::uintptr_t>(__rseq_offset);
@@ -130,6 +130,11 @@ restart:
            "movl %c[size](%[stack]), %k[n]\n\t"
            "cmpl %c[cap](%[stack]), %k[n]\n\t"
            "jae %l[slow]\n\t"
+           "testl %k[n], %k[n]\n\t"
+           "jz 5f\n\t"
+           "cmpq %[obj], %c[objs]-8(%[stack], %[n], 8)\n\t"  // the same object on top:
+           "je %l[slow]\n\t"                                 // a double free, for the caller
+           "5:\n\t"
            "movq %[obj], %c[objs](%[stack], %[n], 8)\n\t"
            "addl $1, %k[n]\n\t"
            "movl %k[n], %c[size](%[stack])\n\t"  // commit

@@ -63,7 +63,8 @@ inline constexpr slab_flags_t SLAB_NEVER_MERGE = SLAB_RED_ZONE | SLAB_POISON | S
                                                  SLAB_NO_MERGE | SLAB_CONSISTENCY_CHECKS |
                                                  SLAB_FAILSLAB;
 // Flags that must agree for two caches to merge.
-inline constexpr slab_flags_t SLAB_MERGE_SAME = SLAB_HWCACHE_ALIGN | SLAB_STATS;
+inline constexpr slab_flags_t SLAB_MERGE_SAME =
+    SLAB_HWCACHE_ALIGN | SLAB_STATS | SLAB_NO_SHEAVES | SLAB_SHEAVES;
 inline constexpr slab_flags_t SLAB_DEBUG_FLAGS =
     SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER | SLAB_TRACE | SLAB_CONSISTENCY_CHECKS;
 
@@ -108,6 +109,9 @@ struct kmem_cache_node {
   std::atomic<long> total_objects{0};
 };
 
+struct slub_percpu_sheaves;
+struct node_barn;
+struct slab_sheaf;
 }  // namespace uslub
 
 // The C API names this type (include/uslub/slab.h), so it lives in the global namespace.
@@ -141,6 +145,15 @@ struct kmem_cache {
   list_head list;        // slab_mutex: slab_caches
   std::atomic<std::uint64_t> slab_gen{0};  // bumped per slab created/freed (validate)
   char name[48];
+  // Sheaves (sheaf.hpp): null cpu_sheaves means the classic per-CPU slab fast path.
+  uslub::slub_percpu_sheaves* cpu_sheaves;
+  std::atomic<std::uint64_t>* sheaf_stat;  // nr_cpus * NR_SHEAF_STAT_ITEMS, or null
+  unsigned sheaf_capacity;  // capacity of new sheaves
+  unsigned pcs_order;       // page order of the cpu_sheaves block
+  bool sheaf_rseq;          // fast paths use rseq sequences (else the locked fallback)
+  kmem_cache* sheaf_cache;  // where this cache's sheaves come from
+  std::atomic<std::uint64_t> sheaf_drain_gen{0};
+  uslub::node_barn* barn[uslub::platform::kMaxNodes];
   kmem_cache_node* node[uslub::platform::kMaxNodes];
   unsigned nr_nodes;
 };
@@ -234,8 +247,13 @@ USLUB_ALWAYS_INLINE page* virt_to_slab(const void* obj) {
 
 // ---- internal entry points (slub.cpp, slab_common.cpp) ----------------------------------
 
+// The object paths (sheaves if the cache has them, else the per-CPU slab).  The inline forms
+// are cache_alloc/cache_free in cache_alloc.hpp.
 void* slab_alloc(kmem_cache* s, gfp_t gfp, int node);
 void slab_free(kmem_cache* s, page* slab, void* obj);
+// The SLUB core alone (the per-CPU slab), bypassing sheaves.
+void* slab_alloc_core(kmem_cache* s, gfp_t gfp, int node);
+void slab_free_core(kmem_cache* s, page* slab, void* obj);
 // Checks that obj is an object of s handed out by uslub; reports and returns nullptr if not.
 page* slab_free_check(kmem_cache* s, const void* obj, const char* caller);
 void flush_all(kmem_cache* s);

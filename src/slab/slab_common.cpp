@@ -14,6 +14,7 @@
 
 #include "base/bits.hpp"
 #include "base/check.hpp"
+#include "slab/sheaf.hpp"
 #include "slab/slab.hpp"
 
 namespace uslub {
@@ -31,6 +32,7 @@ constinit kmem_cache_node boot_nodes[platform::kMaxNodes]{};
 
 constinit std::atomic<int> g_slab_state{0};  // 0 down, 1 coming up, 2 up
 bool g_nomerge = false;
+bool g_sheaves_default = true;  // USLUB_FASTPATH=sheaf|cpuslab
 std::atomic<bool> g_stats{false};
 
 unsigned fls(unsigned v) { return v ? 32 - static_cast<unsigned>(__builtin_clz(v)) : 0; }
@@ -150,7 +152,10 @@ int kmem_cache_open(kmem_cache* s, page_allocator* pa, const char* name, std::si
     INIT_LIST_HEAD(&node->partial);
     node->nr_partial = 0;
   }
-  return alloc_cpu_slots(s);
+  if (int err = alloc_cpu_slots(s)) return err;
+  bool sheaves = s != &boot_kmem_cache && !(flags & (SLAB_NO_SHEAVES | SLAB_DEBUG_FLAGS)) &&
+                 ((flags & SLAB_SHEAVES) || g_sheaves_default);
+  return sheaves_init(s, sheaves ? sheaf_default_capacity(s->size) : 0);
 }
 
 // Node structures per kmem_cache object: the real node count, but at least 8 so that tests
@@ -170,6 +175,7 @@ void slab_init() {
   page_allocator* pa = &global_page_allocator();
   g_nomerge = platform::env_size("USLUB_NOMERGE", 0) != 0;
   if (platform::env_size("USLUB_STATS", 0)) g_stats.store(true);
+  if (const char* fp = getenv("USLUB_FASTPATH")) g_sheaves_default = strcmp(fp, "cpuslab") != 0;
   kmem_cache* s = &boot_kmem_cache;
   for (unsigned n = 0; n < platform::kMaxNodes; ++n) s->node[n] = &boot_nodes[n];
   std::size_t obj = sizeof(kmem_cache) + boot_node_capacity(pa) * sizeof(kmem_cache_node);
@@ -198,6 +204,7 @@ kmem_cache* find_mergeable(page_allocator* pa, const kmem_cache& want) {
 }
 
 void free_kmem_cache(kmem_cache* s) {
+  sheaves_free(s);
   if (s->cpu_slab) global_page_allocator().free_pages_addr(s->cpu_slab, s->cpu_order);
   page* slab = virt_to_slab(s);
   if (slab) slab_free(&boot_kmem_cache, slab, s);
@@ -323,6 +330,11 @@ void slab_fill_info(kmem_cache* s, kmem_cache_info* info) {
       for (int i = 0; i < NR_SLUB_STAT_ITEMS; ++i)
         info->stat[i] += s->cpu_stats[c].stat[i].load(std::memory_order_relaxed);
   }
+  info->sheaf_capacity = s->cpu_sheaves ? s->sheaf_capacity : 0;
+  info->sheaves_rseq = s->cpu_sheaves && s->sheaf_rseq;
+  std::uint64_t ss[NR_SHEAF_STAT_ITEMS];
+  sheaf_stats(s, ss);
+  for (int i = 0; i < NR_SHEAF_STAT_ITEMS; ++i) info->sheaf_stat[i] = ss[i];
 }
 
 }  // namespace uslub
@@ -341,6 +353,13 @@ const char* const uslub_stat_names[NR_SLUB_STAT_ITEMS] = {
     "deactivate_bypass",   "order_fallback",        "cmpxchg_double_cpu_fail",
     "cmpxchg_double_fail", "cpu_partial_alloc",     "cpu_partial_free",
     "cpu_partial_node",    "cpu_partial_drain",
+};
+
+const char* const uslub_sheaf_stat_names[] = {
+    "sheaf_alloc_hit", "sheaf_alloc_miss", "sheaf_free_hit",   "sheaf_free_miss",
+    "sheaf_swap",      "sheaf_refill",     "sheaf_flush",      "barn_get",
+    "barn_get_fail",   "barn_put",         "barn_put_fail",    "sheaf_remote_drain",
+    "sheaf_alien_free", "sheaf_busy_fallback", nullptr,
 };
 
 struct kmem_cache* kmem_cache_create(const char* name, size_t size, size_t align,

@@ -6,14 +6,12 @@
 #include <cstring>
 
 #include "base/check.hpp"
+#include "slab/cache_alloc.hpp"
+#include "slab/sheaf.hpp"
 #include "slab/slab.hpp"
 
 namespace uslub {
 namespace {
-
-USLUB_ALWAYS_INLINE std::uint64_t next_tid(const kmem_cache* s, std::uint64_t tid) {
-  return tid + s->tid_step;
-}
 
 USLUB_ALWAYS_INLINE slab_counters load_counters(const page* slab) {
   slab_counters c;
@@ -395,7 +393,7 @@ static void* return_single(kmem_cache* s, page* slab, void* freelist, unsigned c
 }
 
 // ___slab_alloc.  Context: no locks held on entry or exit.
-static USLUB_SLOWPATH void* __slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned cpu) {
+USLUB_SLOWPATH void* __slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned cpu) {
   stat(s, ALLOC_SLOWPATH, cpu);
   kmem_cache_cpu* c = &s->cpu_slab[cpu];
   void* flush_fl = nullptr;
@@ -482,35 +480,17 @@ static USLUB_SLOWPATH void* __slab_alloc(kmem_cache* s, gfp_t gfp, int node, uns
 
 // ---- fast paths -------------------------------------------------------------------------
 
-// slab_alloc_node fast path.  Budget: rseq cpu load, 3 loads of the slot, 1 object load,
-// 1 lock cmpxchg16b, 0 calls.
-USLUB_FASTPATH void* slab_alloc_node(kmem_cache* s, gfp_t gfp, int node) {
-  for (;;) {
-    unsigned cpu = this_cpu_index(s);
-    kmem_cache_cpu* c = &s->cpu_slab[cpu];
-    std::uint64_t tid = __atomic_load_n(&c->tid, __ATOMIC_ACQUIRE);  // tid before the rest
-    void* obj = load_ptr(&c->freelist);
-    page* slab = get_c_slab(c);
-    if (USLUB_UNLIKELY(!obj || !slab || (node >= 0 && slab_nid(slab) != node)))
-      return __slab_alloc(s, gfp, node, cpu);
-    void* next = get_freepointer(s, obj);  // may be stale: then the CAS fails
-    if (USLUB_LIKELY(cmpxchg16(c, obj, tid, next, next_tid(s, tid)))) {
-      stat(s, ALLOC_FASTPATH, cpu);
-      return obj;
-    }
-    stat(s, CMPXCHG_DOUBLE_CPU_FAIL, cpu);
-  }
-}
-
-void* slab_alloc(kmem_cache* s, gfp_t gfp, int node) {
+void* slab_alloc_core(kmem_cache* s, gfp_t gfp, int node) {
   void* obj = slab_alloc_node(s, gfp, node);
   if (obj && (gfp & __GFP_ZERO)) memset(obj, 0, s->object_size);
   return obj;
 }
 
+void* slab_alloc(kmem_cache* s, gfp_t gfp, int node) { return cache_alloc(s, gfp, node); }
+
 // __slab_free: free to a slab that is not our CPU slab.  Lockless unless the slab changes
 // lists (full -> partial, or empty).  [head..tail] are cnt objects of slab, linked.
-static USLUB_SLOWPATH void __slab_free(kmem_cache* s, page* slab, void* head, void* tail,
+USLUB_SLOWPATH void __slab_free(kmem_cache* s, page* slab, void* head, void* tail,
                                        unsigned cnt, unsigned cpu) {
   stat(s, FREE_SLOWPATH, cpu);
   kmem_cache_node* n = nullptr;
@@ -568,30 +548,9 @@ static USLUB_SLOWPATH void __slab_free(kmem_cache* s, page* slab, void* head, vo
   n->list_lock.unlock();
 }
 
-// do_slab_free fast path.  Budget: rseq cpu load, 3 loads of the slot, 1 object store,
-// 1 lock cmpxchg16b, 0 calls.
-USLUB_FASTPATH void do_slab_free(kmem_cache* s, page* slab, void* head, void* tail,
-                                 unsigned cnt) {
-  for (;;) {
-    unsigned cpu = this_cpu_index(s);
-    kmem_cache_cpu* c = &s->cpu_slab[cpu];
-    std::uint64_t tid = __atomic_load_n(&c->tid, __ATOMIC_ACQUIRE);
-    if (USLUB_UNLIKELY(slab != get_c_slab(c))) return __slab_free(s, slab, head, tail, cnt, cpu);
-    void* fl = load_ptr(&c->freelist);
-    if (USLUB_UNLIKELY(fl == head)) {  // the cheap always-on double-free check
-      report_bug(s->name, "Object already free", "object %p freed twice in a row\n", head);
-      return;
-    }
-    set_freepointer(s, tail, fl);
-    if (USLUB_LIKELY(cmpxchg16(c, fl, tid, head, next_tid(s, tid)))) {
-      stat(s, FREE_FASTPATH, cpu, cnt);
-      return;
-    }
-    stat(s, CMPXCHG_DOUBLE_CPU_FAIL, cpu);
-  }
-}
+void slab_free_core(kmem_cache* s, page* slab, void* obj) { do_slab_free(s, slab, obj, obj, 1); }
 
-void slab_free(kmem_cache* s, page* slab, void* obj) { do_slab_free(s, slab, obj, obj, 1); }
+void slab_free(kmem_cache* s, page* slab, void* obj) { cache_free(s, slab, obj); }
 
 page* slab_free_check(kmem_cache* s, const void* obj, const char* caller) {
   page* slab = virt_to_slab(obj);
@@ -643,6 +602,7 @@ void flush_mutex_unlock() { flush_mutex.unlock(); }
 
 // Context: may hold slab_mutex (lock order 1 -> 2), nothing else.
 void flush_all(kmem_cache* s) {
+  sheaf_drain_all(s);  // sheaves first: their objects go back to the slabs
   lock_guard<spinlock_t> g(flush_mutex);
   for (unsigned cpu = 0; cpu < s->nr_cpus; ++cpu) flush_cpu_slab(s, cpu);
 }
@@ -772,21 +732,27 @@ using namespace uslub;
 extern "C" {
 
 void* kmem_cache_alloc(struct kmem_cache* s, uslub_gfp_t gfp) {
-  return slab_alloc(s, gfp, NUMA_NO_NODE);
+  return cache_alloc(s, gfp, NUMA_NO_NODE);
 }
 
 void* kmem_cache_alloc_node(struct kmem_cache* s, uslub_gfp_t gfp, int node) {
-  return slab_alloc(s, gfp, node);
+  return cache_alloc(s, gfp, node);
 }
 
 void* kmem_cache_zalloc(struct kmem_cache* s, uslub_gfp_t gfp) {
-  return slab_alloc(s, gfp | __GFP_ZERO, NUMA_NO_NODE);
+  return cache_alloc(s, gfp | __GFP_ZERO, NUMA_NO_NODE);
 }
 
 void kmem_cache_free(struct kmem_cache* s, void* obj) {
   if (USLUB_UNLIKELY(!obj)) return;
   page* slab = slab_free_check(s, obj, "kmem_cache_free");
-  if (USLUB_LIKELY(slab)) do_slab_free(s, slab, obj, obj, 1);
+  if (USLUB_LIKELY(slab)) cache_free(s, slab, obj);
+}
+
+int kmem_cache_set_sheaf_capacity(struct kmem_cache* s, unsigned int capacity) {
+  if (!s->cpu_sheaves || capacity == 0 || capacity > kMaxSheafCapacity) return -EINVAL;
+  sheaf_set_capacity(s, capacity);
+  return 0;
 }
 
 int kmem_cache_alloc_bulk(struct kmem_cache* s, uslub_gfp_t gfp, size_t nr, void** p) {

@@ -1,0 +1,435 @@
+// Sheaf slow paths, the barn, refill/flush through the SLUB core, and remote drain.
+// Locking rules: sheaf.hpp.
+#include <errno.h>
+
+#include <cstring>
+#include <new>
+
+#include "base/bits.hpp"
+#include "base/check.hpp"
+#include "slab/sheaf.hpp"
+#include "slab/sheaf_fast.hpp"
+
+namespace uslub {
+
+
+namespace {
+
+// A slot with no sheaf points here: capacity 0 makes both fast paths miss.
+constinit slab_sheaf g_empty_sheaf{0, 0, nullptr};
+constinit lock_class_key barn_lock_key{"node_barn->lock"};
+
+USLUB_ALWAYS_INLINE slab_sheaf* empty_sheaf() { return &g_empty_sheaf; }
+
+// ---- taking the slot lock ---------------------------------------------------------------
+
+// Locks the current CPU's slot.  Returns it, or nullptr if its lock is held.
+slub_percpu_sheaves* pcs_lock_local(kmem_cache* s) {
+#if USLUB_HAVE_RSEQ_ASM
+  if (s->sheaf_rseq) {
+    int cpu = platform::rseq_lock_slot<offsetof(slub_percpu_sheaves, lock)>(
+        reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves));
+    return cpu < 0 ? nullptr : &s->cpu_sheaves[cpu];
+  }
+#endif
+  slub_percpu_sheaves* pcs = &s->cpu_sheaves[this_cpu_index(s)];
+  return pcs_trylock(pcs) ? pcs : nullptr;
+}
+
+// Locks another CPU's slot, waiting for a holder, and restarts its in-flight sequences.
+void pcs_lock_remote(kmem_cache* s, unsigned cpu) {
+  slub_percpu_sheaves* pcs = &s->cpu_sheaves[cpu];
+  for (int spins = 0; !pcs_trylock(pcs); ++spins) {
+    if (spins < 64)
+      cpu_relax();
+    else
+      sched_yield();
+  }
+  if (s->sheaf_rseq && platform::rseq_fence_cpu(cpu) != 0)
+    panic("membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ) failed after registration");
+}
+
+// ---- sheaf memory -----------------------------------------------------------------------
+
+slab_sheaf* sheaf_new(kmem_cache* s) {
+  // The capacity follows from the cache actually used, never from a separately read field
+  // that a concurrent resize could have changed in between.
+  kmem_cache* sc = __atomic_load_n(&s->sheaf_cache, __ATOMIC_ACQUIRE);
+  auto* sh = static_cast<slab_sheaf*>(slab_alloc_core(sc, 0, NUMA_NO_NODE));
+  if (!sh) return nullptr;
+  sh->size = 0;
+  sh->capacity = static_cast<std::uint32_t>((sc->object_size - sizeof(slab_sheaf)) / sizeof(void*));
+  sh->next = nullptr;
+  return sh;
+}
+
+void sheaf_delete(kmem_cache* s, slab_sheaf* sh) {
+  if (sh == empty_sheaf()) return;
+  kmem_cache* sc = s->sheaf_cache;
+  if (sh->capacity != s->sheaf_capacity) {  // from before a resize: find its own cache
+    page* slab = virt_to_slab(sh);
+    sc = slab ? static_cast<kmem_cache*>(slab->slab_cache) : nullptr;
+    if (!sc) return;
+  }
+  page* slab = virt_to_slab(sh);
+  if (slab) slab_free_core(sc, slab, sh);
+}
+
+// Returns the objects of a sheaf to their slabs (kmem_cache_free_bulk: detached freelists).
+void sheaf_flush(kmem_cache* s, slab_sheaf* sh) {
+  if (sh->size) {
+    kmem_cache_free_bulk_impl(s, sh->size, sh->objects);
+    sh->size = 0;
+    sheaf_stat_inc(s, SHEAF_FLUSH);
+  }
+}
+
+// ---- the barn ---------------------------------------------------------------------------
+
+node_barn* local_barn(kmem_cache* s) {
+  return s->barn[static_cast<unsigned>(platform::cpu_to_node(this_cpu_index(s))) % s->nr_nodes];
+}
+
+slab_sheaf* barn_get(kmem_cache* s, node_barn* b, bool full) {
+  lock_guard<spinlock_t> g(b->lock);
+  slab_sheaf** list = full ? &b->full : &b->empty;
+  slab_sheaf* sh = *list;
+  if (!sh) {
+    sheaf_stat_inc(s, BARN_GET_FAIL);
+    return nullptr;
+  }
+  *list = sh->next;
+  (full ? b->nr_full : b->nr_empty)--;
+  sheaf_stat_inc(s, BARN_GET);
+  return sh;
+}
+
+// Parks a sheaf in the barn; false if the list is at its limit or the sheaf has an old
+// capacity (the caller then flushes and/or frees it).
+bool barn_put(kmem_cache* s, node_barn* b, slab_sheaf* sh) {
+  if (sh == empty_sheaf()) return true;
+  bool full = sh->size != 0;
+  if (sh->capacity != s->sheaf_capacity || (full && sh->size != sh->capacity)) {
+    sheaf_stat_inc(s, BARN_PUT_FAIL);
+    return false;
+  }
+  lock_guard<spinlock_t> g(b->lock);
+  unsigned& nr = full ? b->nr_full : b->nr_empty;
+  if (nr >= (full ? kBarnMaxFull : kBarnMaxEmpty)) {
+    sheaf_stat_inc(s, BARN_PUT_FAIL);
+    return false;
+  }
+  slab_sheaf** list = full ? &b->full : &b->empty;
+  sh->next = *list;
+  *list = sh;
+  nr++;
+  sheaf_stat_inc(s, BARN_PUT);
+  return true;
+}
+
+// Gets rid of a sheaf the slot no longer wants: barn, else flush and free.
+// Context: no sheaf lock held (it may flush to the slabs).
+void sheaf_retire(kmem_cache* s, slab_sheaf* sh) {
+  if (sh == empty_sheaf()) return;
+  if (barn_put(s, local_barn(s), sh)) return;
+  sheaf_flush(s, sh);
+  if (!barn_put(s, local_barn(s), sh)) sheaf_delete(s, sh);
+}
+
+// Frees the alien buffer's objects back to their slabs.  Context: no lock held.
+void flush_alien(kmem_cache* s, void** objs, unsigned n) {
+  if (n) kmem_cache_free_bulk_impl(s, n, objs);
+}
+
+}  // namespace
+
+unsigned sheaf_default_capacity(unsigned size) {
+  return size <= 128 ? 64 : size <= 512 ? 32 : size <= 2048 ? 16 : 8;
+}
+
+// ---- slow paths -------------------------------------------------------------------------
+
+void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp) {
+  sheaf_stat_inc(s, SHEAF_ALLOC_MISS);
+  slub_percpu_sheaves* pcs = pcs_lock_local(s);
+  if (!pcs) {  // busy (a drain, or a preempted slow path): straight to the slabs
+    sheaf_stat_inc(s, SHEAF_BUSY_FALLBACK);
+    return slab_alloc_core(s, gfp & ~__GFP_ZERO, NUMA_NO_NODE);
+  }
+  slab_sheaf* main = pcs->main;
+  if (main->size == 0 && pcs->spare && pcs->spare->size) {  // swap with the spare
+    pcs->main = pcs->spare;
+    pcs->spare = main == empty_sheaf() ? nullptr : main;
+    sheaf_stat_inc(s, SHEAF_SWAP);
+  } else if (main->size == 0) {
+    // Trade the empty main for a full sheaf from the barn.
+    if (slab_sheaf* full = barn_get(s, local_barn(s), true)) {
+      pcs->main = full;
+      slab_sheaf* retire = nullptr;
+      if (main != empty_sheaf()) {
+        if (!pcs->spare)
+          pcs->spare = main;
+        else
+          retire = main;
+      }
+      void* obj = full->objects[--full->size];
+      pcs_unlock(pcs);
+      if (retire) sheaf_retire(s, retire);
+      return obj;
+    }
+    pcs_unlock(pcs);
+    // Refill a sheaf from the slabs with no sheaf lock held.
+    slab_sheaf* sh = barn_get(s, local_barn(s), false);
+    if (!sh || sh->capacity != s->sheaf_capacity) {
+      if (sh) sheaf_delete(s, sh);
+      sh = sheaf_new(s);
+    }
+    if (!sh) return slab_alloc_core(s, gfp & ~__GFP_ZERO, NUMA_NO_NODE);
+    if (!kmem_cache_alloc_bulk_impl(s, 0, sh->capacity, sh->objects)) {
+      sheaf_delete(s, sh);
+      return slab_alloc_core(s, gfp & ~__GFP_ZERO, NUMA_NO_NODE);  // NULL + ENOMEM if truly out
+    }
+    sheaf_stat_inc(s, SHEAF_REFILL);
+    sh->size = sh->capacity - 1;
+    void* obj = sh->objects[sh->size];
+    pcs = pcs_lock_local(s);  // possibly another CPU now
+    slab_sheaf* retire = sh;
+    if (pcs) {
+      if (pcs->main->size == 0) {
+        slab_sheaf* old = pcs->main;
+        pcs->main = sh;
+        retire = nullptr;
+        if (old != empty_sheaf()) {
+          if (!pcs->spare)
+            pcs->spare = old;
+          else
+            retire = old;
+        }
+      } else if (!pcs->spare || pcs->spare->size == 0) {
+        retire = pcs->spare;
+        pcs->spare = sh;
+      }
+      pcs_unlock(pcs);
+    }
+    if (retire) sheaf_retire(s, retire);
+    return obj;
+  }
+  // main has objects now (swapped in, or refilled by someone while we looked).
+  main = pcs->main;
+  void* obj = main->size ? main->objects[--main->size] : nullptr;
+  pcs_unlock(pcs);
+  return obj ? obj : slab_alloc_core(s, gfp & ~__GFP_ZERO, NUMA_NO_NODE);
+}
+
+void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
+  sheaf_stat_inc(s, SHEAF_FREE_MISS);
+  slub_percpu_sheaves* pcs = pcs_lock_local(s);
+  if (!pcs) {
+    sheaf_stat_inc(s, SHEAF_BUSY_FALLBACK);
+    return slab_free_core(s, slab, obj);
+  }
+  // Frees of objects from another node go back to their node in batches (alien caches).
+  int nid = slab_nid(slab);
+  if (s->nr_nodes > 1 &&
+      nid != platform::cpu_to_node(static_cast<unsigned>(pcs - s->cpu_sheaves))) {
+    void* batch[kAlienBatch];
+    unsigned n = 0;
+    if (pcs->nr_alien && (pcs->alien_node != nid || pcs->nr_alien == kAlienBatch)) {
+      n = pcs->nr_alien;
+      memcpy(batch, pcs->alien, n * sizeof(void*));
+      pcs->nr_alien = 0;
+    }
+    pcs->alien_node = nid;
+    pcs->alien[pcs->nr_alien++] = obj;
+    pcs_unlock(pcs);
+    sheaf_stat_inc(s, SHEAF_ALIEN_FREE);
+    flush_alien(s, batch, n);
+    return;
+  }
+  slab_sheaf* main = pcs->main;
+  if (USLUB_UNLIKELY(main->size && main->objects[main->size - 1] == obj)) {
+    pcs_unlock(pcs);
+    report_bug(s->name, "Object already free", "object %p freed twice in a row\n", obj);
+    return;
+  }
+  if (main->size < main->capacity) {  // a refill raced in: just push
+    main->objects[main->size++] = obj;
+    pcs_unlock(pcs);
+    return;
+  }
+  if (pcs->spare && pcs->spare->size < pcs->spare->capacity) {  // swap with the spare
+    pcs->main = pcs->spare;
+    pcs->spare = main == empty_sheaf() ? nullptr : main;
+    pcs->main->objects[pcs->main->size++] = obj;
+    pcs_unlock(pcs);
+    sheaf_stat_inc(s, SHEAF_SWAP);
+    return;
+  }
+  // Trade the full main for an empty sheaf from the barn.
+  slab_sheaf* empty = barn_get(s, local_barn(s), false);
+  if (empty && empty->capacity == s->sheaf_capacity) {
+    pcs->main = empty;
+    empty->objects[empty->size++] = obj;
+    pcs_unlock(pcs);
+    sheaf_retire(s, main);
+    return;
+  }
+  // No empty sheaf: take the full main out and flush it to the slabs, no lock held.
+  pcs->main = empty_sheaf();
+  pcs_unlock(pcs);
+  if (empty) sheaf_delete(s, empty);
+  slab_sheaf* sh = main;
+  if (sh == empty_sheaf()) {
+    sh = sheaf_new(s);
+    if (!sh) return slab_free_core(s, slab, obj);
+  } else {
+    sheaf_flush(s, sh);
+    if (sh->capacity != s->sheaf_capacity) {
+      sheaf_delete(s, sh);
+      sh = sheaf_new(s);
+      if (!sh) return slab_free_core(s, slab, obj);
+    }
+  }
+  sh->objects[sh->size++] = obj;
+  pcs = pcs_lock_local(s);
+  if (pcs && pcs->main == empty_sheaf()) {
+    pcs->main = sh;
+    sh = nullptr;
+  }
+  if (pcs) pcs_unlock(pcs);
+  if (sh) {  // the slot filled up meanwhile: our one object goes to its slab
+    sh->size = 0;
+    slab_free_core(s, slab, obj);
+    sheaf_retire(s, sh);
+  }
+}
+
+// ---- drain ------------------------------------------------------------------------------
+
+// sheaf_drain_all: the drain_all generation protocol of seed 004 (see page/pcp.cpp for the
+// argument).  Here the fast paths publish objects with rseq commit stores, not under a lock:
+// the hand-off is rseq_fence_cpu() (membarrier), which makes the target CPU execute a full
+// barrier after we incremented the generation, so a caller that read the old generation has
+// its commit store visible to our reads of that CPU's slot; a caller that runs later reads
+// the new generation and drains by itself.  Every CPU's slot is locked (never skipped on a
+// racy peek).
+void sheaf_drain_all(kmem_cache* s) {
+  if (!s->cpu_sheaves) return;
+  std::uint64_t this_gen = s->sheaf_drain_gen.load(std::memory_order_acquire);
+  flush_mutex_lock();
+  if (s->sheaf_drain_gen.load(std::memory_order_relaxed) != this_gen) {
+    flush_mutex_unlock();
+    return;
+  }
+  s->sheaf_drain_gen.store(this_gen + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // the increment before the fences
+  for (unsigned cpu = 0; cpu < s->nr_cpus; ++cpu) {
+    pcs_lock_remote(s, cpu);
+    slub_percpu_sheaves* pcs = &s->cpu_sheaves[cpu];
+    slab_sheaf* main = pcs->main;
+    slab_sheaf* spare = pcs->spare;
+    void* alien[kAlienBatch];
+    unsigned nr_alien = pcs->nr_alien;
+    memcpy(alien, pcs->alien, nr_alien * sizeof(void*));
+    pcs->nr_alien = 0;
+    pcs->main = empty_sheaf();
+    pcs->spare = nullptr;
+    pcs_unlock(pcs);
+    sheaf_stat_inc(s, SHEAF_REMOTE_DRAIN);
+    for (slab_sheaf* sh : {main, spare}) {
+      if (!sh || sh == empty_sheaf()) continue;
+      sheaf_flush(s, sh);
+      sheaf_delete(s, sh);
+    }
+    flush_alien(s, alien, nr_alien);
+  }
+  for (unsigned n = 0; n < s->nr_nodes; ++n) {
+    node_barn* b = s->barn[n];
+    b->lock.lock();
+    slab_sheaf* lists[2] = {b->full, b->empty};
+    b->full = b->empty = nullptr;
+    b->nr_full = b->nr_empty = 0;
+    b->lock.unlock();
+    for (slab_sheaf* sh : lists)
+      while (sh) {
+        slab_sheaf* next = sh->next;
+        sheaf_flush(s, sh);
+        sheaf_delete(s, sh);
+        sh = next;
+      }
+  }
+  flush_mutex_unlock();
+}
+
+// ---- setup ------------------------------------------------------------------------------
+
+static kmem_cache* sheaf_cache_for(unsigned capacity) {
+  char name[32];
+  snprintf(name, sizeof name, "slab_sheaf-%u", capacity);
+  // Sheaf caches never use sheaves themselves (no recursion) and never merge with one that
+  // does; kmem_cache_create's merge finds an existing one of the same size.
+  return kmem_cache_create_on(nullptr, name, sizeof(slab_sheaf) + capacity * sizeof(void*),
+                              kCacheLine, SLAB_NO_SHEAVES, nullptr);
+}
+
+int sheaves_init(kmem_cache* s, unsigned capacity) {
+  s->cpu_sheaves = nullptr;
+  s->sheaf_stat = nullptr;
+  if (capacity == 0) return 0;
+  if (capacity > kMaxSheafCapacity) capacity = kMaxSheafCapacity;
+  s->sheaf_cache = sheaf_cache_for(capacity);
+  if (!s->sheaf_cache) return ENOMEM;
+  std::size_t pcs_bytes = std::size_t{s->nr_cpus} * sizeof(slub_percpu_sheaves);
+  std::size_t barn_off = align_up(pcs_bytes, kCacheLine);
+  std::size_t stat_off = barn_off + align_up(s->nr_nodes * sizeof(node_barn), kCacheLine);
+  std::size_t bytes = stat_off;
+  if (s->flags & SLAB_STATS)
+    bytes += std::size_t{s->nr_cpus} * NR_SHEAF_STAT_ITEMS * sizeof(std::uint64_t);
+  s->pcs_order = order_base_2((bytes + PAGE_SIZE - 1) / PAGE_SIZE);
+  char* mem = static_cast<char*>(global_page_allocator().alloc_pages_addr(s->pcs_order, __GFP_ZERO));
+  if (!mem) return ENOMEM;
+  s->cpu_sheaves = reinterpret_cast<slub_percpu_sheaves*>(mem);
+  for (unsigned c = 0; c < s->nr_cpus; ++c) {
+    auto* pcs = new (&s->cpu_sheaves[c]) slub_percpu_sheaves();
+    pcs->main = empty_sheaf();
+  }
+  auto* barns = reinterpret_cast<node_barn*>(mem + barn_off);
+  for (unsigned n = 0; n < s->nr_nodes; ++n) {
+    s->barn[n] = new (&barns[n]) node_barn();
+    s->barn[n]->lock.set_class(&barn_lock_key);
+  }
+  if (s->flags & SLAB_STATS) {
+    s->sheaf_stat = reinterpret_cast<std::atomic<std::uint64_t>*>(mem + stat_off);
+    for (std::size_t i = 0; i < std::size_t{s->nr_cpus} * NR_SHEAF_STAT_ITEMS; ++i)
+      new (&s->sheaf_stat[i]) std::atomic<std::uint64_t>(0);
+  }
+  s->sheaf_rseq = platform::rseq_sequences_usable();
+  // Publish the capacity last: a cache is only used after kmem_cache_create returns.
+  s->sheaf_capacity = capacity;
+  return 0;
+}
+
+void sheaves_free(kmem_cache* s) {
+  if (!s->cpu_sheaves) return;
+  global_page_allocator().free_pages_addr(s->cpu_sheaves, s->pcs_order);
+  s->cpu_sheaves = nullptr;
+}
+
+void sheaf_set_capacity(kmem_cache* s, unsigned capacity) {
+  if (capacity > kMaxSheafCapacity) capacity = kMaxSheafCapacity;
+  kmem_cache* sc = sheaf_cache_for(capacity);
+  if (!sc) return;
+  __atomic_store_n(&s->sheaf_cache, sc, __ATOMIC_RELEASE);
+  __atomic_store_n(&s->sheaf_capacity, capacity, __ATOMIC_RELEASE);
+  sheaf_drain_all(s);  // old sheaves go back; new ones get the new capacity
+}
+
+void sheaf_stats(kmem_cache* s, std::uint64_t out[NR_SHEAF_STAT_ITEMS]) {
+  for (int i = 0; i < NR_SHEAF_STAT_ITEMS; ++i) out[i] = 0;
+  if (!s->sheaf_stat) return;
+  for (unsigned c = 0; c < s->nr_cpus; ++c)
+    for (int i = 0; i < NR_SHEAF_STAT_ITEMS; ++i)
+      out[i] += s->sheaf_stat[c * NR_SHEAF_STAT_ITEMS + i].load(std::memory_order_relaxed);
+}
+
+}  // namespace uslub

@@ -1,0 +1,95 @@
+// Per-CPU object queues: sheaves (the kernel's 6.18 "slab sheaves", seed 001's SLUB+Q).
+//
+// Each cache with sheaves has, per CPU, a main and a spare sheaf (arrays of free objects) and,
+// per node, a barn of full and empty sheaves.  The fast paths pop from / push to the current
+// CPU's main sheaf inside an rseq restartable sequence (platform/rseq.hpp): no locked
+// instruction, no call.  Misses swap in the spare, trade sheaves with the barn, and refill or
+// flush whole sheaves through the SLUB core in bulk (kmem_cache_alloc_bulk / free_bulk: one
+// CAS per slab run, list_lock only when a slab changes lists).
+//
+// Lock order (extends slab.hpp's): flush_mutex -> slub_percpu_sheaves::lock -> node_barn::lock
+// -> (the SLUB core's locks, taken by the bulk paths only after the sheaf locks are dropped).
+//
+// slub_percpu_sheaves::lock (a u32 the rseq sequences read) protects main, spare and the alien
+// buffer of one CPU against slow paths and drains.  The fast-path sequences change only
+// main->size and main->objects[], and only while the lock word is 0, on the CPU that owns the
+// slot; every other change of the slot happens with the lock word held:
+//   - a slow path takes it with rseq_lock_slot(): a sequence whose commit is the locked
+//     cmpxchg, so at that instant no fast path of that CPU is between its start and commit;
+//   - a drain from another CPU takes it with a CAS and then rseq_fence_cpu() (membarrier
+//     EXPEDITED_RSEQ): sequences in flight on that CPU restart and see the lock.
+// The holder may then migrate; the slot stays consistent because nobody else touches it.
+// Without rseq (GLIBC_TUNABLES=glibc.pthread.rseq=0, USLUB_RSEQ=0, TSan, non-x86) the fast
+// paths take the same lock word with a CAS (one locked instruction) instead.
+// A busy lock word never makes anyone wait except drains: the alloc and free paths go to the
+// SLUB core directly.
+//
+// node_barn::lock protects the barn's lists and counts.
+//
+// main is never null: a slot without a sheaf points at a static empty sheaf of capacity 0,
+// so both fast paths miss on it without a null test.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "slab/slab.hpp"
+
+namespace uslub {
+
+struct slab_sheaf {
+  std::uint32_t size;      // objects held; the rseq commit target
+  std::uint32_t capacity;  // fixed at allocation
+  slab_sheaf* next;        // barn lists
+  void* objects[];         // capacity entries
+};
+static_assert(offsetof(slab_sheaf, size) == 0 && offsetof(slab_sheaf, capacity) == 4 &&
+              offsetof(slab_sheaf, objects) == 16);
+
+inline constexpr unsigned kAlienBatch = 16;
+inline constexpr unsigned kMaxSheafCapacity = 512;
+inline constexpr unsigned kBarnMaxFull = 10, kBarnMaxEmpty = 10;  // per node, as mm/slub.c
+
+struct alignas(64) slub_percpu_sheaves {
+  std::uint32_t lock;   // 0 free, 1 held: read by the rseq sequences
+  std::uint32_t pad_;
+  slab_sheaf* main;     // lock (fast paths: size and objects only)
+  slab_sheaf* spare;    // lock
+  int alien_node;       // lock: node of the objects in alien[]
+  unsigned nr_alien;    // lock
+  void* alien[kAlienBatch];
+};
+static_assert(offsetof(slub_percpu_sheaves, lock) == 0 &&
+              offsetof(slub_percpu_sheaves, main) == 8);
+
+struct node_barn {
+  spinlock_t lock;
+  slab_sheaf* full;  // lock
+  slab_sheaf* empty; // lock
+  unsigned nr_full, nr_empty;  // lock
+};
+
+enum sheaf_stat_item {
+  SHEAF_ALLOC_HIT, SHEAF_ALLOC_MISS, SHEAF_FREE_HIT, SHEAF_FREE_MISS, SHEAF_SWAP, SHEAF_REFILL,
+  SHEAF_FLUSH, BARN_GET, BARN_GET_FAIL, BARN_PUT, BARN_PUT_FAIL, SHEAF_REMOTE_DRAIN,
+  SHEAF_ALIEN_FREE, SHEAF_BUSY_FALLBACK, NR_SHEAF_STAT_ITEMS
+};
+
+// Sets up sheaves for s (capacity 0: none).  0 or errno.  Context: s not yet visible.
+int sheaves_init(kmem_cache* s, unsigned capacity);
+// Empties every CPU's sheaves and the barns into the slabs (remote drain, drain_all
+// generation piggyback).  Context: flush_mutex NOT held.
+void sheaf_drain_all(kmem_cache* s);
+// Frees the per-CPU and barn structures (destroy).  Sheaves must be drained.
+void sheaves_free(kmem_cache* s);
+// Changes the capacity of new sheaves and drains the old ones.
+void sheaf_set_capacity(kmem_cache* s, unsigned capacity);
+unsigned sheaf_default_capacity(unsigned object_size);
+void sheaf_stats(kmem_cache* s, std::uint64_t out[NR_SHEAF_STAT_ITEMS]);
+
+
+// Slow paths (sheaf.cpp).
+void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp);
+void sheaf_free_slow(kmem_cache* s, page* slab, void* obj);
+
+}  // namespace uslub
