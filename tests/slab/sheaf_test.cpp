@@ -1,0 +1,302 @@
+// Sheaves: hits, refills and flushes through the barn, drain during traffic, resizing while in
+// use, the locked fallback, alien frees on a fake two-node machine, and a signal storm with
+// threads = 8 x CPUs that must never lose or duplicate an object.
+#include <pthread.h>
+#include <signal.h>
+#include <uslub/slab.h>
+
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "page/page_alloc.hpp"
+#include "platform/rseq.hpp"
+#include "slab/sheaf.hpp"
+#include "slab/slab.hpp"
+#include "test_support.hpp"
+
+namespace uslub::test {
+
+static kmem_cache* make(const char* name, size_t size, slab_flags_t extra = 0) {
+  return kmem_cache_create(name, size, 0, SLAB_NO_MERGE | SLAB_STATS | SLAB_SHEAVES | extra,
+                           nullptr);
+}
+
+static kmem_cache_info info_of(kmem_cache* s) {
+  kmem_cache_info in;
+  kmem_cache_get_info(s, &in);
+  return in;
+}
+
+TEST(Sheaf, CacheUsesSheavesAndRseqWhenAvailable) {
+  kmem_cache* s = make("sheaf-basic", 64);
+  auto in = info_of(s);
+  EXPECT_EQ(in.sheaf_capacity, sheaf_default_capacity(64));
+  const char* t = getenv("GLIBC_TUNABLES");
+  bool rseq_off = t && strstr(t, "glibc.pthread.rseq=0");
+  EXPECT_EQ(in.sheaves_rseq != 0, USLUB_HAVE_RSEQ_ASM && !rseq_off);
+  kmem_cache_destroy(s);
+  kmem_cache* c = kmem_cache_create("sheaf-none", 64, 0, SLAB_NO_MERGE | SLAB_NO_SHEAVES, nullptr);
+  EXPECT_EQ(info_of(c).sheaf_capacity, 0u);
+  kmem_cache_destroy(c);
+}
+
+TEST(Sheaf, HitsAfterOneRefillAndFlushOnDrain) {
+  kmem_cache* s = make("sheaf-hits", 64);
+  unsigned cap = info_of(s).sheaf_capacity;
+  std::vector<void*> v;
+  for (unsigned i = 0; i < cap / 2; ++i) v.push_back(kmem_cache_alloc(s, 0));
+  for (void* p : v) kmem_cache_free(s, p);
+  v.clear();
+  for (unsigned i = 0; i < cap / 2; ++i) v.push_back(kmem_cache_alloc(s, 0));
+  auto in = info_of(s);
+  EXPECT_GE(in.sheaf_stat[SHEAF_REFILL], 1u);
+  EXPECT_GE(in.sheaf_stat[SHEAF_ALLOC_HIT], cap / 2);  // the second round came from the sheaf
+  EXPECT_GE(in.sheaf_stat[SHEAF_FREE_HIT], cap / 2 - 1);
+  for (void* p : v) kmem_cache_free(s, p);
+  flush_all(s);
+  in = info_of(s);
+  EXPECT_GE(in.sheaf_stat[SHEAF_REMOTE_DRAIN], 1u);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  // After the drain every object is back in a slab: shrink can empty the cache.
+  kmem_cache_shrink(s);
+  report_capture cap_reports;
+  kmem_cache_destroy(s);
+  EXPECT_EQ(cap_reports.count(), 0u);
+}
+
+TEST(Sheaf, BarnTradesFullAndEmptySheaves) {
+  kmem_cache* s = make("sheaf-barn", 128);
+  unsigned cap = info_of(s).sheaf_capacity;
+  std::vector<void*> v;
+  for (unsigned i = 0; i < cap * 6; ++i) v.push_back(kmem_cache_alloc(s, 0));
+  for (void* p : v) kmem_cache_free(s, p);  // fills main, spare, then the barn
+  v.clear();
+  for (unsigned i = 0; i < cap * 6; ++i) v.push_back(kmem_cache_alloc(s, 0));
+  auto in = info_of(s);
+  EXPECT_GT(in.sheaf_stat[BARN_PUT], 0u);
+  EXPECT_GT(in.sheaf_stat[BARN_GET], 0u);
+  EXPECT_GT(in.sheaf_stat[SHEAF_SWAP], 0u);
+  std::set<void*> u(v.begin(), v.end());
+  EXPECT_EQ(u.size(), v.size());
+  for (void* p : v) kmem_cache_free(s, p);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_destroy(s);
+}
+
+TEST(Sheaf, DoubleFreeOfTheLastObjectIsReported) {
+  kmem_cache* s = make("sheaf-df", 32);
+  report_capture cap;
+  void* p = kmem_cache_alloc(s, 0);
+  kmem_cache_free(s, p);
+  kmem_cache_free(s, p);
+  EXPECT_EQ(cap.first_line(), "uslub: BUG sheaf-df: Object already free");
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_destroy(s);
+}
+
+TEST(Sheaf, ResizeWhileInUse) {
+  kmem_cache* s = make("sheaf-resize", 48);
+  std::atomic<bool> stop{false};
+  std::atomic<long> dup{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&] {
+      std::vector<void*> v;
+      std::unordered_set<void*> live;
+      while (!stop.load()) {
+        for (int i = 0; i < 100; ++i) {
+          void* p = kmem_cache_alloc(s, 0);
+          if (!live.insert(p).second) dup++;
+          v.push_back(p);
+        }
+        for (void* p : v) {
+          live.erase(p);
+          kmem_cache_free(s, p);
+        }
+        v.clear();
+      }
+    });
+  for (unsigned cap : {8u, 100u, 3u, 64u, 1u, 256u, 32u}) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    EXPECT_EQ(kmem_cache_set_sheaf_capacity(s, cap), 0);
+    EXPECT_EQ(info_of(s).sheaf_capacity, cap);
+  }
+  stop = true;
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(dup.load(), 0);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  EXPECT_EQ(kmem_cache_set_sheaf_capacity(s, 0), -EINVAL);
+  report_capture cap;
+  kmem_cache_destroy(s);
+  EXPECT_EQ(cap.count(), 0u);
+}
+
+TEST(Sheaf, DrainDuringTrafficLosesNothing) {
+  kmem_cache* s = make("sheaf-drain", 256);
+  std::atomic<bool> stop{false};
+  std::atomic<long> dup{0};
+  std::mutex mu;
+  std::unordered_set<void*> global;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 6; ++t)
+    ts.emplace_back([&] {
+      std::vector<void*> v;
+      while (!stop.load()) {
+        for (int i = 0; i < 64; ++i) v.push_back(kmem_cache_alloc(s, 0));
+        {
+          std::lock_guard<std::mutex> g(mu);
+          for (void* p : v)
+            if (!global.insert(p).second) dup++;
+          for (void* p : v) global.erase(p);
+        }
+        for (void* p : v) kmem_cache_free(s, p);
+        v.clear();
+      }
+    });
+  for (int i = 0; i < 200; ++i) {
+    flush_all(s);
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  stop = true;
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(dup.load(), 0);
+  EXPECT_GT(info_of(s).sheaf_stat[SHEAF_REMOTE_DRAIN], 100u);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_shrink(s);
+  report_capture cap;
+  kmem_cache_destroy(s);
+  EXPECT_EQ(cap.count(), 0u);
+}
+
+TEST(Sheaf, ConcurrentDrainAllPiggyback) {
+  kmem_cache* s = make("sheaf-piggy", 64);
+  for (int i = 0; i < 100; ++i) kmem_cache_free(s, kmem_cache_alloc(s, 0));
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 8; ++t)
+    ts.emplace_back([&] {
+      for (int i = 0; i < 200; ++i) sheaf_drain_all(s);
+    });
+  for (auto& t : ts) t.join();
+  // Every call either drained (one SHEAF_REMOTE_DRAIN per CPU) or piggybacked.
+  auto drains = info_of(s).sheaf_stat[SHEAF_REMOTE_DRAIN];
+  EXPECT_LE(drains, 8u * 200 * s->nr_cpus);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_destroy(s);
+}
+
+TEST(Sheaf, AlienFreesGoBackToTheirNodeOnAFakeTwoNodeMachine) {
+  // A private page allocator with two zones; CPU 0 is node 0, CPU 1 node 1.
+  if (platform::nr_cpu_ids() < 2) GTEST_SKIP();
+  int map[2] = {0, 1};
+  platform::set_fake_topology(2, map, 2);
+  failing_vm vm;
+  page_allocator pa;
+  page_alloc_config cfg;
+  cfg.vm = &vm;
+  cfg.nr_nodes = 2;
+  ASSERT_EQ(pa.init(cfg), 0);
+  kmem_cache* s =
+      kmem_cache_create_on(&pa, "sheaf-alien", 64, 0, SLAB_NO_MERGE | SLAB_STATS | SLAB_SHEAVES, nullptr);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->nr_nodes, 2u);
+  std::vector<void*> on_node1(200);
+  std::thread a([&] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(1, &set);
+    ASSERT_EQ(sched_setaffinity(0, sizeof set, &set), 0);
+    for (auto& p : on_node1) p = kmem_cache_alloc_node(s, 0, 1);
+  });
+  a.join();
+  for (void* p : on_node1) EXPECT_EQ(slab_nid(virt_to_slab(p)), 1);
+  std::thread b([&] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(0, &set);
+    ASSERT_EQ(sched_setaffinity(0, sizeof set, &set), 0);
+    for (void* p : on_node1) kmem_cache_free(s, p);  // node-1 objects freed on node 0
+  });
+  b.join();
+  auto in = info_of(s);
+  EXPECT_EQ(in.sheaf_stat[SHEAF_ALIEN_FREE], 200u);
+  // None of them sits in a node-0 sheaf: after draining the alien buffers node 1's slabs
+  // hold every object again.
+  flush_all(s);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_shrink(s);
+  EXPECT_LE(s->node[1]->nr_slabs.load(), static_cast<long>(s->min_partial));
+  report_capture cap;
+  kmem_cache_destroy(s);
+  EXPECT_EQ(cap.count(), 0u);
+  platform::set_fake_topology(0, nullptr, 0);
+}
+
+static void on_usr1(int) {}
+
+TEST(SheafStorm, SignalsAndPreemptionNeverLoseOrDuplicate) {
+  kmem_cache* s = make("sheaf-storm", 40);
+  const int nthreads = 8 * static_cast<int>(platform::nr_cpu_ids());
+  struct sigaction sa {};
+  sa.sa_handler = on_usr1;
+  sigaction(SIGUSR1, &sa, nullptr);
+  std::vector<pthread_t> ids(nthreads);
+  std::atomic<int> ready{0}, done{0};
+  std::atomic<bool> stop{false};
+  std::atomic<long> dup{0}, bad{0};
+  std::vector<std::thread> ts;
+  const int iters = 1000000 * stress_scale();
+  for (int t = 0; t < nthreads; ++t)
+    ts.emplace_back([&, t] {
+      ids[t] = pthread_self();
+      ready++;
+      while (ready.load() < nthreads + 1) std::this_thread::yield();  // the storm is on
+      std::vector<uint64_t*> mine;
+      std::mt19937 rng(t);
+      for (int i = 0; i < iters; ++i) {
+        if (mine.size() < 40 && (rng() & 1)) {
+          auto* p = static_cast<uint64_t*>(kmem_cache_alloc(s, 0));
+          if (*p == 0xfeedfacecafebeefull) dup++;  // still marked as someone's live object
+          *p = 0xfeedfacecafebeefull;
+          mine.push_back(p);
+        } else if (!mine.empty()) {
+          uint64_t* p = mine.back();
+          mine.pop_back();
+          if (*p != 0xfeedfacecafebeefull) bad++;
+          *p = 0;
+          kmem_cache_free(s, p);
+        }
+      }
+      for (auto* p : mine) {
+        *p = 0;
+        kmem_cache_free(s, p);
+      }
+      done++;
+      while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    });
+  std::thread storm([&] {
+    while (ready.load() < nthreads) std::this_thread::yield();
+    ready++;
+    while (done.load() < nthreads) {
+      for (int t = 0; t < nthreads; ++t) pthread_kill(ids[t], SIGUSR1);
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  });
+  storm.join();
+  stop = true;
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(dup.load(), 0);
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  auto in = info_of(s);
+  EXPECT_EQ(in.active_objs, 0u) << "validate flushed every sheaf: no object may be missing";
+  kmem_cache_shrink(s);
+  report_capture cap;
+  kmem_cache_destroy(s);
+  EXPECT_EQ(cap.count(), 0u) << (cap.count() ? cap.reports()[0] : "");
+}
+
+}  // namespace uslub::test
