@@ -11,7 +11,6 @@
 namespace uslub::platform {
 namespace {
 std::atomic<int> g_usable{-1};  // -1 unknown
-std::atomic<std::uint64_t> g_aborts{0};
 
 bool probe() {
 #if USLUB_HAVE_RSEQ_ASM
@@ -41,7 +40,9 @@ int rseq_fence_cpu(unsigned cpu) {
   return r == 0 ? 0 : errno;
 }
 
-std::uint64_t rseq_abort_count() { return g_aborts.load(std::memory_order_relaxed); }
-void rseq_note_abort() { g_aborts.fetch_add(1, std::memory_order_relaxed); }
+namespace detail {
+std::uint64_t g_rseq_aborts = 0;
+}
+std::uint64_t rseq_abort_count() { return __atomic_load_n(&detail::g_rseq_aborts, __ATOMIC_RELAXED); }
 
 }  // namespace uslub::platform

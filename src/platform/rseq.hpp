@@ -40,7 +40,13 @@ bool rseq_sequences_usable();
 int rseq_fence_cpu(unsigned cpu);
 // Count of aborted sequences observed by the callers (statistics; relaxed, approximate).
 std::uint64_t rseq_abort_count();
-void rseq_note_abort();
+namespace detail {
+extern std::uint64_t g_rseq_aborts;
+}
+// Inline (no call on the abort path, so fast paths need no stack frame).
+USLUB_ALWAYS_INLINE void rseq_note_abort() {
+  __atomic_fetch_add(&detail::g_rseq_aborts, 1, __ATOMIC_RELAXED);
+}
 
 #if defined(__x86_64__) && !USLUB_TSAN
 #define USLUB_HAVE_RSEQ_ASM 1

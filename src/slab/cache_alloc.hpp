@@ -12,25 +12,24 @@
 
 namespace uslub {
 
+void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node);
+void cache_free_slow(kmem_cache* s, page* slab, void* obj);
+
+// The fast path is the sheaf pop alone; everything else (zeroing, node requests, the classic
+// per-CPU slab, a miss) tail-calls cache_alloc_slow, so the hit path needs no stack frame.
 USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node) {
-  void* obj;
-  if (USLUB_LIKELY(s->cpu_sheaves != nullptr) && node < 0) {
-    obj = sheaf_alloc_fast(s);
-    if (USLUB_UNLIKELY(!obj)) obj = sheaf_alloc_slow(s, gfp);
-  } else {
-    obj = slab_alloc_node(s, gfp, node);
+  if (USLUB_LIKELY(s->cpu_sheaves != nullptr) && USLUB_LIKELY((gfp | (node >= 0)) == 0)) {
+    if (void* obj = sheaf_alloc_fast(s); USLUB_LIKELY(obj)) return obj;
   }
-  if (USLUB_UNLIKELY(gfp & __GFP_ZERO) && obj) memset(obj, 0, s->object_size);
-  return obj;
+  return cache_alloc_slow(s, gfp, node);
 }
 
-// slab must be obj's slab (slab_free_check or virt_to_slab).
+// slab must be obj's slab (slab_free_check_inline or virt_to_slab).
 USLUB_ALWAYS_INLINE void cache_free(kmem_cache* s, page* slab, void* obj) {
-  if (USLUB_LIKELY(s->cpu_sheaves != nullptr)) {
-    if (USLUB_LIKELY(s->nr_nodes == 1) && USLUB_LIKELY(sheaf_free_fast(s, obj))) return;
-    return sheaf_free_slow(s, slab, obj);
-  }
-  do_slab_free(s, slab, obj, obj, 1);
+  if (USLUB_LIKELY(s->cpu_sheaves != nullptr) && USLUB_LIKELY(s->nr_nodes == 1) &&
+      USLUB_LIKELY(sheaf_free_fast(s, obj)))
+    return;
+  cache_free_slow(s, slab, obj);
 }
 
 }  // namespace uslub

@@ -143,6 +143,11 @@ void flush_alien(kmem_cache* s, void** objs, unsigned n) {
 
 }  // namespace
 
+void sheaf_stat_inc_slow(const kmem_cache* s, sheaf_stat_item si) {
+  auto& c = s->sheaf_stat[this_cpu_index(s) * NR_SHEAF_STAT_ITEMS + si];
+  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
 unsigned sheaf_default_capacity(unsigned size) {
   return size <= 128 ? 64 : size <= 512 ? 32 : size <= 2048 ? 16 : 8;
 }

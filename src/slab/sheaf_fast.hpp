@@ -6,11 +6,10 @@
 
 namespace uslub {
 
+USLUB_SLOWPATH void sheaf_stat_inc_slow(const kmem_cache* s, sheaf_stat_item si);
+
 USLUB_ALWAYS_INLINE void sheaf_stat_inc(const kmem_cache* s, sheaf_stat_item si) {
-  if (USLUB_UNLIKELY(s->sheaf_stat != nullptr)) {
-    auto& c = s->sheaf_stat[this_cpu_index(s) * NR_SHEAF_STAT_ITEMS + si];
-    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  }
+  if (USLUB_UNLIKELY(s->sheaf_stat != nullptr)) sheaf_stat_inc_slow(s, si);
 }
 
 // The locked fallback: the same lock word, taken with a CAS.

@@ -247,6 +247,26 @@ USLUB_ALWAYS_INLINE page* virt_to_slab(const void* obj) {
 
 // ---- internal entry points (slub.cpp, slab_common.cpp) ----------------------------------
 
+USLUB_SLOWPATH void slab_free_report(kmem_cache* s, const void* obj, const char* caller);
+
+// Is obj an object start of cache s?  The always-on "Invalid pointer"/"Wrong cache" check of
+// every free: a section load, a flags load, a compare and a multiply; reports and returns
+// nullptr if not.
+USLUB_ALWAYS_INLINE page* slab_free_check_inline(kmem_cache* s, const void* obj,
+                                                 const char* caller) {
+  page* slab = virt_to_slab(obj);
+  if (USLUB_LIKELY(slab) &&
+      USLUB_LIKELY(__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED) == s)) {
+    auto off = static_cast<std::size_t>(static_cast<const char*>(obj) -
+                                        static_cast<const char*>(page_address(slab)));
+    // Multiply by the reciprocal instead of dividing (exact for multiples of size).
+    std::size_t idx = (off * s->reciprocal_size) >> 32;
+    if (USLUB_LIKELY(idx * s->size == off)) return slab;
+  }
+  slab_free_report(s, obj, caller);
+  return nullptr;
+}
+
 // The object paths (sheaves if the cache has them, else the per-CPU slab).  The inline forms
 // are cache_alloc/cache_free in cache_alloc.hpp.
 void* slab_alloc(kmem_cache* s, gfp_t gfp, int node);

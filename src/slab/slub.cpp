@@ -553,28 +553,48 @@ void slab_free_core(kmem_cache* s, page* slab, void* obj) { do_slab_free(s, slab
 void slab_free(kmem_cache* s, page* slab, void* obj) { cache_free(s, slab, obj); }
 
 page* slab_free_check(kmem_cache* s, const void* obj, const char* caller) {
+  return slab_free_check_inline(s, obj, caller);
+}
+
+// The report behind slab_free_check_inline: decides which problem it was.
+void slab_free_report(kmem_cache* s, const void* obj, const char* caller) {
   page* slab = virt_to_slab(obj);
-  if (USLUB_UNLIKELY(!slab)) {
+  if (!slab) {
     report_bug(s->name, "Invalid pointer", "%s(%p): not an object of any uslub slab\n", caller,
                obj);
-    return nullptr;
+    return;
   }
   auto* owner = static_cast<kmem_cache*>(__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED));
-  if (USLUB_UNLIKELY(owner != s)) {
+  if (owner != s) {
     report_bug(s->name, "Wrong cache", "%s(%p): object belongs to cache %s\n", caller, obj,
                owner ? owner->name : "(none)");
-    return nullptr;
+    return;
   }
   auto off = static_cast<std::size_t>(static_cast<const char*>(obj) -
                                       static_cast<const char*>(slab_address(slab)));
-  // Multiply by the reciprocal instead of dividing (exact for off < 2^32 / size * size).
-  std::size_t idx = (off * s->reciprocal_size) >> 32;
-  if (USLUB_UNLIKELY(idx * s->size != off || idx >= load_counters(slab).objects)) {
-    report_bug(s->name, "Invalid pointer", "%s(%p): not the start of an object (offset %zu)\n",
-               caller, obj, off);
-    return nullptr;
+  report_bug(s->name, "Invalid pointer", "%s(%p): not the start of an object (offset %zu)\n",
+             caller, obj, off);
+}
+
+// The out-of-line halves of cache_alloc/cache_free (cache_alloc.hpp).
+void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node) {
+  void* obj;
+  if (s->cpu_sheaves && node < 0) {
+    obj = sheaf_alloc_fast(s);
+    if (!obj) obj = sheaf_alloc_slow(s, gfp);
+  } else {
+    obj = slab_alloc_node(s, gfp, node);
   }
-  return slab;
+  if ((gfp & __GFP_ZERO) && obj) memset(obj, 0, s->object_size);
+  return obj;
+}
+
+void cache_free_slow(kmem_cache* s, page* slab, void* obj) {
+  if (s->cpu_sheaves) {
+    if (s->nr_nodes == 1 && sheaf_free_fast(s, obj)) return;
+    return sheaf_free_slow(s, slab, obj);
+  }
+  do_slab_free(s, slab, obj, obj, 1);
 }
 
 // ---- flush ------------------------------------------------------------------------------
@@ -745,7 +765,7 @@ void* kmem_cache_zalloc(struct kmem_cache* s, uslub_gfp_t gfp) {
 
 void kmem_cache_free(struct kmem_cache* s, void* obj) {
   if (USLUB_UNLIKELY(!obj)) return;
-  page* slab = slab_free_check(s, obj, "kmem_cache_free");
+  page* slab = slab_free_check_inline(s, obj, "kmem_cache_free");
   if (USLUB_LIKELY(slab)) cache_free(s, slab, obj);
 }
 
