@@ -351,20 +351,27 @@ void page_allocator::free_pages_bulk(page** pages, int nr, unsigned order) {
   }
 }
 
+// Takes, in the documented order, everything a thread may hold while the allocator's state is
+// inconsistent: each zone's reclaim flag (held with no lock, across madvise: a child forked in
+// the middle of a pass would find it set forever, and its reclaim() would spin for good), the
+// drain mutex, every pcp lock of every zone, then every zone lock (pcp->lock before
+// zone->lock across zones too, so the order is the same as everywhere else).
 void page_allocator::fork_prepare() {
+  for (unsigned n = 0; n < nr_zones_; ++n)
+    while (zones_[n]->reclaiming.exchange(true, std::memory_order_acquire)) sched_yield();
   drain_mutex_.lock();
-  for (unsigned n = 0; n < nr_zones_; ++n) {
+  for (unsigned n = 0; n < nr_zones_; ++n)
     for (unsigned c = 0; c < nr_cpus_; ++c) zones_[n]->pcp[c].lock.lock_wait();
-    zones_[n]->lock.lock();
-  }
+  for (unsigned n = 0; n < nr_zones_; ++n) zones_[n]->lock.lock();
 }
 
 void page_allocator::fork_release() {
-  for (unsigned n = nr_zones_; n-- > 0;) {
-    zones_[n]->lock.unlock();
+  for (unsigned n = nr_zones_; n-- > 0;) zones_[n]->lock.unlock();
+  for (unsigned n = nr_zones_; n-- > 0;)
     for (unsigned c = nr_cpus_; c-- > 0;) zones_[n]->pcp[c].lock.unlock();
-  }
   drain_mutex_.unlock();
+  for (unsigned n = nr_zones_; n-- > 0;)
+    zones_[n]->reclaiming.store(false, std::memory_order_release);
 }
 
 std::size_t page_allocator::nr_free(unsigned order) const {

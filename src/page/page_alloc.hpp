@@ -1,7 +1,9 @@
 // The page allocator: buddy zones with per-CPU page lists (mm/page_alloc.c, seed 003).
 //
 // Lock order (outermost first):
-//   1. page_allocator::drain_mutex   serialises drain_all_pages(); taken by no other path
+//   0. zone::reclaiming              a flag, not a lock: one reclaimer per zone, held with no
+//                                    lock across madvise (reclaim.cpp); fork_prepare waits for it
+//   1. page_allocator::drain_mutex   serialises drain_all_pages() (and fork_prepare)
 //   2. per_cpu_pages::lock           one CPU's pcp lists, count, stats (local_trylock_t)
 //   3. zone::lock                    the zone's free_area lists, nr_free, free/returned counts
 //
@@ -150,7 +152,8 @@ class page_allocator {
   std::size_t reclaim(bool force);
 
   // pthread_atfork support: prepare takes every lock of this allocator in the documented
-  // order (drain_mutex, each pcp lock, each zone lock); parent/child release them.
+  // order (each zone's reclaim flag, drain_mutex, every pcp lock, every zone lock);
+  // parent/child release them.
   void fork_prepare();
   void fork_release();
 

@@ -1,6 +1,9 @@
-// Bad input, out of memory (limit and injected OS failure), decay and reclaim.
+// Bad input, out of memory (limit and injected OS failure), decay and reclaim, fork.
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 
+#include <thread>
 #include <vector>
 
 #include "page_test_util.hpp"
@@ -212,6 +215,79 @@ TEST_F(PageAlloc, LazyFreeReclaimAdvisesEachIdleBlockOnce) {
   EXPECT_LE(vm_.decommits.load() - before, 2);
   EXPECT_EQ(pa_.stats().returned_bytes, 0u);  // lazily freed memory does not read as zeros
   EXPECT_TRUE(pa_.validate());
+}
+
+// A vm_ops whose decommit blocks until released: a reclaim pass stopped inside madvise.
+class blocking_vm final : public platform::vm_ops {
+ public:
+  std::atomic<bool> block{false}, blocked{false};
+  int reserve(std::size_t size, std::size_t align, void** out) override {
+    return real().reserve(size, align, out);
+  }
+  int commit(void* p, std::size_t n) override { return real().commit(p, n); }
+  int decommit(void* p, std::size_t n, platform::decommit_mode m) override {
+    while (block.load()) {
+      blocked.store(true);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return real().decommit(p, n, m);
+  }
+  int hugepage(void* p, std::size_t n) override { return real().hugepage(p, n); }
+  int release(void* p, std::size_t n) override { return real().release(p, n); }
+  int map(std::size_t n, void** out) override { return real().map(n, out); }
+
+ private:
+  static platform::vm_ops& real() { return platform::linux_vm(); }
+};
+
+TEST(PageAllocFork, ForkDuringReclaimLeavesTheChildAbleToReclaim) {
+  // fork_prepare() must also wait out a reclaim pass (zone::reclaiming is held across
+  // madvise with no lock): forked in the middle of one, the child would inherit the flag
+  // set forever and its reclaim() (malloc_trim) would spin for good.
+  blocking_vm vm;
+  page_allocator pa;
+  page_alloc_config c;
+  c.vm = &vm;
+  c.nr_nodes = 1;
+  c.decay_ms = 1000000;
+  ASSERT_EQ(pa.init(c), 0);
+  page* p = pa.alloc_pages(4);
+  ASSERT_NE(p, nullptr);
+  pa.free_pages(p, 4);
+  vm.block = true;
+  std::thread reclaimer([&] { pa.reclaim(/*force=*/true); });
+  while (!vm.blocked.load()) std::this_thread::yield();
+  std::atomic<bool> prepared{false};
+  pid_t child = -1;
+  std::thread forker([&] {
+    pa.fork_prepare();
+    prepared = true;
+    child = fork();
+    if (child == 0) {
+      pa.fork_release();
+      pa.reclaim(/*force=*/true);  // must return
+      _exit(pa.validate() ? 0 : 1);
+    }
+    pa.fork_release();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(prepared.load()) << "fork_prepare did not wait for the running reclaim pass";
+  vm.block = false;
+  forker.join();
+  reclaimer.join();
+  ASSERT_GT(child, 0);
+  int status = 0;
+  pid_t r = 0;
+  for (int i = 0; i < 500 && (r = waitpid(child, &status, WNOHANG)) == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (r == 0) {
+    kill(child, SIGKILL);
+    waitpid(child, &status, 0);
+    FAIL() << "the child hung in reclaim()";
+  }
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_TRUE(pa.validate());
+  pa.destroy();
 }
 
 TEST(GlobalPageAllocator, IsUsableAndSelfInitialising) {
