@@ -143,9 +143,25 @@ page* page_allocator::alloc_pages_slow(zone* z, unsigned order, gfp_t gfp, bool 
     if (!p && !busy && grow_zone(z)) p = rmqueue_pcplist(z, order, &zeroed, &busy);
   }
   if (!p) p = alloc_zone(z, order, &zeroed);
+  if (USLUB_UNLIKELY(!p) && drain_before_enomem()) p = alloc_zone(z, order, &zeroed);
   if (!p) return nullptr;
   prep_new_page(p, order, gfp, zeroed);
   return p;
+}
+
+// The zone cannot grow (memory limit or OS refusal).  Blocks cached on pcp lists may keep
+// the memory split or out of reach of this CPU: drain them into the zones once before
+// failing, as the kernel does after direct reclaim.  Returns true if anything was cached
+// (worth a retry); errno stays the failure's.  Context: no lock held.
+bool page_allocator::drain_before_enomem() {
+  int err = errno;
+  bool cached = false;
+  for (unsigned n = 0; n < nr_zones_ && !cached; ++n)
+    for (unsigned c = 0; c < nr_cpus_ && !cached; ++c)
+      cached = __atomic_load_n(&zones_[n]->pcp[c].count, __ATOMIC_RELAXED) != 0;
+  if (cached) drain_all_pages();
+  errno = err;
+  return cached;
 }
 
 // The fast path is a pcp hit (mm/page_alloc.c's rmqueue_pcplist) inlined here: one
@@ -300,6 +316,7 @@ int page_allocator::alloc_pages_bulk(unsigned order, int nr, page** out, gfp_t g
   }
   zone* z = pick_zone(node);
   int got = 0;
+  bool drained = false;
   // Zeroed-ness is tracked per block: the top bit of the out[] slot would be a hack, so
   // blocks from pcp carry PG_returned in their flags until prep, and zone blocks get it set.
   if (order < NR_PCP_ORDERS && !cfg_.no_pcp) got = rmqueue_pcplist_bulk(z, order, nr, out);
@@ -315,7 +332,8 @@ int page_allocator::alloc_pages_bulk(unsigned order, int nr, page** out, gfp_t g
     }
     z->zone_alloc.add(static_cast<std::uint64_t>(got - before));
     z->lock.unlock();
-    if (got == before && !grow_zone(z)) break;
+    if (got == before && !grow_zone(z) && (drained || !(drained = drain_before_enomem())))
+      break;
   }
   for (int i = 0; i < got; ++i)
     prep_new_page(out[i], order, gfp, page_flags(out[i]) & PG_returned);

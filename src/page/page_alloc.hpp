@@ -11,7 +11,9 @@
 // (another thread on this CPU slot, possibly preempted while holding it) the caller goes to the
 // zone under zone->lock instead of waiting (seed 003: "If an IRQ is raised when a PCP
 // allocation is in progress, the trylock will fail and fallback to using the buddy lists").
-// Only drain_all_pages() waits for a pcp lock, and a holder never blocks inside it.
+// Only drain_all_pages() (and fork_prepare) waits for a pcp lock, and a holder never blocks
+// inside it.  The allocation path calls drain_all_pages() once before failing with ENOMEM,
+// holding no lock (drain_before_enomem).
 //
 // zone::lock protects the free lists.  It is held for bounded work only: rmqueue_bulk takes at
 // most `batch` blocks, free_pcppages_bulk and free_pages_bulk drop and re-take it every
@@ -179,6 +181,7 @@ class page_allocator {
   // page_alloc.cpp
   page* alloc_zone(zone* z, unsigned order, bool* zeroed);
   page* alloc_pages_slow(zone* z, unsigned order, gfp_t gfp, bool try_pcp, bool grow_first);
+  bool drain_before_enomem();
   void free_one_page(zone* z, page* p, unsigned order);
   void free_pages_slow(page* p, unsigned order);
   bool check_free(const void* addr, page* p, unsigned order);

@@ -121,6 +121,43 @@ TEST_F(Pcp, LargeBulkAllocationRefillsInBoundedSteps) {
   EXPECT_EQ(pa_.nr_free(MAX_ORDER), 1u);
 }
 
+TEST(PcpLimit, AtTheMemoryLimitPagesCachedOnPcpListsAreDrainedBeforeEnomem) {
+  // One growth step fits under the limit.  Pages cached on a pcp list keep the 4 MiB block
+  // split; an allocation that needs it whole must drain the lists (the kernel drains them
+  // before failing) instead of failing with ENOMEM while the memory sits free.
+  failing_vm vm;
+  page_allocator pa;
+  page_alloc_config c;
+  c.vm = &vm;
+  c.nr_nodes = 1;
+  c.decay_ms = 1000000;
+  c.memory_limit = MAX_ORDER_BYTES + (1u << 20);
+  ASSERT_EQ(pa.init(c), 0);
+  std::vector<page*> v(40);
+  std::thread other([&] {  // another thread, likely another CPU: its own pcp list
+    for (auto& p : v) p = pa.alloc_pages(0);
+    for (auto* p : v) pa.free_pages(p, 0);
+  });
+  other.join();
+  page* small = pa.alloc_pages(0);
+  ASSERT_NE(small, nullptr);
+  pa.free_pages(small, 0);
+  ASSERT_GT(pa.stats().pcp_bytes, 0u);
+  errno = 0;
+  page* big = pa.alloc_pages(MAX_ORDER);
+  EXPECT_NE(big, nullptr) << "errno " << errno;
+  if (big) pa.free_pages(big, MAX_ORDER);
+  // The bulk path too.
+  for (auto& p : v) p = pa.alloc_pages(1);
+  for (auto* p : v) pa.free_pages(p, 1);
+  page* blocks[1] = {nullptr};
+  EXPECT_EQ(pa.alloc_pages_bulk(MAX_ORDER, 1, blocks), 1);
+  if (blocks[0]) pa.free_pages(blocks[0], MAX_ORDER);
+  EXPECT_EQ(pa.stats().grow, 1u);
+  EXPECT_TRUE(pa.validate());
+  pa.destroy();
+}
+
 TEST_F(Pcp, DrainAllEmptiesEveryCpu) {
   std::vector<page*> v;
   for (int i = 0; i < 20; ++i) v.push_back(pa_.alloc_pages(0));
