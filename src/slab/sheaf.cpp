@@ -366,6 +366,18 @@ void sheaf_drain_all(kmem_cache* s) {
   flush_mutex_unlock();
 }
 
+void sheaf_fork_prepare(kmem_cache* s) {
+  if (!s->cpu_sheaves) return;
+  for (unsigned cpu = 0; cpu < s->nr_cpus; ++cpu) pcs_lock_remote(s, cpu);
+  for (unsigned n = 0; n < s->nr_nodes; ++n) s->barn[n]->lock.lock();
+}
+
+void sheaf_fork_release(kmem_cache* s) {
+  if (!s->cpu_sheaves) return;
+  for (unsigned n = s->nr_nodes; n-- > 0;) s->barn[n]->lock.unlock();
+  for (unsigned cpu = s->nr_cpus; cpu-- > 0;) pcs_unlock(&s->cpu_sheaves[cpu]);
+}
+
 // ---- setup ------------------------------------------------------------------------------
 
 static kmem_cache* sheaf_cache_for(unsigned capacity) {

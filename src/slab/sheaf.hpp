@@ -50,7 +50,7 @@ inline constexpr unsigned kAlienBatch = 16;
 inline constexpr unsigned kMaxSheafCapacity = 512;
 inline constexpr unsigned kBarnMaxFull = 10, kBarnMaxEmpty = 10;  // per node, as mm/slub.c
 
-struct alignas(64) slub_percpu_sheaves {
+struct alignas(kDestructiveLine) slub_percpu_sheaves {
   std::uint32_t lock;   // 0 free, 1 held: read by the rseq sequences
   std::uint32_t pad_;
   slab_sheaf* main;     // lock (fast paths: size and objects only)
@@ -87,6 +87,10 @@ void sheaf_set_capacity(kmem_cache* s, unsigned capacity);
 unsigned sheaf_default_capacity(unsigned object_size);
 void sheaf_stats(kmem_cache* s, std::uint64_t out[NR_SHEAF_STAT_ITEMS]);
 
+
+// pthread_atfork: take every CPU slot lock (with the rseq fence) and barn lock of s; release.
+void sheaf_fork_prepare(kmem_cache* s);
+void sheaf_fork_release(kmem_cache* s);
 
 // Slow paths (sheaf.cpp).
 void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp);

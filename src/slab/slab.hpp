@@ -85,7 +85,7 @@ static_assert(sizeof(slab_counters) == 8);
 
 // Per-CPU slot.  freelist+tid first, 16-byte aligned, for cmpxchg16b (seed 000's
 // misalignment bug was a lock placed before them).
-struct alignas(64) kmem_cache_cpu {
+struct alignas(kDestructiveLine) kmem_cache_cpu {  // 128: no adjacent-line sharing
   void* freelist;      // CAS with tid only
   std::uint64_t tid;   // CAS with freelist only
   page* slab;          // lock; stored before the tid-advancing CAS

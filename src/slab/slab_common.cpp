@@ -270,6 +270,9 @@ void slab_fork_prepare() {
   slab_init();
   slab_mutex.lock();
   flush_mutex_lock();
+  // Sheaf locks of every cache before any core lock: lock order pcs -> barn -> list_lock.
+  for (list_head* l = slab_caches.next; l != &slab_caches; l = l->next)
+    sheaf_fork_prepare(list_entry<kmem_cache, &kmem_cache::list>(l));
   for (list_head* l = slab_caches.next; l != &slab_caches; l = l->next) {
     kmem_cache* s = list_entry<kmem_cache, &kmem_cache::list>(l);
     for (unsigned n = 0; n < s->nr_nodes; ++n) s->node[n]->list_lock.lock();
@@ -285,6 +288,8 @@ static void slab_fork_release() {
     for (unsigned c = s->nr_cpus; c-- > 0;) s->cpu_slab[c].lock.unlock();
     for (unsigned n = s->nr_nodes; n-- > 0;) s->node[n]->list_lock.unlock();
   }
+  for (list_head* l = slab_caches.prev; l != &slab_caches; l = l->prev)
+    sheaf_fork_release(list_entry<kmem_cache, &kmem_cache::list>(l));
   flush_mutex_unlock();
   slab_mutex.unlock();
 }
