@@ -162,6 +162,10 @@ int main(int argc, char** argv) {
         std::string z = std::to_string(sz) + " B";
         add("pair " + z + ", 1 thread (ns)", mode, pair_ns(s, 1, iters));
         add("pair " + z + ", 2 threads (ns)", mode, pair_ns(s, 2, iters / 2));
+        if (sz == 64) {  // oversubscribed: 8 and 32 threads on this machine's CPUs
+          add("pair " + z + ", 8 threads (ns, per thread)", mode, pair_ns(s, 8, iters / 8));
+          add("pair " + z + ", 32 threads (ns, per thread)", mode, pair_ns(s, 32, iters / 32));
+        }
         add("burst 512 " + z + " (ns/object)", mode, burst_ns(s, iters / 2048));
         add("producer/consumer " + z + " (ns/object)", mode, xthread_ns(s, iters / 10));
         churn_result c = churn(s, sz, 2);
