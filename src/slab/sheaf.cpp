@@ -311,24 +311,10 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
 
 // ---- drain ------------------------------------------------------------------------------
 
-// sheaf_drain_all: the drain_all generation protocol of seed 004 (see page/pcp.cpp for the
-// argument).  Here the fast paths publish objects with rseq commit stores, not under a lock:
-// the hand-off is rseq_fence_cpu() (membarrier), which makes the target CPU execute a full
-// barrier after we incremented the generation, so a caller that read the old generation has
-// its commit store visible to our reads of that CPU's slot; a caller that runs later reads
-// the new generation and drains by itself.  Every CPU's slot is locked (never skipped on a
-// racy peek).
-void sheaf_drain_all(kmem_cache* s) {
+// Empties one CPU's slot: main, spare and alien buffer go back to the slabs.
+// Context: no sheaf lock held (waits for the slot's lock word).
+void sheaf_drain_cpu(kmem_cache* s, unsigned cpu) {
   if (!s->cpu_sheaves) return;
-  std::uint64_t this_gen = s->sheaf_drain_gen.load(std::memory_order_acquire);
-  flush_mutex_lock();
-  if (s->sheaf_drain_gen.load(std::memory_order_relaxed) != this_gen) {
-    flush_mutex_unlock();
-    return;
-  }
-  s->sheaf_drain_gen.store(this_gen + 1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_seq_cst);  // the increment before the fences
-  for (unsigned cpu = 0; cpu < s->nr_cpus; ++cpu) {
     pcs_lock_remote(s, cpu);
     slub_percpu_sheaves* pcs = &s->cpu_sheaves[cpu];
     slab_sheaf* main = pcs->main;
@@ -348,6 +334,25 @@ void sheaf_drain_all(kmem_cache* s) {
     }
     flush_alien(s, alien, nr_alien);
   }
+
+// sheaf_drain_all: the drain_all generation protocol of seed 004 (see page/pcp.cpp for the
+// argument).  Here the fast paths publish objects with rseq commit stores, not under a lock:
+// the hand-off is rseq_fence_cpu() (membarrier), which makes the target CPU execute a full
+// barrier after we incremented the generation, so a caller that read the old generation has
+// its commit store visible to our reads of that CPU's slot; a caller that runs later reads
+// the new generation and drains by itself.  Every CPU's slot is locked (never skipped on a
+// racy peek).
+void sheaf_drain_all(kmem_cache* s) {
+  if (!s->cpu_sheaves) return;
+  std::uint64_t this_gen = s->sheaf_drain_gen.load(std::memory_order_acquire);
+  flush_mutex_lock();
+  if (s->sheaf_drain_gen.load(std::memory_order_relaxed) != this_gen) {
+    flush_mutex_unlock();
+    return;
+  }
+  s->sheaf_drain_gen.store(this_gen + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // the increment before the fences
+  for (unsigned cpu = 0; cpu < s->nr_cpus; ++cpu) sheaf_drain_cpu(s, cpu);
   for (unsigned n = 0; n < s->nr_nodes; ++n) {
     node_barn* b = s->barn[n];
     b->lock.lock();

@@ -80,6 +80,8 @@ int sheaves_init(kmem_cache* s, unsigned capacity);
 // Empties every CPU's sheaves and the barns into the slabs (remote drain, drain_all
 // generation piggyback).  Context: flush_mutex NOT held.
 void sheaf_drain_all(kmem_cache* s);
+// Empties one CPU's sheaves (a CPU leaving the process's affinity mask: uslub_cpu_offline).
+void sheaf_drain_cpu(kmem_cache* s, unsigned cpu);
 // Frees the per-CPU and barn structures (destroy).  Sheaves must be drained.
 void sheaves_free(kmem_cache* s);
 // Changes the capacity of new sheaves and drains the old ones.

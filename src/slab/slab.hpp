@@ -277,6 +277,7 @@ void slab_free_core(kmem_cache* s, page* slab, void* obj);
 // Checks that obj is an object of s handed out by uslub; reports and returns nullptr if not.
 page* slab_free_check(kmem_cache* s, const void* obj, const char* caller);
 void flush_all(kmem_cache* s);
+void slab_cpu_dead(kmem_cache* s, unsigned cpu);
 void flush_mutex_lock();
 void flush_mutex_unlock();
 int __kmem_cache_shrink(kmem_cache* s);

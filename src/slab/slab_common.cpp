@@ -403,6 +403,12 @@ int kmem_cache_get_info(struct kmem_cache* s, struct kmem_cache_info* info) {
   return 0;
 }
 
+static void cpu_dead_one(kmem_cache* s, void* arg) { slab_cpu_dead(s, *static_cast<unsigned*>(arg)); }
+
+void uslub_cpu_offline(unsigned int cpu) {
+  for_each_kmem_cache(&cpu_dead_one, &cpu);  // slab_mutex -> (sheaf slot, list_lock, slot)
+}
+
 void uslub_slab_stats_enable(int on) { g_stats.store(on != 0); }
 
 static void print_one(kmem_cache* s, void* arg) {

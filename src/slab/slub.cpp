@@ -614,6 +614,14 @@ static void flush_cpu_slab(kmem_cache* s, unsigned cpu) {
   if (partial) __unfreeze_partials(s, partial, cpu);
 }
 
+// A CPU the process will no longer run on (it left the affinity mask, or was unplugged): its
+// sheaves and CPU slab would otherwise hold objects nobody takes (the kernel's slub_cpu_dead).
+void slab_cpu_dead(kmem_cache* s, unsigned cpu) {
+  if (cpu >= s->nr_cpus) return;
+  sheaf_drain_cpu(s, cpu);
+  flush_cpu_slab(s, cpu);
+}
+
 static constinit lock_class_key flush_mutex_key{"flush_mutex"};
 static constinit spinlock_t flush_mutex{&flush_mutex_key};
 

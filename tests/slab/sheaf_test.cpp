@@ -300,3 +300,26 @@ TEST(SheafStorm, SignalsAndPreemptionNeverLoseOrDuplicate) {
 }
 
 }  // namespace uslub::test
+
+namespace uslub::test {
+TEST(Sheaf, CpuOfflineDrainsThatCpuOnly) {
+  if (platform::nr_cpu_ids() < 2) GTEST_SKIP();
+  kmem_cache* s = make("sheaf-offline", 64);
+  std::thread t([&] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(1, &set);
+    ASSERT_EQ(sched_setaffinity(0, sizeof set, &set), 0);
+    std::vector<void*> v;
+    for (int i = 0; i < 20; ++i) v.push_back(kmem_cache_alloc(s, 0));
+    for (void* p : v) kmem_cache_free(s, p);  // parked in CPU 1's sheaf
+  });
+  t.join();
+  EXPECT_GT(s->cpu_sheaves[1].main->size, 0u);
+  uslub_cpu_offline(1);
+  EXPECT_EQ(s->cpu_sheaves[1].main->size, 0u);
+  EXPECT_EQ(s->cpu_sheaves[1].spare, nullptr);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_destroy(s);
+}
+}  // namespace uslub::test
