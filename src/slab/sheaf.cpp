@@ -21,6 +21,11 @@ constinit lock_class_key barn_lock_key{"node_barn->lock"};
 
 USLUB_ALWAYS_INLINE slab_sheaf* empty_sheaf() { return &g_empty_sheaf; }
 
+// The capacity of new sheaves; sheaf_set_capacity() changes it at any time.
+USLUB_ALWAYS_INLINE unsigned sheaf_capacity_of(const kmem_cache* s) {
+  return __atomic_load_n(&s->sheaf_capacity, __ATOMIC_RELAXED);
+}
+
 // ---- taking the slot lock ---------------------------------------------------------------
 
 // Locks the current CPU's slot.  Returns it, or nullptr if its lock is held.
@@ -65,14 +70,12 @@ slab_sheaf* sheaf_new(kmem_cache* s) {
 
 void sheaf_delete(kmem_cache* s, slab_sheaf* sh) {
   if (sh == empty_sheaf()) return;
-  kmem_cache* sc = s->sheaf_cache;
-  if (sh->capacity != s->sheaf_capacity) {  // from before a resize: find its own cache
-    page* slab = virt_to_slab(sh);
-    sc = slab ? static_cast<kmem_cache*>(slab->slab_cache) : nullptr;
-    if (!sc) return;
-  }
+  (void)s;
+  // The sheaf's own cache (it may predate a resize that switched s->sheaf_cache).
   page* slab = virt_to_slab(sh);
-  if (slab) slab_free_core(sc, slab, sh);
+  if (!slab) return;
+  auto* sc = static_cast<kmem_cache*>(__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED));
+  slab_free_core(sc, slab, sh);
 }
 
 // Returns the objects of a sheaf to their slabs (kmem_cache_free_bulk: detached freelists).
@@ -109,7 +112,7 @@ slab_sheaf* barn_get(kmem_cache* s, node_barn* b, bool full) {
 bool barn_put(kmem_cache* s, node_barn* b, slab_sheaf* sh) {
   if (sh == empty_sheaf()) return true;
   bool full = sh->size != 0;
-  if (sh->capacity != s->sheaf_capacity || (full && sh->size != sh->capacity)) {
+  if (sh->capacity != sheaf_capacity_of(s) || (full && sh->size != sh->capacity)) {
     sheaf_stat_inc(s, BARN_PUT_FAIL);
     return false;
   }
@@ -185,7 +188,7 @@ void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp) {
     pcs_unlock(pcs);
     // Refill a sheaf from the slabs with no sheaf lock held.
     slab_sheaf* sh = barn_get(s, local_barn(s), false);
-    if (!sh || sh->capacity != s->sheaf_capacity) {
+    if (!sh || sh->capacity != sheaf_capacity_of(s)) {
       if (sh) sheaf_delete(s, sh);
       sh = sheaf_new(s);
     }
@@ -272,7 +275,7 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
   }
   // Trade the full main for an empty sheaf from the barn.
   slab_sheaf* empty = barn_get(s, local_barn(s), false);
-  if (empty && empty->capacity == s->sheaf_capacity) {
+  if (empty && empty->capacity == sheaf_capacity_of(s)) {
     pcs->main = empty;
     empty->objects[empty->size++] = obj;
     pcs_unlock(pcs);
@@ -289,7 +292,7 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
     if (!sh) return slab_free_core(s, slab, obj);
   } else {
     sheaf_flush(s, sh);
-    if (sh->capacity != s->sheaf_capacity) {
+    if (sh->capacity != sheaf_capacity_of(s)) {
       sheaf_delete(s, sh);
       sh = sheaf_new(s);
       if (!sh) return slab_free_core(s, slab, obj);

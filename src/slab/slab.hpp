@@ -203,7 +203,9 @@ USLUB_ALWAYS_INLINE bool cmpxchg16(void* addr, void* old_ptr, std::uint64_t old_
   return __sync_bool_compare_and_swap(static_cast<u128*>(addr), expected, desired);
 }
 
-USLUB_ALWAYS_INLINE void* load_ptr(void* const* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+// Acquire: pairs with the CAS that published the list, so the objects' contents (their free
+// pointers) written before it are visible (free on x86).
+USLUB_ALWAYS_INLINE void* load_ptr(void* const* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 USLUB_ALWAYS_INLINE std::uint64_t load_u64(const std::uint64_t* p) {
   return __atomic_load_n(p, __ATOMIC_RELAXED);
 }

@@ -335,7 +335,7 @@ void slab_fill_info(kmem_cache* s, kmem_cache_info* info) {
       for (int i = 0; i < NR_SLUB_STAT_ITEMS; ++i)
         info->stat[i] += s->cpu_stats[c].stat[i].load(std::memory_order_relaxed);
   }
-  info->sheaf_capacity = s->cpu_sheaves ? s->sheaf_capacity : 0;
+  info->sheaf_capacity = s->cpu_sheaves ? __atomic_load_n(&s->sheaf_capacity, __ATOMIC_RELAXED) : 0;
   info->sheaves_rseq = s->cpu_sheaves && s->sheaf_rseq;
   std::uint64_t ss[NR_SHEAF_STAT_ITEMS];
   sheaf_stats(s, ss);

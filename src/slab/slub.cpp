@@ -29,6 +29,14 @@ USLUB_ALWAYS_INLINE void set_slab_next(page* slab, page* next) {
 USLUB_ALWAYS_INLINE void set_c_slab(kmem_cache_cpu* c, page* slab) {
   __atomic_store_n(&c->slab, slab, __ATOMIC_RELAXED);
 }
+// c->partial and the head's slab count are read racily by kmem_cache_get_info.
+USLUB_ALWAYS_INLINE void set_c_partial(kmem_cache_cpu* c, page* p) {
+  __atomic_store_n(&c->partial, p, __ATOMIC_RELAXED);
+}
+USLUB_ALWAYS_INLINE void set_partial_count(page* slab, std::uint64_t n) {
+  __atomic_store_n(&slab->slab_private, n, __ATOMIC_RELAXED);
+}
+
 USLUB_ALWAYS_INLINE page* get_c_slab(kmem_cache_cpu* c) {
   return __atomic_load_n(&c->slab, __ATOMIC_RELAXED);
 }
@@ -254,9 +262,9 @@ static void put_cpu_partial(kmem_cache* s, page* slab, bool drain) {
       slabs = old->slab_private;
     }
   }
-  slab->slab_private = slabs + 1;
+  set_partial_count(slab, slabs + 1);
   set_slab_next(slab, old);
-  c->partial = slab;
+  set_c_partial(c, slab);
   c->lock.unlock();
   if (to_unfreeze) {
     __unfreeze_partials(s, to_unfreeze, cpu);
@@ -307,9 +315,9 @@ static page* get_partial_node(kmem_cache* s, kmem_cache_node* n, bool fill_cpu_p
       kmem_cache_cpu* c = &s->cpu_slab[cpu];
       if (!c->lock.try_lock()) break;  // lock order: list_lock -> cpu_slab->lock
       acquire_slab(s, n, slab, false, &avail, cpu);
-      slab->slab_private = (c->partial ? c->partial->slab_private : 0) + 1;
+      set_partial_count(slab, (c->partial ? c->partial->slab_private : 0) + 1);
       set_slab_next(slab, c->partial);
-      c->partial = slab;
+      set_c_partial(c, slab);
       c->lock.unlock();
       stat(s, CPU_PARTIAL_NODE, cpu);
     }
@@ -431,8 +439,8 @@ USLUB_SLOWPATH void* __slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned c
     }
     // new_slab: a CPU partial slab first.
     if (page* slab = c->partial; slab && (node < 0 || slab_nid(slab) == node)) {
-      c->partial = slab_next(slab);
-      if (c->partial) c->partial->slab_private = slab->slab_private - 1;
+      set_c_partial(c, slab_next(slab));
+      if (c->partial) set_partial_count(c->partial, slab->slab_private - 1);
       stat(s, CPU_PARTIAL_ALLOC, cpu);
       set_c_slab(c, slab);
       void* fl = get_freelist(s, slab, cpu);  // non-empty: partial slabs have free objects
@@ -605,7 +613,7 @@ static void flush_cpu_slab(kmem_cache* s, unsigned cpu) {
   void* fl = nullptr;
   page* slab = c->slab ? detach_cpu_slab(s, c, &fl) : nullptr;
   page* partial = c->partial;
-  c->partial = nullptr;
+  set_c_partial(c, nullptr);
   c->lock.unlock();
   if (slab) {
     deactivate_slab(s, slab, fl, cpu);
@@ -695,7 +703,7 @@ int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** 
     std::uint64_t tid = __atomic_load_n(&c->tid, __ATOMIC_ACQUIRE);
     void* fl = load_ptr(&c->freelist);
     page* slab = get_c_slab(c);
-    if (fl && slab) {
+    if (fl && slab && !USLUB_TSAN) {  // TSan builds: one object at a time under the slot lock
       // Take the whole CPU freelist with one CAS, use what we need, free back the rest.
       if (!cmpxchg16(c, fl, tid, nullptr, next_tid(s, tid))) continue;
       std::size_t got = 0;

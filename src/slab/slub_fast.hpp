@@ -23,7 +23,10 @@ USLUB_FASTPATH void* slab_alloc_node(kmem_cache* s, gfp_t gfp, int node) {
     std::uint64_t tid = __atomic_load_n(&c->tid, __ATOMIC_ACQUIRE);  // tid before the rest
     void* obj = load_ptr(&c->freelist);
     page* slab = __atomic_load_n(&c->slab, __ATOMIC_RELAXED);
-    if (USLUB_UNLIKELY(!obj || !slab || (node >= 0 && slab_nid(slab) != node)))
+    // ThreadSanitizer builds allocate like PREEMPT_RT (always under the slot lock): the
+    // lockless path's read of a free pointer that another thread may be overwriting (the CAS
+    // then fails) is a deliberate race the C++ model, and so TSan, cannot express.
+    if (USLUB_UNLIKELY(!obj || !slab || (node >= 0 && slab_nid(slab) != node)) || USLUB_TSAN)
       return __slab_alloc(s, gfp, node, cpu);
     void* next = get_freepointer(s, obj);  // may be stale: then the CAS fails
     if (USLUB_LIKELY(cmpxchg16(c, obj, tid, next, next_tid(s, tid)))) {
