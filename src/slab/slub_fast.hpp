@@ -2,6 +2,7 @@
 // tid + 16-byte CAS.  Locking rules: slab.hpp.
 #pragma once
 
+#include "base/report.hpp"
 #include "slab/slab.hpp"
 
 namespace uslub {

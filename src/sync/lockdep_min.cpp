@@ -7,8 +7,9 @@
 namespace uslub {
 namespace {
 constexpr int kMaxHeld = 48;
-thread_local const void* t_held[kMaxHeld];
-thread_local int t_nheld;
+// initial-exec: no __tls_get_addr (which may call malloc) when uslub is the malloc.
+__attribute__((tls_model("initial-exec"))) thread_local const void* t_held[kMaxHeld];
+__attribute__((tls_model("initial-exec"))) thread_local int t_nheld;
 }  // namespace
 
 void lockdep_acquire(const lock_class_key*, const void* lock, bool) {
@@ -24,12 +25,13 @@ void lockdep_release(const lock_class_key*, const void* lock) {
       return;
     }
   }
+  if (t_nheld > kMaxHeld) --t_nheld;  // an untracked one (more than kMaxHeld held)
 }
 
 bool lockdep_is_held(const void* lock) {
   for (int i = 0; i < t_nheld && i < kMaxHeld; ++i)
     if (t_held[i] == lock) return true;
-  return false;
+  return t_nheld > kMaxHeld;  // overflowed (fork's prepare holds hundreds): cannot tell
 }
 
 void lockdep_assert_held_fn(const void* lock, const char* what, const char* file, int line) {

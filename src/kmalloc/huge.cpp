@@ -1,0 +1,133 @@
+// Huge blocks (above MAX_ORDER_BYTES): one mmap each, remembered in an open-addressing hash
+// table so that kfree/ksize can recognise them without touching memory that may not be ours.
+//
+// Locking: huge_lock protects the table (huge_tab, huge_cap, huge_used).  The mmap/munmap
+// calls happen outside it (no lock across a system call); the table itself grows by mapping a
+// new array outside the lock and swapping it in under the lock.
+#include <errno.h>
+
+#include <cstring>
+
+#include "base/bits.hpp"
+#include "kmalloc/kmalloc.hpp"
+
+namespace uslub {
+namespace {
+
+struct huge_entry {
+  std::uintptr_t addr;  // 0 empty, 1 tombstone
+  std::size_t size;     // bytes usable at addr
+  std::uintptr_t map;   // mapping start and length (for munmap)
+  std::size_t map_len;
+};
+
+constinit lock_class_key huge_lock_key{"huge_lock"};
+constinit spinlock_t huge_lock{&huge_lock_key};
+huge_entry* huge_tab = nullptr;  // huge_lock
+std::size_t huge_cap = 0;        // huge_lock (power of two)
+std::size_t huge_used = 0;       // huge_lock: live + tombstones
+std::atomic<std::size_t> huge_total{0};
+
+std::size_t hash(std::uintptr_t a) { return (a >> 12) * 0x9e3779b97f4a7c15ull; }
+
+// Context: huge_lock.  Returns the slot of addr or nullptr.
+huge_entry* find(std::uintptr_t a) {
+  if (!huge_cap) return nullptr;
+  for (std::size_t i = hash(a) & (huge_cap - 1), n = 0; n < huge_cap; ++n, i = (i + 1) & (huge_cap - 1)) {
+    if (huge_tab[i].addr == a) return &huge_tab[i];
+    if (huge_tab[i].addr == 0) return nullptr;
+  }
+  return nullptr;
+}
+
+void insert_locked(huge_entry* tab, std::size_t cap, const huge_entry& e) {
+  for (std::size_t i = hash(e.addr) & (cap - 1);; i = (i + 1) & (cap - 1))
+    if (tab[i].addr <= 1) {
+      tab[i] = e;
+      return;
+    }
+}
+
+bool insert(const huge_entry& e) {
+  for (;;) {
+    huge_lock.lock();
+    if ((huge_used + 1) * 2 <= huge_cap) {
+      insert_locked(huge_tab, huge_cap, e);
+      ++huge_used;
+      huge_lock.unlock();
+      return true;
+    }
+    std::size_t want = huge_cap ? huge_cap * 2 : 256;
+    huge_lock.unlock();
+    void* mem;
+    if (platform::linux_vm().map(want * sizeof(huge_entry), &mem) != 0) return false;
+    auto* tab = static_cast<huge_entry*>(mem);
+    huge_lock.lock();
+    if (huge_cap >= want) {  // someone grew it meanwhile
+      huge_lock.unlock();
+      platform::linux_vm().release(mem, want * sizeof(huge_entry));
+      continue;
+    }
+    std::size_t live = 0;
+    for (std::size_t i = 0; i < huge_cap; ++i)
+      if (huge_tab[i].addr > 1) insert_locked(tab, want, huge_tab[i]), ++live;
+    huge_entry* old = huge_tab;
+    std::size_t old_cap = huge_cap;
+    huge_tab = tab;
+    huge_cap = want;
+    huge_used = live;
+    huge_lock.unlock();
+    if (old) platform::linux_vm().release(old, old_cap * sizeof(huge_entry));
+  }
+}
+
+}  // namespace
+
+void* huge_alloc(std::size_t size, std::size_t align) {
+  if (align < PAGE_SIZE) align = PAGE_SIZE;
+  std::size_t len = align_up(size, PAGE_SIZE);
+  std::size_t map_len = len + (align > PAGE_SIZE ? align : 0);
+  if (map_len < len) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  void* m;
+  if (platform::linux_vm().map(map_len, &m) != 0) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  auto base = reinterpret_cast<std::uintptr_t>(m);
+  std::uintptr_t a = (base + align - 1) & ~(std::uintptr_t{align} - 1);
+  if (!insert({a, len, base, map_len})) {
+    platform::linux_vm().release(m, map_len);
+    errno = ENOMEM;
+    return nullptr;
+  }
+  huge_total.fetch_add(map_len, std::memory_order_relaxed);
+  return reinterpret_cast<void*>(a);
+}
+
+bool huge_free(const void* p) {
+  huge_lock.lock();
+  huge_entry* e = find(reinterpret_cast<std::uintptr_t>(p));
+  if (!e) {
+    huge_lock.unlock();
+    return false;
+  }
+  huge_entry copy = *e;
+  e->addr = 1;  // tombstone
+  huge_lock.unlock();
+  platform::linux_vm().release(reinterpret_cast<void*>(copy.map), copy.map_len);
+  huge_total.fetch_sub(copy.map_len, std::memory_order_relaxed);
+  return true;
+}
+
+std::size_t huge_size(const void* p) {
+  lock_guard<spinlock_t> g(huge_lock);
+  huge_entry* e = find(reinterpret_cast<std::uintptr_t>(p));
+  return e ? e->size : 0;
+}
+
+std::size_t huge_bytes() { return huge_total.load(std::memory_order_relaxed); }
+
+}  // namespace uslub

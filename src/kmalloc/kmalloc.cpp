@@ -1,0 +1,201 @@
+// kmalloc size classes, large and huge blocks, kfree/ksize/krealloc.  See kmalloc.hpp.
+#include "kmalloc/kmalloc.hpp"
+
+#include <errno.h>
+#include <sched.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "base/bits.hpp"
+#include "base/check.hpp"
+
+namespace uslub {
+
+constinit kmalloc_state g_kmalloc{};
+constinit std::atomic<int> g_kmalloc_ready{0};
+
+static void build_classes(unsigned* sizes, unsigned* nr) {
+  unsigned n = 0;
+  sizes[n++] = 8;
+  for (unsigned s = 16; s <= 128; s += 16) sizes[n++] = s;
+  for (unsigned base = 128; base < KMALLOC_MAX_CACHE_SIZE; base *= 2)
+    for (unsigned q = 1; q <= 4; ++q) sizes[n++] = base + base / 4 * q;
+  *nr = n;
+}
+
+void kmalloc_init() {
+  int expected = 0;
+  if (!g_kmalloc_ready.compare_exchange_strong(expected, 1)) {
+    while (g_kmalloc_ready.load(std::memory_order_acquire) != 2) sched_yield();
+    return;
+  }
+  kmalloc_state& k = g_kmalloc;
+  build_classes(k.sizes, &k.nr);
+  USLUB_CHECK(k.nr <= kNrKmallocClasses);
+  for (unsigned i = 0; i < k.nr; ++i) {
+    char name[32];
+    snprintf(name, sizeof name, "kmalloc-%u", k.sizes[i]);
+    k.caches[i] = kmem_cache_create(name, k.sizes[i], 0, SLAB_NO_MERGE, nullptr);
+    if (!k.caches[i]) panic("cannot create %s", name);
+  }
+  unsigned c = 0;
+  for (std::size_t slot = 0; slot <= KMALLOC_MAX_CACHE_SIZE / 8; ++slot) {
+    std::size_t size = slot * 8;
+    while (k.sizes[c] < size) ++c;
+    k.index[slot] = static_cast<std::uint8_t>(c);
+  }
+  g_kmalloc_ready.store(2, std::memory_order_release);
+}
+
+void* kmalloc_large(std::size_t size, gfp_t gfp, std::size_t align) {
+  std::size_t need = size > align ? size : align;
+  if (need > MAX_ORDER_BYTES) return huge_alloc(size, align);
+  unsigned order = order_base_2((need + PAGE_SIZE - 1) / PAGE_SIZE);
+  page* p = global_page_allocator().alloc_pages(order, gfp | __GFP_COMP);
+  if (!p) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  set_page_flags(p, page_flags(p) | PG_large);
+  __atomic_store_n(&p->slab_private, static_cast<std::uint64_t>(size), __ATOMIC_RELAXED);
+  return page_address(p);
+}
+
+void* kmalloc_slow(std::size_t size, gfp_t gfp) {
+  if (g_kmalloc_ready.load(std::memory_order_acquire) != 2) {
+    kmalloc_init();
+    if (size <= KMALLOC_MAX_CACHE_SIZE) return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE);
+  }
+  if (size <= KMALLOC_MAX_CACHE_SIZE) return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE);
+  if (size > (std::size_t{1} << 47)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  void* p = kmalloc_large(size, gfp, 0);
+  // Huge blocks are fresh mappings: already zero.
+  return p;
+}
+
+void* kmalloc_aligned(std::size_t size, std::size_t align, gfp_t gfp) {
+  // Every class above 8 is a multiple of 16: a size of at least align is enough.
+  if (align <= 16) return kmalloc_inline(size < align ? align : size, gfp);
+  if (g_kmalloc_ready.load(std::memory_order_acquire) != 2) kmalloc_init();
+  std::size_t need = roundup_pow_of_two(size > align ? size : align);
+  if (need <= KMALLOC_MAX_CACHE_SIZE) {
+    // A power-of-two class: objects sit at multiples of their size in size-aligned slabs.
+    kmem_cache* s = kmalloc_slab(need);
+    USLUB_ASSERT(s->size == need);
+    return cache_alloc(s, gfp, NUMA_NO_NODE);
+  }
+  if (size > (std::size_t{1} << 47) || align > (std::size_t{1} << 40)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return kmalloc_large(size, gfp, align);
+}
+
+// Context: p is not a slab object start.
+void kfree_slow(const void* p, const char* caller) {
+  if (mem_section* sec = lookup_section(p)) {
+    auto off = reinterpret_cast<std::uintptr_t>(p) - sec->base;
+    if (off >= MEMMAP_BYTES && off < sec->top.load(std::memory_order_acquire)) {
+      page* head = compound_head(virt_to_page(p));
+      std::uint32_t f = page_flags(head);
+      if ((f & PG_head) && (f & PG_large) && page_address(head) == p) {
+        set_page_flags(head, f & ~PG_large);
+        global_page_allocator().free_pages(head, head->order);
+        return;
+      }
+      if (f & PG_slab) {
+        auto* s = static_cast<kmem_cache*>(head->slab_cache);
+        report_bug(s ? s->name : "kmalloc", "Invalid pointer",
+                   "%s(%p): not the start of an object\n", caller, p);
+        return;
+      }
+      if ((f & PG_head) && (f & PG_large)) {
+        report_bug("kmalloc", "Invalid pointer", "%s(%p): inside a large block at %p\n", caller,
+                   p, page_address(head));
+        return;
+      }
+      report_bug("kmalloc", (f & (PG_buddy | PG_pcp)) ? "Object already free" : "Invalid pointer",
+                 "%s(%p): not an allocated block\n", caller, p);
+      return;
+    }
+  }
+  if (huge_free(p)) return;
+  report_bug("kmalloc", "Invalid pointer", "%s(%p): not allocated by uslub\n", caller, p);
+}
+
+std::size_t ksize_slow(const void* p) {
+  if (!p) return 0;
+  if (page* slab = virt_to_slab(p))
+    return static_cast<kmem_cache*>(slab->slab_cache)->object_size;
+  if (mem_section* sec = lookup_section(p)) {
+    auto off = reinterpret_cast<std::uintptr_t>(p) - sec->base;
+    if (off >= MEMMAP_BYTES && off < sec->top.load(std::memory_order_acquire)) {
+      page* head = compound_head(virt_to_page(p));
+      if ((page_flags(head) & PG_large) && page_address(head) == p) return PAGE_SIZE << head->order;
+    }
+    return 0;
+  }
+  return huge_size(p);
+}
+
+bool kmalloc_owns(const void* p) {
+  kmem_cache* s;
+  if (kfree_slab_check(p, &s)) return true;
+  if (mem_section* sec = lookup_section(p)) {
+    auto off = reinterpret_cast<std::uintptr_t>(p) - sec->base;
+    if (off < MEMMAP_BYTES || off >= sec->top.load(std::memory_order_acquire)) return false;
+    page* head = compound_head(virt_to_page(p));
+    return (page_flags(head) & PG_large) && page_address(head) == p;
+  }
+  return huge_size(p) != 0;
+}
+
+}  // namespace uslub
+
+using namespace uslub;
+
+extern "C" {
+
+void* kmalloc(size_t size, uslub_gfp_t gfp) { return kmalloc_inline(size, gfp); }
+void* kzalloc(size_t size, uslub_gfp_t gfp) { return kmalloc_inline(size, gfp | __GFP_ZERO); }
+
+void* kcalloc(size_t n, size_t size, uslub_gfp_t gfp) {
+  size_t bytes;
+  if (__builtin_mul_overflow(n, size, &bytes)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return kmalloc_inline(bytes, gfp | __GFP_ZERO);
+}
+
+void kfree(const void* p) { kfree_inline(p, "kfree"); }
+
+size_t ksize(const void* p) { return ksize_slow(p); }
+
+void* krealloc(const void* p, size_t new_size, uslub_gfp_t gfp) {
+  if (!p) return kmalloc_inline(new_size, gfp);
+  if (new_size == 0) {
+    kfree(p);
+    return nullptr;
+  }
+  size_t have = ksize_slow(p);
+  if (have == 0) {
+    kfree_slow(p, "krealloc");  // reports what is wrong with p
+    errno = EINVAL;
+    return nullptr;
+  }
+  // Stay in place when it fits and does not waste more than half of the block.
+  if (new_size <= have && (new_size > have / 2 || have <= 16)) return const_cast<void*>(p);
+  void* q = kmalloc_inline(new_size, gfp & ~__GFP_ZERO);
+  if (!q) return nullptr;
+  memcpy(q, p, new_size < have ? new_size : have);
+  if ((gfp & __GFP_ZERO) && new_size > have) memset(static_cast<char*>(q) + have, 0, new_size - have);
+  kfree(p);
+  return q;
+}
+
+}  // extern "C"

@@ -1,0 +1,89 @@
+// kmalloc: size classes over kmem_cache, large blocks from the page allocator, huge ones from
+// mmap (the kernel's kmalloc_caches[] and kmalloc_large).
+//
+// Size classes: 8, then 16-byte steps to 128, then four classes per power of two up to 32 KiB
+// (160, 192, 224, 256, 320, ...): at most 25 % internal waste above 128 B (the kernel's powers
+// of two plus 96/192 waste up to 50 %).  Every class above 8 is a multiple of 16, so objects
+// are 16-byte aligned; power-of-two classes are aligned to their size (slabs are buddy blocks,
+// aligned to their own size), which serves aligned allocations up to 32 KiB.
+//
+// Above 32 KiB: 2^order pages from the page allocator (__GFP_COMP, PG_large on the head, the
+// requested size in head->slab_private).  Above MAX_ORDER (4 MiB): mmap, remembered in a hash
+// table (huge.cpp) so that kfree can tell its blocks from foreign pointers.
+//
+// Locking: the class table is written once at initialisation; the caches follow slab.hpp's
+// rules, the huge-block table its own (huge.cpp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "slab/cache_alloc.hpp"
+#include "slab/slab.hpp"
+
+namespace uslub {
+
+inline constexpr std::size_t KMALLOC_MAX_CACHE_SIZE = 32768;
+inline constexpr unsigned kNrKmallocClasses = 41;  // 8, 16..128 by 16, 4 per doubling to 32 KiB
+
+struct kmalloc_state {
+  kmem_cache* caches[kNrKmallocClasses];
+  unsigned sizes[kNrKmallocClasses];
+  unsigned nr;
+  // (size + 7) / 8 -> class, for size <= KMALLOC_MAX_CACHE_SIZE.
+  std::uint8_t index[KMALLOC_MAX_CACHE_SIZE / 8 + 1];
+};
+extern kmalloc_state g_kmalloc;
+extern std::atomic<int> g_kmalloc_ready;  // 2 once initialised
+
+USLUB_SLOWPATH void kmalloc_init();
+
+USLUB_ALWAYS_INLINE kmem_cache* kmalloc_slab(std::size_t size) {
+  return g_kmalloc.caches[g_kmalloc.index[(size + 7) >> 3]];
+}
+
+// Out-of-line parts.
+void* kmalloc_slow(std::size_t size, gfp_t gfp);      // init, large, huge
+void* kmalloc_large(std::size_t size, gfp_t gfp, std::size_t align);
+void kfree_slow(const void* p, const char* caller);   // large, huge, foreign
+std::size_t ksize_slow(const void* p);
+// Aligned allocation (align a power of two): NULL + errno on failure.
+void* kmalloc_aligned(std::size_t size, std::size_t align, gfp_t gfp);
+// Is p a block uslub handed out (slab object, large or huge block)?  Never faults.
+bool kmalloc_owns(const void* p);
+
+// Huge blocks (> MAX_ORDER_BYTES): huge.cpp
+void* huge_alloc(std::size_t size, std::size_t align);
+bool huge_free(const void* p);          // false if p is not a huge block
+std::size_t huge_size(const void* p);   // 0 if p is not a huge block
+std::size_t huge_bytes();               // total mapped
+
+USLUB_ALWAYS_INLINE void* kmalloc_inline(std::size_t size, gfp_t gfp) {
+  if (USLUB_LIKELY(size <= KMALLOC_MAX_CACHE_SIZE) &&
+      USLUB_LIKELY(g_kmalloc_ready.load(std::memory_order_relaxed) == 2))
+    return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE);
+  return kmalloc_slow(size, gfp);
+}
+
+// The slab of a kmalloc'd object and its cache, validated like slab_free_check_inline (object
+// boundary by reciprocal multiply); nullptr if p is not a slab object start.
+USLUB_ALWAYS_INLINE page* kfree_slab_check(const void* p, kmem_cache** sp) {
+  page* slab = virt_to_slab(p);
+  if (USLUB_UNLIKELY(!slab)) return nullptr;
+  auto* s = static_cast<kmem_cache*>(__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED));
+  auto off = static_cast<std::size_t>(static_cast<const char*>(p) -
+                                      static_cast<const char*>(page_address(slab)));
+  std::size_t idx = (off * s->reciprocal_size) >> 32;
+  if (USLUB_UNLIKELY(idx * s->size != off)) return nullptr;
+  *sp = s;
+  return slab;
+}
+
+USLUB_ALWAYS_INLINE void kfree_inline(const void* p, const char* caller) {
+  kmem_cache* s;
+  if (page* slab = kfree_slab_check(p, &s); USLUB_LIKELY(slab))
+    return cache_free(s, slab, const_cast<void*>(p));
+  if (p) kfree_slow(p, caller);
+}
+
+}  // namespace uslub

@@ -1,0 +1,172 @@
+// The malloc family over kmalloc: the drop-in (LD_PRELOAD=libuslub.so, or linked -luslub).
+//
+// glibc-compatible semantics (glibc 2.36): errno ENOMEM on failure; calloc/reallocarray
+// overflow -> NULL + ENOMEM; realloc(NULL, n) == malloc(n); realloc(p, 0) frees p and returns
+// NULL (glibc's REALLOC_ZERO_BYTES_FREES); posix_memalign returns EINVAL for an alignment that
+// is not a power of two multiple of sizeof(void*) and leaves errno alone; aligned_alloc
+// rejects a non-power-of-two alignment with EINVAL; memalign rounds it up; malloc(0) returns
+// a unique pointer.  A free of a pointer uslub never handed out (glibc's heap, the stack, the
+// middle of an object) is reported and ignored, never passed on: nothing is mixed.
+//
+// Initialisation: everything below allocates from static storage and mmap, never malloc, so a
+// malloc call during our own initialisation (or from dlsym/TLS set-up) cannot recurse.
+// pthread_atfork is registered after the allocator is up (it may itself call malloc).
+//
+// Fork: prepare takes every slab and page-allocator lock in the documented order
+// (slab_fork_prepare: slab_mutex -> flush_mutex -> sheaf slots/barns -> list_locks -> CPU
+// slots -> page allocator), parent and child release them; the child then owns a consistent
+// heap.  No per-thread state exists, so threads that exit leak nothing.
+#include <errno.h>
+#include <malloc.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+
+#include "base/bits.hpp"
+#include "kmalloc/kmalloc.hpp"
+
+using namespace uslub;
+
+namespace {
+
+std::atomic<int> g_atfork{0};
+
+USLUB_NOINLINE void register_fork_handlers() {
+  int expected = 0;
+  if (g_atfork.compare_exchange_strong(expected, 1))
+    platform::register_atfork(slab_fork_prepare, slab_fork_parent, slab_fork_child);
+}
+
+USLUB_ALWAYS_INLINE void* do_malloc(size_t size, gfp_t gfp) {
+  void* p = kmalloc_inline(size, gfp);
+  if (USLUB_UNLIKELY(g_atfork.load(std::memory_order_relaxed) == 0) && p) register_fork_handlers();
+  return p;
+}
+
+void* do_aligned(size_t align, size_t size) {
+  void* p = kmalloc_aligned(size, align, 0);
+  if (USLUB_UNLIKELY(g_atfork.load(std::memory_order_relaxed) == 0) && p) register_fork_handlers();
+  return p;
+}
+
+void print_stats(int fd) {
+  page_alloc_stats st = global_page_allocator().stats();
+  char buf[512];
+  int n = snprintf(buf, sizeof buf,
+                   "uslub: committed %llu KiB, free %llu KiB (returned %llu KiB), pcp %llu KiB, "
+                   "huge %zu KiB, limit %llu KiB\n",
+                   (unsigned long long)st.committed_bytes >> 10,
+                   (unsigned long long)st.free_bytes >> 10,
+                   (unsigned long long)st.returned_bytes >> 10,
+                   (unsigned long long)st.pcp_bytes >> 10, huge_bytes() >> 10,
+                   (unsigned long long)st.limit_bytes >> 10);
+  if (n > 0) (void)!write(fd, buf, static_cast<size_t>(n));
+  uslub_print_slabinfo(fd);
+}
+
+// USLUB_STATS=1: per-cache statistics at exit.
+__attribute__((destructor)) void uslub_exit_stats() {
+  if (platform::env_size("USLUB_STATS", 0)) print_stats(2);
+}
+
+}  // namespace
+
+extern "C" {
+
+USLUB_EXPORT void* malloc(size_t size) { return do_malloc(size, 0); }
+
+USLUB_EXPORT void free(void* p) { kfree_inline(p, "free"); }
+
+USLUB_EXPORT void* calloc(size_t n, size_t size) {
+  size_t bytes;
+  if (USLUB_UNLIKELY(__builtin_mul_overflow(n, size, &bytes))) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return do_malloc(bytes, __GFP_ZERO);
+}
+
+USLUB_EXPORT void* realloc(void* p, size_t size) {
+  if (!p) return do_malloc(size, 0);
+  if (size == 0) {
+    free(p);
+    return nullptr;
+  }
+  return krealloc(p, size, 0);
+}
+
+USLUB_EXPORT void* reallocarray(void* p, size_t n, size_t size) {
+  size_t bytes;
+  if (__builtin_mul_overflow(n, size, &bytes)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return realloc(p, bytes);
+}
+
+USLUB_EXPORT int posix_memalign(void** out, size_t align, size_t size) {
+  if (align < sizeof(void*) || !is_power_of_2(align)) return EINVAL;
+  int saved = errno;
+  void* p = do_aligned(align, size);
+  if (!p) {
+    errno = saved;
+    return ENOMEM;
+  }
+  *out = p;
+  return 0;
+}
+
+USLUB_EXPORT void* aligned_alloc(size_t align, size_t size) {
+  if (!is_power_of_2(align)) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  return do_aligned(align, size);
+}
+
+USLUB_EXPORT void* memalign(size_t align, size_t size) {
+  if (align > (size_t{1} << 40)) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  return do_aligned(roundup_pow_of_two(align ? align : 1), size);
+}
+
+USLUB_EXPORT void* valloc(size_t size) { return do_aligned(PAGE_SIZE, size); }
+
+USLUB_EXPORT void* pvalloc(size_t size) {
+  size_t rounded = align_up(size ? size : 1, PAGE_SIZE);
+  if (rounded < size) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return do_aligned(PAGE_SIZE, rounded);
+}
+
+USLUB_EXPORT size_t malloc_usable_size(void* p) { return p ? ksize_slow(p) : 0; }
+
+static void shrink_one(kmem_cache* s, void*) { __kmem_cache_shrink(s); }
+
+USLUB_EXPORT int malloc_trim(size_t) {
+  for_each_kmem_cache(&shrink_one, nullptr);
+  global_page_allocator().drain_all_pages();
+  return global_page_allocator().reclaim(/*force=*/true) > 0 ? 1 : 0;
+}
+
+USLUB_EXPORT struct mallinfo2 mallinfo2(void) {
+  struct mallinfo2 mi {};
+  page_alloc_stats st = global_page_allocator().stats();
+  mi.arena = st.committed_bytes;
+  mi.hblks = 0;
+  mi.hblkhd = huge_bytes();
+  mi.fordblks = st.free_bytes + st.pcp_bytes;
+  mi.uordblks = st.committed_bytes > mi.fordblks ? st.committed_bytes - mi.fordblks : 0;
+  mi.keepcost = st.free_bytes - st.returned_bytes;
+  return mi;
+}
+
+USLUB_EXPORT void malloc_stats(void) { print_stats(2); }
+
+}  // extern "C"
