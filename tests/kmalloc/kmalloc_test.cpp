@@ -1,0 +1,96 @@
+// kmalloc classes, large/huge blocks, krealloc, ksize, and the C++ API.
+#include <uslub/slab.h>
+#include <uslub/uslub.hpp>
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "kmalloc/kmalloc.hpp"
+#include "test_support.hpp"
+
+namespace uslub::test {
+
+TEST(Kmalloc, ClassesCoverEverySizeWithBoundedWaste) {
+  kfree(kmalloc(1, 0));  // initialise
+  for (size_t sz = 1; sz <= KMALLOC_MAX_CACHE_SIZE; ++sz) {
+    kmem_cache* s = kmalloc_slab(sz);
+    ASSERT_GE(s->object_size, sz);
+    if (sz > 128) EXPECT_LE(s->object_size, sz + sz / 4 + 1) << sz;
+  }
+}
+
+TEST(Kmalloc, AllocFreeKsizeAcrossClassesLargeAndHuge) {
+  for (size_t sz : {size_t{1}, size_t{8}, size_t{9}, size_t{100}, size_t{4000}, size_t{32768},
+                    size_t{32769}, size_t{1} << 20, size_t{4} << 20, (size_t{4} << 20) + 1}) {
+    char* p = static_cast<char*>(kmalloc(sz, 0));
+    ASSERT_NE(p, nullptr);
+    EXPECT_GE(ksize(p), sz);
+    memset(p, 1, sz);
+    kfree(p);
+  }
+  auto* z = static_cast<unsigned char*>(kzalloc(5000, 0));
+  for (int i = 0; i < 5000; ++i) ASSERT_EQ(z[i], 0);
+  kfree(z);
+  errno = 0;
+  EXPECT_EQ(kcalloc(SIZE_MAX / 4, 8, 0), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+}
+
+TEST(Kmalloc, KreallocKeepsContents) {
+  char* p = static_cast<char*>(kmalloc(10, 0));
+  strcpy(p, "abcdefghi");
+  for (size_t sz : {11, 200, 70000, 6000000, 40, 10}) {
+    p = static_cast<char*>(krealloc(p, sz, 0));
+    ASSERT_NE(p, nullptr);
+    EXPECT_STREQ(p, "abcdefghi") << sz;
+  }
+  EXPECT_EQ(krealloc(p, 0, 0), nullptr);
+}
+
+TEST(Kmalloc, ForeignAndInteriorPointersAreReported) {
+  report_capture cap;
+  int x;
+  kfree(&x);
+  char* big = static_cast<char*>(kmalloc(100000, 0));
+  kfree(big + 4096);
+  kfree(big);
+  char* huge = static_cast<char*>(kmalloc(8 << 20, 0));
+  kfree(huge + 8);
+  kfree(huge);
+  kfree(huge);
+  ASSERT_EQ(cap.count(), 4u);
+  EXPECT_EQ(cap.first_line(0), "uslub: BUG kmalloc: Invalid pointer");
+  EXPECT_NE(cap.reports()[1].find("inside a large block"), std::string::npos);
+  EXPECT_EQ(cap.first_line(3), "uslub: BUG kmalloc: Invalid pointer");
+}
+
+TEST(CxxApi, CacheAllocatorAndResource) {
+  struct obj {
+    int a;
+    std::string s;
+    obj(int x, std::string y) : a(x), s(std::move(y)) {}
+  };
+  {
+    uslub::cache<obj> c("cxx-obj", SLAB_NO_MERGE);
+    obj* o = c.create(7, "seven");
+    EXPECT_EQ(o->a, 7);
+    EXPECT_EQ(o->s, "seven");
+    c.destroy(o);
+    obj* raw[16];
+    c.alloc_bulk(raw);
+    c.free_bulk(raw);
+  }
+  std::vector<int, uslub::allocator<int>> v;
+  for (int i = 0; i < 100000; ++i) v.push_back(i);
+  EXPECT_TRUE(kmalloc_owns(v.data()));
+  std::pmr::vector<std::pmr::string> pv(uslub::get_resource());
+  for (int i = 0; i < 1000; ++i) pv.emplace_back(100, 'x');
+  EXPECT_TRUE(kmalloc_owns(pv.data()));
+  void* a = uslub::get_resource()->allocate(100, 4096);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a) % 4096, 0u);
+  uslub::get_resource()->deallocate(a, 100, 4096);
+}
+
+}  // namespace uslub::test
