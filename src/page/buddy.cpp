@@ -28,12 +28,12 @@ void add_to_free_list(zone* z, page* p, unsigned order, bool returned, std::uint
   free_area* a = &z->area[order];
   if (returned) {
     list_add(&p->lru, &a->returned_list);
-    z->returned_pages += std::size_t{1} << order;
+    __atomic_store_n(&z->returned_pages, z->returned_pages + (std::size_t{1} << order), __ATOMIC_RELAXED);
   } else {
     list_add(&p->lru, &a->free_list);  // newest first: reclaim takes the oldest from the tail
   }
   a->nr_free++;
-  z->free_pages += std::size_t{1} << order;
+  __atomic_store_n(&z->free_pages, z->free_pages + (std::size_t{1} << order), __ATOMIC_RELAXED);
 }
 
 // Is `b` the head of a free block of exactly `order` that can merge?
@@ -47,8 +47,11 @@ void __del_page_from_free_list(zone* z, page* p, unsigned order) {
   lockdep_assert_held(&z->lock);
   list_del(&p->lru);
   z->area[order].nr_free--;
-  z->free_pages -= std::size_t{1} << order;
-  if (page_flags(p) & PG_returned) z->returned_pages -= std::size_t{1} << order;
+  // Atomic stores (under zone->lock): maybe_reclaim() reads them without the lock.
+  __atomic_store_n(&z->free_pages, z->free_pages - (std::size_t{1} << order), __ATOMIC_RELAXED);
+  if (page_flags(p) & PG_returned)
+    __atomic_store_n(&z->returned_pages, z->returned_pages - (std::size_t{1} << order),
+                     __ATOMIC_RELAXED);
   set_page_flags(p, 0);
 }
 

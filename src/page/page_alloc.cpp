@@ -32,6 +32,7 @@ page_alloc_config page_alloc_config::from_env() {
   if (const char* d = getenv("USLUB_DECOMMIT"); d && strcmp(d, "free") == 0)
     c.decommit = platform::decommit_mode::free;
   c.thp = platform::env_size("USLUB_THP", 0) != 0;
+  c.retain_bytes = platform::env_size("USLUB_RETAIN", c.retain_bytes);
   return c;
 }
 

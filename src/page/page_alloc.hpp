@@ -103,7 +103,12 @@ struct page_alloc_config {
   platform::decommit_mode decommit = platform::decommit_mode::dontneed;
   unsigned nr_nodes = 0;           // 0: the platform's node count
   bool thp = false;                // MADV_HUGEPAGE on new memory (USLUB_THP=1)
-  bool no_pcp = false;             // bypass the per-CPU lists (benchmarks: "zone only")
+  bool no_pcp = false;
+  // Free memory kept resident per zone regardless of decay: beyond it, a zone-level free
+  // returns idle and fresh free blocks at once (USLUB_RETAIN; 0: no bound).  Without a
+  // background thread this is what bounds the RSS of a program that frees a lot and then
+  // goes quiet.
+  std::size_t retain_bytes = std::size_t{64} << 20;             // bypass the per-CPU lists (benchmarks: "zone only")
 
   // The defaults, overridden by USLUB_* environment variables.
   static page_alloc_config from_env();

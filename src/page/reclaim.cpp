@@ -20,11 +20,15 @@
 namespace uslub {
 
 void page_allocator::maybe_reclaim(zone* z, std::uint64_t now_ms) {
-  if (USLUB_LIKELY(now_ms < z->next_reclaim_ms.load(std::memory_order_relaxed))) return;
+  std::size_t resident = __atomic_load_n(&z->free_pages, __ATOMIC_RELAXED) -
+                         __atomic_load_n(&z->returned_pages, __ATOMIC_RELAXED);
+  bool over = cfg_.retain_bytes && resident * PAGE_SIZE > cfg_.retain_bytes;
+  if (USLUB_LIKELY(!over && now_ms < z->next_reclaim_ms.load(std::memory_order_relaxed))) return;
   if (z->reclaiming.exchange(true, std::memory_order_acquire)) return;
   std::uint64_t decay = static_cast<std::uint64_t>(cfg_.decay_ms);
   z->next_reclaim_ms.store(now_ms + (decay ? decay / 2 : 0) + 1, std::memory_order_relaxed);
-  reclaim_zone(z, now_ms - (decay < now_ms ? decay : now_ms));
+  // Over the retain bound: every free block goes back, however fresh.
+  reclaim_zone(z, over ? ~std::uint64_t{0} : now_ms - (decay < now_ms ? decay : now_ms));
   z->reclaiming.store(false, std::memory_order_release);
 }
 
