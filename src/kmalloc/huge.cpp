@@ -1,7 +1,12 @@
 // Huge blocks (above MAX_ORDER_BYTES): one mmap each, remembered in an open-addressing hash
 // table so that kfree/ksize can recognise them without touching memory that may not be ours.
 //
-// Locking: huge_lock protects the table (huge_tab, huge_cap, huge_used).  The mmap/munmap
+// Freed page-aligned mappings are kept in a small cache (at most kCacheBlocks blocks and
+// kCacheBytes bytes) and reused by later huge allocations of a similar size: programs that
+// cycle multi-MiB buffers would otherwise pay mmap + page faults + munmap every time (glibc
+// gets the same effect from its dynamic mmap threshold).
+//
+// Locking: huge_lock protects the table (huge_tab, huge_cap, huge_used) and the cache.  The mmap/munmap
 // calls happen outside it (no lock across a system call); the table itself grows by mapping a
 // new array outside the lock and swapping it in under the lock.
 #include <errno.h>
@@ -27,6 +32,26 @@ huge_entry* huge_tab = nullptr;  // huge_lock
 std::size_t huge_cap = 0;        // huge_lock (power of two)
 std::size_t huge_used = 0;       // huge_lock: live + tombstones
 std::atomic<std::size_t> huge_total{0};
+
+constexpr int kCacheBlocks = 8;
+constexpr std::size_t kCacheBytes = std::size_t{64} << 20;
+huge_entry cache[kCacheBlocks];  // huge_lock
+int nr_cached = 0;               // huge_lock
+std::size_t cached_bytes = 0;    // huge_lock
+
+// Takes a cached mapping of at least len bytes (and not more than twice it).
+// Context: huge_lock.
+bool take_cached(std::size_t len, huge_entry* out) {
+  for (int i = 0; i < nr_cached; ++i) {
+    if (cache[i].map_len >= len && cache[i].map_len <= 2 * len) {
+      *out = cache[i];
+      cache[i] = cache[--nr_cached];
+      cached_bytes -= out->map_len;
+      return true;
+    }
+  }
+  return false;
+}
 
 std::size_t hash(std::uintptr_t a) { return (a >> 12) * 0x9e3779b97f4a7c15ull; }
 
@@ -83,9 +108,24 @@ bool insert(const huge_entry& e) {
 
 }  // namespace
 
-void* huge_alloc(std::size_t size, std::size_t align) {
+void* huge_alloc(std::size_t size, std::size_t align, bool zero) {
   if (align < PAGE_SIZE) align = PAGE_SIZE;
   std::size_t len = align_up(size, PAGE_SIZE);
+  if (align == PAGE_SIZE && len >= size) {
+    huge_entry e;
+    huge_lock.lock();
+    bool hit = take_cached(len, &e);
+    huge_lock.unlock();
+    if (hit) {
+      e.size = e.map_len;
+      if (insert(e)) {
+        if (zero) memset(reinterpret_cast<void*>(e.addr), 0, size);
+        return reinterpret_cast<void*>(e.addr);
+      }
+      platform::linux_vm().release(reinterpret_cast<void*>(e.map), e.map_len);
+      huge_total.fetch_sub(e.map_len, std::memory_order_relaxed);
+    }
+  }
   std::size_t map_len = len + (align > PAGE_SIZE ? align : 0);
   if (map_len < len) {
     errno = ENOMEM;
@@ -116,6 +156,13 @@ bool huge_free(const void* p) {
   }
   huge_entry copy = *e;
   e->addr = 1;  // tombstone
+  if (copy.addr == copy.map && nr_cached < kCacheBlocks &&
+      cached_bytes + copy.map_len <= kCacheBytes) {
+    cache[nr_cached++] = copy;
+    cached_bytes += copy.map_len;
+    huge_lock.unlock();
+    return true;
+  }
   huge_lock.unlock();
   platform::linux_vm().release(reinterpret_cast<void*>(copy.map), copy.map_len);
   huge_total.fetch_sub(copy.map_len, std::memory_order_relaxed);
@@ -126,6 +173,23 @@ std::size_t huge_size(const void* p) {
   lock_guard<spinlock_t> g(huge_lock);
   huge_entry* e = find(reinterpret_cast<std::uintptr_t>(p));
   return e ? e->size : 0;
+}
+
+std::size_t huge_trim() {
+  huge_entry drop[kCacheBlocks];
+  huge_lock.lock();
+  int n = nr_cached;
+  for (int i = 0; i < n; ++i) drop[i] = cache[i];
+  nr_cached = 0;
+  cached_bytes = 0;
+  huge_lock.unlock();
+  std::size_t bytes = 0;
+  for (int i = 0; i < n; ++i) {
+    platform::linux_vm().release(reinterpret_cast<void*>(drop[i].map), drop[i].map_len);
+    bytes += drop[i].map_len;
+  }
+  huge_total.fetch_sub(bytes, std::memory_order_relaxed);
+  return bytes;
 }
 
 std::size_t huge_bytes() { return huge_total.load(std::memory_order_relaxed); }

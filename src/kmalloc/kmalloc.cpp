@@ -50,9 +50,11 @@ void kmalloc_init() {
 
 void* kmalloc_large(std::size_t size, gfp_t gfp, std::size_t align) {
   std::size_t need = size > align ? size : align;
-  if (need > MAX_ORDER_BYTES) return huge_alloc(size, align);
+  if (need > MAX_ORDER_BYTES) return huge_alloc(size, align, gfp & __GFP_ZERO);
   unsigned order = order_base_2((need + PAGE_SIZE - 1) / PAGE_SIZE);
-  page* p = global_page_allocator().alloc_pages(order, gfp | __GFP_COMP);
+  // Not __GFP_COMP: marking up to 1023 tail descriptors per block costs more than it buys;
+  // kfree only needs the head (an interior pointer is still reported, as "not allocated").
+  page* p = global_page_allocator().alloc_pages(order, gfp);
   if (!p) {
     errno = ENOMEM;
     return nullptr;

@@ -53,10 +53,11 @@ void* kmalloc_aligned(std::size_t size, std::size_t align, gfp_t gfp);
 bool kmalloc_owns(const void* p);
 
 // Huge blocks (> MAX_ORDER_BYTES): huge.cpp
-void* huge_alloc(std::size_t size, std::size_t align);
+void* huge_alloc(std::size_t size, std::size_t align, bool zero);
 bool huge_free(const void* p);          // false if p is not a huge block
 std::size_t huge_size(const void* p);   // 0 if p is not a huge block
-std::size_t huge_bytes();               // total mapped
+std::size_t huge_bytes();               // total mapped (live and cached)
+std::size_t huge_trim();                // unmaps the cache of freed blocks; bytes released
 
 USLUB_ALWAYS_INLINE void* kmalloc_inline(std::size_t size, gfp_t gfp) {
   if (USLUB_LIKELY(size <= KMALLOC_MAX_CACHE_SIZE) &&

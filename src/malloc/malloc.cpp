@@ -152,7 +152,8 @@ static void shrink_one(kmem_cache* s, void*) { __kmem_cache_shrink(s); }
 USLUB_EXPORT int malloc_trim(size_t) {
   for_each_kmem_cache(&shrink_one, nullptr);
   global_page_allocator().drain_all_pages();
-  return global_page_allocator().reclaim(/*force=*/true) > 0 ? 1 : 0;
+  std::size_t released = huge_trim();
+  return global_page_allocator().reclaim(/*force=*/true) + released > 0 ? 1 : 0;
 }
 
 USLUB_EXPORT struct mallinfo2 mallinfo2(void) {

@@ -104,7 +104,8 @@ struct page_alloc_config {
   unsigned nr_nodes = 0;           // 0: the platform's node count
   bool thp = false;                // MADV_HUGEPAGE on new memory (USLUB_THP=1)
   bool no_pcp = false;
-  // Free memory kept resident per zone regardless of decay: beyond it, a zone-level free
+  // Free memory kept resident per zone regardless of decay (at least this, at most 1/8 of the
+  // committed heap when that is more): beyond it, a zone-level free
   // returns idle and fresh free blocks at once (USLUB_RETAIN; 0: no bound).  Without a
   // background thread this is what bounds the RSS of a program that frees a lot and then
   // goes quiet.

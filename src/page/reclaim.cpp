@@ -22,7 +22,12 @@ namespace uslub {
 void page_allocator::maybe_reclaim(zone* z, std::uint64_t now_ms) {
   std::size_t resident = __atomic_load_n(&z->free_pages, __ATOMIC_RELAXED) -
                          __atomic_load_n(&z->returned_pages, __ATOMIC_RELAXED);
-  bool over = cfg_.retain_bytes && resident * PAGE_SIZE > cfg_.retain_bytes;
+  // The bound grows with the heap (1/8 of committed memory) so that a program cycling large
+  // blocks through a big heap does not madvise and re-fault them on every free.
+  std::size_t bound = cfg_.retain_bytes;
+  std::size_t eighth = committed_.load(std::memory_order_relaxed) / 8;
+  if (bound && eighth > bound) bound = eighth;
+  bool over = bound && resident * PAGE_SIZE > bound;
   if (USLUB_LIKELY(!over && now_ms < z->next_reclaim_ms.load(std::memory_order_relaxed))) return;
   if (z->reclaiming.exchange(true, std::memory_order_acquire)) return;
   std::uint64_t decay = static_cast<std::uint64_t>(cfg_.decay_ms);
