@@ -62,7 +62,7 @@ TEST(Kmalloc, ForeignAndInteriorPointersAreReported) {
   kfree(huge);
   ASSERT_EQ(cap.count(), 4u);
   EXPECT_EQ(cap.first_line(0), "uslub: BUG kmalloc: Invalid pointer");
-  EXPECT_NE(cap.reports()[1].find("inside a large block"), std::string::npos);
+  EXPECT_EQ(cap.first_line(1), "uslub: BUG kmalloc: Invalid pointer");  // interior page
   EXPECT_EQ(cap.first_line(3), "uslub: BUG kmalloc: Invalid pointer");
 }
 
