@@ -1,4 +1,5 @@
 // Basic kmem_cache behaviour: create/alloc/free/destroy, uniqueness, validation.
+#include <unistd.h>
 #include <uslub/slab.h>
 
 #include <algorithm>
@@ -148,4 +149,37 @@ TEST(KmemCache, ImpossibleArgumentsAreEinval) {
   EXPECT_EQ(cap.count(), 2u);
 }
 
+}  // namespace uslub::test
+
+namespace uslub::test {
+TEST(Slabinfo, PrintsTheProcFormatWithEveryCache) {
+  kmem_cache* s = kmem_cache_create("slabinfo-test", 100, 0, SLAB_NO_MERGE, nullptr);
+  void* p = kmem_cache_alloc(s, 0);
+  char path[] = "/tmp/uslub-slabinfo-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  uslub_print_slabinfo(fd);
+  lseek(fd, 0, SEEK_SET);
+  std::string text(1 << 20, '\0');
+  ssize_t n = read(fd, text.data(), text.size());
+  close(fd);
+  unlink(path);
+  text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  EXPECT_EQ(text.rfind("slabinfo - version: 2.1\n", 0), 0u);
+  size_t at = text.find("\nslabinfo-test ");
+  ASSERT_NE(at, std::string::npos);
+  std::string line = text.substr(at + 1, text.find('\n', at + 1) - at - 1);
+  unsigned long active, total, objsize, per, pages;
+  ASSERT_EQ(sscanf(line.c_str(), "slabinfo-test %lu %lu %lu %lu %lu", &active, &total, &objsize,
+                   &per, &pages),
+            5);
+  EXPECT_GE(active, 1u);
+  EXPECT_EQ(objsize, s->size);
+  EXPECT_EQ(per, s->objects);
+  EXPECT_NE(line.find(": tunables"), std::string::npos);
+  EXPECT_NE(line.find(": slabdata"), std::string::npos);
+  kmem_cache_free(s, p);
+  kmem_cache_shrink(s);
+  kmem_cache_destroy(s);
+}
 }  // namespace uslub::test
