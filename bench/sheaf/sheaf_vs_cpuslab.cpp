@@ -43,7 +43,8 @@ double pair_ns(kmem_cache* s, int threads, long iters) {
   for (int t = 0; t < threads; ++t)
     ts.emplace_back([&, t] {
       go++;
-      while (go.load() < threads) {}
+      while (go.load() < threads) {
+      }
       auto t0 = clk::now();
       for (long i = 0; i < iters; ++i) {
         void* p = kmem_cache_alloc(s, 0);

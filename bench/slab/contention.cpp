@@ -13,7 +13,9 @@
 #include "page/page_alloc.hpp"
 
 int main() {
-  printf("| threads | ops | list_lock /1000 ops | zone->lock /1000 ops | barn get+put /1000 ops | sheaf misses /1000 ops |\n");
+  printf(
+      "| threads | ops | list_lock /1000 ops | zone->lock /1000 ops | barn get+put /1000 ops | "
+      "sheaf misses /1000 ops |\n");
   printf("| --- | --- | --- | --- | --- | --- |\n");
   for (int threads : {1, 2, 8, 32}) {
     kmem_cache* s = kmem_cache_create(("contention-" + std::to_string(threads)).c_str(), 64, 0,
@@ -51,8 +53,10 @@ int main() {
     printf("| %d | %.0f | %.3f | %.3f | %.3f | %.3f |\n", threads, ops,
            per_k(static_cast<double>(b.list_lock_acquired - a.list_lock_acquired)),
            per_k(static_cast<double>(zb.zone_lock_acquired - za.zone_lock_acquired)),
-           per_k(static_cast<double>(b.sheaf_stat[7] + b.sheaf_stat[9] - a.sheaf_stat[7] - a.sheaf_stat[9])),
-           per_k(static_cast<double>(b.sheaf_stat[1] + b.sheaf_stat[3] - a.sheaf_stat[1] - a.sheaf_stat[3])));
+           per_k(static_cast<double>(b.sheaf_stat[7] + b.sheaf_stat[9] - a.sheaf_stat[7] -
+                                     a.sheaf_stat[9])),
+           per_k(static_cast<double>(b.sheaf_stat[1] + b.sheaf_stat[3] - a.sheaf_stat[1] -
+                                     a.sheaf_stat[3])));
     kmem_cache_shrink(s);
     kmem_cache_destroy(s);
   }

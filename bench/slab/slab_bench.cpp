@@ -25,7 +25,8 @@ struct api {
   kmem_cache* s = nullptr;
   size_t size;
   explicit api(size_t sz) : size(sz) {
-    if (!g_malloc) s = kmem_cache_create(("bench-" + std::to_string(sz)).c_str(), sz, 0, SLAB_NO_MERGE, nullptr);
+    if (!g_malloc)
+      s = kmem_cache_create(("bench-" + std::to_string(sz)).c_str(), sz, 0, SLAB_NO_MERGE, nullptr);
   }
   void* alloc() { return g_malloc ? malloc(size) : kmem_cache_alloc(s, 0); }
   void free(void* p) { g_malloc ? ::free(p) : kmem_cache_free(s, p); }
@@ -48,7 +49,8 @@ double pair(size_t size, int threads) {
   for (int t = 0; t < threads; ++t)
     ts.emplace_back([&, t] {
       ready++;
-      while (ready.load() < threads) {}
+      while (ready.load() < threads) {
+      }
       auto t0 = clk::now();
       for (long i = 0; i < g_iters; ++i) {
         void* p = a.alloc();
@@ -84,13 +86,15 @@ double prodcons(size_t size) {
   std::thread cons([&] {
     for (long i = 0; i < n; ++i) {
       void* p;
-      while (!(p = q[i % kQ].exchange(nullptr, std::memory_order_acquire))) {}
+      while (!(p = q[i % kQ].exchange(nullptr, std::memory_order_acquire))) {
+      }
       a.free(p);
     }
   });
   for (long i = 0; i < n; ++i) {
     void* p = a.alloc();
-    while (q[i % kQ].load(std::memory_order_relaxed)) {}
+    while (q[i % kQ].load(std::memory_order_relaxed)) {
+    }
     q[i % kQ].store(p, std::memory_order_release);
   }
   cons.join();

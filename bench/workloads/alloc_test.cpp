@@ -17,8 +17,8 @@ std::vector<uint32_t> pareto_sizes(size_t n, uint64_t seed) {
   wl::Rng rng(seed);
   std::vector<uint32_t> t(n);
   for (auto& s : t) {
-    double u = 1.0 - rng.unit();                     // (0, 1]
-    double x = 16.0 / std::pow(u, 1.0 / 1.1);        // Pareto(x_m = 16, alpha = 1.1)
+    double u = 1.0 - rng.unit();               // (0, 1]
+    double x = 16.0 / std::pow(u, 1.0 / 1.1);  // Pareto(x_m = 16, alpha = 1.1)
     s = static_cast<uint32_t>(x > 1024 ? 1024 : x);
   }
   return t;
@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
   double mean = 0;
   for (auto s : sizes) mean += s;
   mean /= sizes.size();
-  wl::result("alloc-test", threads, ops * threads, secs,
-             wl::kv("mean_size", mean, "%.0f") + " " + wl::kv("ns_per_op", secs * 1e9 / ops, "%.2f"));
+  wl::result(
+      "alloc-test", threads, ops * threads, secs,
+      wl::kv("mean_size", mean, "%.0f") + " " + wl::kv("ns_per_op", secs * 1e9 / ops, "%.2f"));
 }

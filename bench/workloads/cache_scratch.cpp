@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
   const int threads = args.threads(2);
   const size_t size = static_cast<size_t>(args.num("size", 8));
   const uint64_t rounds = args.scaled(2000000);  // malloc/free per thread
-  const int writes = 100;                       // writes per object per round
+  const int writes = 100;                        // writes per object per round
 
   std::vector<char*> initial(threads);
   for (auto& p : initial) p = static_cast<char*>(std::malloc(size));

@@ -4,13 +4,13 @@
 //   RESULT name=<workload> threads=<n> ops=<n> seconds=<s> [key=value ...]
 #pragma once
 
+#include <unistd.h>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <unistd.h>
 
 namespace wl {
 
@@ -50,13 +50,15 @@ struct Rng {
     s ^= s >> 27;
     return s * 0x2545F4914F6CDD1Dull;
   }
-  uint64_t below(uint64_t n) { return next() % n; }               // [0, n)
+  uint64_t below(uint64_t n) { return next() % n; }                             // [0, n)
   uint64_t range(uint64_t lo, uint64_t hi) { return lo + below(hi - lo + 1); }  // [lo, hi]
   double unit() { return (next() >> 11) * (1.0 / 9007199254740992.0); }         // [0, 1)
 };
 
 // Keeps the compiler from proving an allocation unused and deleting the malloc/free pair.
-inline void escape(void* p) { asm volatile("" : : "g"(p) : "memory"); }
+inline void escape(void* p) {
+  asm volatile("" : : "g"(p) : "memory");
+}
 
 // Writes a few bytes so the block is really used (and its first line is brought into cache).
 inline void touch(void* p, size_t n) {

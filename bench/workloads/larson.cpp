@@ -60,7 +60,8 @@ int main(int argc, char** argv) {
   }
 
   double t0 = wl::now();
-  for (int t = 0; t < threads; t++) std::thread(run_generation, &lanes[t], ops, generations).detach();
+  for (int t = 0; t < threads; t++)
+    std::thread(run_generation, &lanes[t], ops, generations).detach();
   for (int t = 0; t < threads; t++)
     while (__atomic_load_n(&lanes[t].lane, __ATOMIC_ACQUIRE) != -1) usleep(200);
   double secs = wl::now() - t0;

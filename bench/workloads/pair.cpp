@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
 
   // Every thread does `iters` pairs concurrently, so wall time / iters is the time one thread
   // spends on a pair (it is the single-thread figure when the threads do not interfere).
-  wl::result("pair", threads, iters * threads, secs,
-             "size=" + std::to_string(size) + " " + wl::kv("ns_per_pair", secs * 1e9 / iters, "%.2f"));
+  wl::result(
+      "pair", threads, iters * threads, secs,
+      "size=" + std::to_string(size) + " " + wl::kv("ns_per_pair", secs * 1e9 / iters, "%.2f"));
 }

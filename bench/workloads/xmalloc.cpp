@@ -86,5 +86,6 @@ int main(int argc, char** argv) {
   double secs = wl::now() - t0;
 
   uint64_t total = batches * producers * kBatch;
-  wl::result("xmalloc", producers + consumers, total, secs, wl::kv("mops_per_s", total / secs / 1e6));
+  wl::result("xmalloc", producers + consumers, total, secs,
+             wl::kv("mops_per_s", total / secs / 1e6));
 }

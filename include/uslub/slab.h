@@ -20,7 +20,7 @@ typedef unsigned int uslub_gfp_t;
 
 /* gfp flags */
 #define USLUB_GFP_KERNEL 0u
-#define USLUB_GFP_ZERO 0x1u   /* __GFP_ZERO: zeroed object */
+#define USLUB_GFP_ZERO 0x1u /* __GFP_ZERO: zeroed object */
 #define USLUB_NUMA_NO_NODE (-1)
 
 /* kmem_cache_create flags (values are uslub's own; names are the kernel's) */
@@ -41,45 +41,65 @@ struct kmem_cache;
 
 struct kmem_cache_args {
   size_t align;            /* 0: natural (8 bytes, or a cache line with SLAB_HWCACHE_ALIGN) */
-  void (*ctor)(void *obj); /* run once per object when its slab is created */
+  void (*ctor)(void* obj); /* run once per object when its slab is created */
 };
 
-struct kmem_cache *kmem_cache_create(const char *name, size_t size, size_t align,
-                                     slab_flags_t flags, void (*ctor)(void *));
-struct kmem_cache *kmem_cache_create_args(const char *name, size_t size,
-                                          const struct kmem_cache_args *args, slab_flags_t flags);
+struct kmem_cache* kmem_cache_create(const char* name, size_t size, size_t align,
+                                     slab_flags_t flags, void (*ctor)(void*));
+struct kmem_cache* kmem_cache_create_args(const char* name, size_t size,
+                                          const struct kmem_cache_args* args, slab_flags_t flags);
 /* Reports "Objects remaining on destroy" and keeps the cache if objects are still allocated. */
-void kmem_cache_destroy(struct kmem_cache *s);
+void kmem_cache_destroy(struct kmem_cache* s);
 
-void *kmem_cache_alloc(struct kmem_cache *s, uslub_gfp_t gfp);
-void *kmem_cache_alloc_node(struct kmem_cache *s, uslub_gfp_t gfp, int node);
-void *kmem_cache_zalloc(struct kmem_cache *s, uslub_gfp_t gfp);
-void kmem_cache_free(struct kmem_cache *s, void *obj);
+void* kmem_cache_alloc(struct kmem_cache* s, uslub_gfp_t gfp);
+void* kmem_cache_alloc_node(struct kmem_cache* s, uslub_gfp_t gfp, int node);
+void* kmem_cache_zalloc(struct kmem_cache* s, uslub_gfp_t gfp);
+void kmem_cache_free(struct kmem_cache* s, void* obj);
 /* All or nothing: returns nr with p[0..nr) filled, or 0 (errno ENOMEM) with nothing allocated. */
-int kmem_cache_alloc_bulk(struct kmem_cache *s, uslub_gfp_t gfp, size_t nr, void **p);
-void kmem_cache_free_bulk(struct kmem_cache *s, size_t nr, void **p);
+int kmem_cache_alloc_bulk(struct kmem_cache* s, uslub_gfp_t gfp, size_t nr, void** p);
+void kmem_cache_free_bulk(struct kmem_cache* s, size_t nr, void** p);
 /* Flushes per-CPU slabs and frees empty slabs.  Returns 0. */
-int kmem_cache_shrink(struct kmem_cache *s);
-unsigned int kmem_cache_size(struct kmem_cache *s);
-const char *kmem_cache_name(struct kmem_cache *s);
+int kmem_cache_shrink(struct kmem_cache* s);
+unsigned int kmem_cache_size(struct kmem_cache* s);
+const char* kmem_cache_name(struct kmem_cache* s);
 /* Walks every slab and list of the cache; returns 0 if consistent, else reports the first
  * inconsistency ("uslub: BUG <cache>: ...") and returns -1. */
-int kmem_cache_validate(struct kmem_cache *s);
+int kmem_cache_validate(struct kmem_cache* s);
 
 /* The 26 SLUB statistics counters (mm/slub.c enum stat_item), summed over CPUs. */
 enum uslub_stat_item {
-  ALLOC_FASTPATH, ALLOC_SLOWPATH, FREE_FASTPATH, FREE_SLOWPATH, FREE_FROZEN,
-  FREE_ADD_PARTIAL, FREE_REMOVE_PARTIAL, ALLOC_FROM_PARTIAL, ALLOC_SLAB, ALLOC_REFILL,
-  ALLOC_NODE_MISMATCH, FREE_SLAB, CPUSLAB_FLUSH, DEACTIVATE_FULL, DEACTIVATE_EMPTY,
-  DEACTIVATE_TO_HEAD, DEACTIVATE_TO_TAIL, DEACTIVATE_REMOTE_FREES, DEACTIVATE_BYPASS,
-  ORDER_FALLBACK, CMPXCHG_DOUBLE_CPU_FAIL, CMPXCHG_DOUBLE_FAIL, CPU_PARTIAL_ALLOC,
-  CPU_PARTIAL_FREE, CPU_PARTIAL_NODE, CPU_PARTIAL_DRAIN,
+  ALLOC_FASTPATH,
+  ALLOC_SLOWPATH,
+  FREE_FASTPATH,
+  FREE_SLOWPATH,
+  FREE_FROZEN,
+  FREE_ADD_PARTIAL,
+  FREE_REMOVE_PARTIAL,
+  ALLOC_FROM_PARTIAL,
+  ALLOC_SLAB,
+  ALLOC_REFILL,
+  ALLOC_NODE_MISMATCH,
+  FREE_SLAB,
+  CPUSLAB_FLUSH,
+  DEACTIVATE_FULL,
+  DEACTIVATE_EMPTY,
+  DEACTIVATE_TO_HEAD,
+  DEACTIVATE_TO_TAIL,
+  DEACTIVATE_REMOTE_FREES,
+  DEACTIVATE_BYPASS,
+  ORDER_FALLBACK,
+  CMPXCHG_DOUBLE_CPU_FAIL,
+  CMPXCHG_DOUBLE_FAIL,
+  CPU_PARTIAL_ALLOC,
+  CPU_PARTIAL_FREE,
+  CPU_PARTIAL_NODE,
+  CPU_PARTIAL_DRAIN,
   NR_SLUB_STAT_ITEMS
 };
 
 struct kmem_cache_info {
-  const char *name;
-  unsigned long active_objs, num_objs;  /* /proc/slabinfo columns */
+  const char* name;
+  unsigned long active_objs, num_objs; /* /proc/slabinfo columns */
   unsigned long active_slabs, num_slabs, partial_slabs, cpu_slabs;
   unsigned int object_size, size, objects_per_slab, order, align, refcount;
   unsigned int cpu_partial, min_partial;
@@ -87,15 +107,15 @@ struct kmem_cache_info {
   unsigned long stat[NR_SLUB_STAT_ITEMS];
   /* Sheaves (per-CPU object queues): capacity 0 means the classic per-CPU slab path. */
   unsigned int sheaf_capacity;
-  int sheaves_rseq; /* 1: lock-free rseq fast paths, 0: locked fallback */
+  int sheaves_rseq;             /* 1: lock-free rseq fast paths, 0: locked fallback */
   unsigned long sheaf_stat[16]; /* see uslub_sheaf_stat_names */
 };
-extern const char *const uslub_sheaf_stat_names[];
+extern const char* const uslub_sheaf_stat_names[];
 /* Changes the sheaf capacity of a cache at run time (drains its sheaves).  0 or -EINVAL. */
-int kmem_cache_set_sheaf_capacity(struct kmem_cache *s, unsigned int capacity);
-extern const char *const uslub_stat_names[NR_SLUB_STAT_ITEMS];
+int kmem_cache_set_sheaf_capacity(struct kmem_cache* s, unsigned int capacity);
+extern const char* const uslub_stat_names[NR_SLUB_STAT_ITEMS];
 
-int kmem_cache_get_info(struct kmem_cache *s, struct kmem_cache_info *info);
+int kmem_cache_get_info(struct kmem_cache* s, struct kmem_cache_info* info);
 /* Writes every cache in /proc/slabinfo 2.1 format to fd. */
 void uslub_print_slabinfo(int fd);
 /* Drains every cache's per-CPU sheaves and slab of a CPU the process will no longer use (call
@@ -105,12 +125,12 @@ void uslub_cpu_offline(unsigned int cpu);
 void uslub_slab_stats_enable(int on);
 
 /* kmalloc (size classes over kmem_cache; large sizes from the page allocator / mmap) */
-void *kmalloc(size_t size, uslub_gfp_t gfp);
-void *kzalloc(size_t size, uslub_gfp_t gfp);
-void *kcalloc(size_t n, size_t size, uslub_gfp_t gfp);
-void *krealloc(const void *p, size_t new_size, uslub_gfp_t gfp);
-void kfree(const void *p);
-size_t ksize(const void *p);
+void* kmalloc(size_t size, uslub_gfp_t gfp);
+void* kzalloc(size_t size, uslub_gfp_t gfp);
+void* kcalloc(size_t n, size_t size, uslub_gfp_t gfp);
+void* krealloc(const void* p, size_t new_size, uslub_gfp_t gfp);
+void kfree(const void* p);
+size_t ksize(const void* p);
 
 #ifdef __cplusplus
 }

@@ -79,7 +79,8 @@ struct allocator {
   T* allocate(std::size_t n) {
     std::size_t bytes;
     if (__builtin_mul_overflow(n, sizeof(T), &bytes)) throw std::bad_alloc();
-    void* p = alignof(T) > 16 ? ::operator new(bytes, std::align_val_t{alignof(T)}) : kmalloc(bytes, 0);
+    void* p =
+        alignof(T) > 16 ? ::operator new (bytes, std::align_val_t{alignof(T)}) : kmalloc(bytes, 0);
     if (!p) throw std::bad_alloc();
     return static_cast<T*>(p);
   }

@@ -7,10 +7,10 @@
 #include "base/compiler.hpp"
 #include "base/report.hpp"
 
-#define USLUB_CHECK(cond)                                                               \
-  do {                                                                                  \
-    if (USLUB_UNLIKELY(!(cond))) ::uslub::panic("%s:%d: check failed: %s", __FILE__, \
-                                                 __LINE__, #cond);                       \
+#define USLUB_CHECK(cond)                                                   \
+  do {                                                                      \
+    if (USLUB_UNLIKELY(!(cond)))                                            \
+      ::uslub::panic("%s:%d: check failed: %s", __FILE__, __LINE__, #cond); \
   } while (0)
 
 #ifndef NDEBUG

@@ -12,8 +12,12 @@ struct list_head {
   list_head* prev;
 };
 
-inline void INIT_LIST_HEAD(list_head* h) { h->next = h->prev = h; }
-inline bool list_empty(const list_head* h) { return h->next == h; }
+inline void INIT_LIST_HEAD(list_head* h) {
+  h->next = h->prev = h;
+}
+inline bool list_empty(const list_head* h) {
+  return h->next == h;
+}
 
 inline void __list_add(list_head* n, list_head* prev, list_head* next) {
   next->prev = n;
@@ -21,8 +25,12 @@ inline void __list_add(list_head* n, list_head* prev, list_head* next) {
   n->prev = prev;
   prev->next = n;
 }
-inline void list_add(list_head* n, list_head* h) { __list_add(n, h, h->next); }
-inline void list_add_tail(list_head* n, list_head* h) { __list_add(n, h->prev, h); }
+inline void list_add(list_head* n, list_head* h) {
+  __list_add(n, h, h->next);
+}
+inline void list_add_tail(list_head* n, list_head* h) {
+  __list_add(n, h->prev, h);
+}
 inline void list_del(list_head* e) {
   e->next->prev = e->prev;
   e->prev->next = e->next;
@@ -39,8 +47,7 @@ inline void list_move_tail(list_head* e, list_head* h) {
 
 template <class T, list_head T::*Member>
 inline T* list_entry(list_head* p) {
-  const std::size_t off =
-      reinterpret_cast<std::size_t>(&(static_cast<T*>(nullptr)->*Member));
+  const std::size_t off = reinterpret_cast<std::size_t>(&(static_cast<T*>(nullptr)->*Member));
   return reinterpret_cast<T*>(reinterpret_cast<char*>(p) - off);
 }
 

@@ -69,9 +69,13 @@ void set_report_hook(report_hook_fn fn, void* arg) {
   g_hook.store(fn, std::memory_order_release);
 }
 
-void set_abort_on_bug(bool on) { g_abort.store(on ? 1 : 0, std::memory_order_relaxed); }
+void set_abort_on_bug(bool on) {
+  g_abort.store(on ? 1 : 0, std::memory_order_relaxed);
+}
 
-unsigned long bug_count() { return g_bugs.load(std::memory_order_relaxed); }
+unsigned long bug_count() {
+  return g_bugs.load(std::memory_order_relaxed);
+}
 
 // Appends printf output to buf[0..len), never past kBuf; returns the new length.
 static size_t vappend(char* buf, size_t len, const char* fmt, va_list ap) {

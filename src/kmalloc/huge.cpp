@@ -6,9 +6,9 @@
 // cycle multi-MiB buffers would otherwise pay mmap + page faults + munmap every time (glibc
 // gets the same effect from its dynamic mmap threshold).
 //
-// Locking: huge_lock protects the table (huge_tab, huge_cap, huge_used) and the cache.  The mmap/munmap
-// calls happen outside it (no lock across a system call); the table itself grows by mapping a
-// new array outside the lock and swapping it in under the lock.
+// Locking: huge_lock protects the table (huge_tab, huge_cap, huge_used) and the cache.  The
+// mmap/munmap calls happen outside it (no lock across a system call); the table itself grows by
+// mapping a new array outside the lock and swapping it in under the lock.
 #include <errno.h>
 
 #include <cstring>
@@ -53,12 +53,15 @@ bool take_cached(std::size_t len, huge_entry* out) {
   return false;
 }
 
-std::size_t hash(std::uintptr_t a) { return (a >> 12) * 0x9e3779b97f4a7c15ull; }
+std::size_t hash(std::uintptr_t a) {
+  return (a >> 12) * 0x9e3779b97f4a7c15ull;
+}
 
 // Context: huge_lock.  Returns the slot of addr or nullptr.
 huge_entry* find(std::uintptr_t a) {
   if (!huge_cap) return nullptr;
-  for (std::size_t i = hash(a) & (huge_cap - 1), n = 0; n < huge_cap; ++n, i = (i + 1) & (huge_cap - 1)) {
+  for (std::size_t i = hash(a) & (huge_cap - 1), n = 0; n < huge_cap;
+       ++n, i = (i + 1) & (huge_cap - 1)) {
     if (huge_tab[i].addr == a) return &huge_tab[i];
     if (huge_tab[i].addr == 0) return nullptr;
   }
@@ -192,6 +195,8 @@ std::size_t huge_trim() {
   return bytes;
 }
 
-std::size_t huge_bytes() { return huge_total.load(std::memory_order_relaxed); }
+std::size_t huge_bytes() {
+  return huge_total.load(std::memory_order_relaxed);
+}
 
 }  // namespace uslub

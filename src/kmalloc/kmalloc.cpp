@@ -116,8 +116,8 @@ void kfree_slow(const void* p, const char* caller) {
         return;
       }
       if ((f & PG_head) && (f & PG_large)) {
-        report_bug("kmalloc", "Invalid pointer", "%s(%p): inside a large block at %p\n", caller,
-                   p, page_address(head));
+        report_bug("kmalloc", "Invalid pointer", "%s(%p): inside a large block at %p\n", caller, p,
+                   page_address(head));
         return;
       }
       report_bug("kmalloc", (f & (PG_buddy | PG_pcp)) ? "Object already free" : "Invalid pointer",
@@ -131,8 +131,7 @@ void kfree_slow(const void* p, const char* caller) {
 
 std::size_t ksize_slow(const void* p) {
   if (!p) return 0;
-  if (page* slab = virt_to_slab(p))
-    return static_cast<kmem_cache*>(slab->slab_cache)->object_size;
+  if (page* slab = virt_to_slab(p)) return static_cast<kmem_cache*>(slab->slab_cache)->object_size;
   if (mem_section* sec = lookup_section(p)) {
     auto off = reinterpret_cast<std::uintptr_t>(p) - sec->base;
     if (off >= MEMMAP_BYTES && off < sec->top.load(std::memory_order_acquire)) {
@@ -162,8 +161,12 @@ using namespace uslub;
 
 extern "C" {
 
-void* kmalloc(size_t size, uslub_gfp_t gfp) { return kmalloc_inline(size, gfp); }
-void* kzalloc(size_t size, uslub_gfp_t gfp) { return kmalloc_inline(size, gfp | __GFP_ZERO); }
+void* kmalloc(size_t size, uslub_gfp_t gfp) {
+  return kmalloc_inline(size, gfp);
+}
+void* kzalloc(size_t size, uslub_gfp_t gfp) {
+  return kmalloc_inline(size, gfp | __GFP_ZERO);
+}
 
 void* kcalloc(size_t n, size_t size, uslub_gfp_t gfp) {
   size_t bytes;
@@ -174,9 +177,13 @@ void* kcalloc(size_t n, size_t size, uslub_gfp_t gfp) {
   return kmalloc_inline(bytes, gfp | __GFP_ZERO);
 }
 
-void kfree(const void* p) { kfree_inline(p, "kfree"); }
+void kfree(const void* p) {
+  kfree_inline(p, "kfree");
+}
 
-size_t ksize(const void* p) { return ksize_slow(p); }
+size_t ksize(const void* p) {
+  return ksize_slow(p);
+}
 
 void* krealloc(const void* p, size_t new_size, uslub_gfp_t gfp) {
   if (!p) return kmalloc_inline(new_size, gfp);
@@ -195,7 +202,8 @@ void* krealloc(const void* p, size_t new_size, uslub_gfp_t gfp) {
   void* q = kmalloc_inline(new_size, gfp & ~__GFP_ZERO);
   if (!q) return nullptr;
   memcpy(q, p, new_size < have ? new_size : have);
-  if ((gfp & __GFP_ZERO) && new_size > have) memset(static_cast<char*>(q) + have, 0, new_size - have);
+  if ((gfp & __GFP_ZERO) && new_size > have)
+    memset(static_cast<char*>(q) + have, 0, new_size - have);
   kfree(p);
   return q;
 }

@@ -43,9 +43,9 @@ USLUB_ALWAYS_INLINE kmem_cache* kmalloc_slab(std::size_t size) {
 }
 
 // Out-of-line parts.
-void* kmalloc_slow(std::size_t size, gfp_t gfp);      // init, large, huge
+void* kmalloc_slow(std::size_t size, gfp_t gfp);  // init, large, huge
 void* kmalloc_large(std::size_t size, gfp_t gfp, std::size_t align);
-void kfree_slow(const void* p, const char* caller);   // large, huge, foreign
+void kfree_slow(const void* p, const char* caller);  // large, huge, foreign
 std::size_t ksize_slow(const void* p);
 // Aligned allocation (align a power of two): NULL + errno on failure.
 void* kmalloc_aligned(std::size_t size, std::size_t align, gfp_t gfp);
@@ -54,10 +54,10 @@ bool kmalloc_owns(const void* p);
 
 // Huge blocks (> MAX_ORDER_BYTES): huge.cpp
 void* huge_alloc(std::size_t size, std::size_t align, bool zero);
-bool huge_free(const void* p);          // false if p is not a huge block
-std::size_t huge_size(const void* p);   // 0 if p is not a huge block
-std::size_t huge_bytes();               // total mapped (live and cached)
-std::size_t huge_trim();                // unmaps the cache of freed blocks; bytes released
+bool huge_free(const void* p);         // false if p is not a huge block
+std::size_t huge_size(const void* p);  // 0 if p is not a huge block
+std::size_t huge_bytes();              // total mapped (live and cached)
+std::size_t huge_trim();               // unmaps the cache of freed blocks; bytes released
 
 USLUB_ALWAYS_INLINE void* kmalloc_inline(std::size_t size, gfp_t gfp) {
   if (USLUB_LIKELY(size <= KMALLOC_MAX_CACHE_SIZE) &&

@@ -54,14 +54,13 @@ void* do_aligned(size_t align, size_t size) {
 void print_stats(int fd) {
   page_alloc_stats st = global_page_allocator().stats();
   char buf[512];
-  int n = snprintf(buf, sizeof buf,
-                   "uslub: committed %llu KiB, free %llu KiB (returned %llu KiB), pcp %llu KiB, "
-                   "huge %zu KiB, limit %llu KiB\n",
-                   (unsigned long long)st.committed_bytes >> 10,
-                   (unsigned long long)st.free_bytes >> 10,
-                   (unsigned long long)st.returned_bytes >> 10,
-                   (unsigned long long)st.pcp_bytes >> 10, huge_bytes() >> 10,
-                   (unsigned long long)st.limit_bytes >> 10);
+  int n = snprintf(
+      buf, sizeof buf,
+      "uslub: committed %llu KiB, free %llu KiB (returned %llu KiB), pcp %llu KiB, "
+      "huge %zu KiB, limit %llu KiB\n",
+      (unsigned long long)st.committed_bytes >> 10, (unsigned long long)st.free_bytes >> 10,
+      (unsigned long long)st.returned_bytes >> 10, (unsigned long long)st.pcp_bytes >> 10,
+      huge_bytes() >> 10, (unsigned long long)st.limit_bytes >> 10);
   if (n > 0) (void)!write(fd, buf, static_cast<size_t>(n));
   uslub_print_slabinfo(fd);
 }
@@ -75,9 +74,13 @@ __attribute__((destructor)) void uslub_exit_stats() {
 
 extern "C" {
 
-USLUB_EXPORT void* malloc(size_t size) { return do_malloc(size, 0); }
+USLUB_EXPORT void* malloc(size_t size) {
+  return do_malloc(size, 0);
+}
 
-USLUB_EXPORT void free(void* p) { kfree_inline(p, "free"); }
+USLUB_EXPORT void free(void* p) {
+  kfree_inline(p, "free");
+}
 
 USLUB_EXPORT void* calloc(size_t n, size_t size) {
   size_t bytes;
@@ -134,7 +137,9 @@ USLUB_EXPORT void* memalign(size_t align, size_t size) {
   return do_aligned(roundup_pow_of_two(align ? align : 1), size);
 }
 
-USLUB_EXPORT void* valloc(size_t size) { return do_aligned(PAGE_SIZE, size); }
+USLUB_EXPORT void* valloc(size_t size) {
+  return do_aligned(PAGE_SIZE, size);
+}
 
 USLUB_EXPORT void* pvalloc(size_t size) {
   size_t rounded = align_up(size ? size : 1, PAGE_SIZE);
@@ -145,9 +150,13 @@ USLUB_EXPORT void* pvalloc(size_t size) {
   return do_aligned(PAGE_SIZE, rounded);
 }
 
-USLUB_EXPORT size_t malloc_usable_size(void* p) { return p ? ksize_slow(p) : 0; }
+USLUB_EXPORT size_t malloc_usable_size(void* p) {
+  return p ? ksize_slow(p) : 0;
+}
 
-static void shrink_one(kmem_cache* s, void*) { __kmem_cache_shrink(s); }
+static void shrink_one(kmem_cache* s, void*) {
+  __kmem_cache_shrink(s);
+}
 
 USLUB_EXPORT int malloc_trim(size_t) {
   for_each_kmem_cache(&shrink_one, nullptr);
@@ -168,6 +177,8 @@ USLUB_EXPORT struct mallinfo2 mallinfo2(void) {
   return mi;
 }
 
-USLUB_EXPORT void malloc_stats(void) { print_stats(2); }
+USLUB_EXPORT void malloc_stats(void) {
+  print_stats(2);
+}
 
 }  // extern "C"

@@ -52,28 +52,65 @@ void* do_new_aligned(std::size_t size, std::align_val_t al, bool nothrow) {
 
 }  // namespace
 
-USLUB_EXPORT void* operator new(std::size_t n) { return do_new(n); }
-USLUB_EXPORT void* operator new[](std::size_t n) { return do_new(n); }
-USLUB_EXPORT void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return do_new_nothrow(n); }
-USLUB_EXPORT void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return do_new_nothrow(n); }
-USLUB_EXPORT void* operator new(std::size_t n, std::align_val_t a) { return do_new_aligned(n, a, false); }
-USLUB_EXPORT void* operator new[](std::size_t n, std::align_val_t a) { return do_new_aligned(n, a, false); }
+USLUB_EXPORT void* operator new(std::size_t n) {
+  return do_new(n);
+}
+USLUB_EXPORT void* operator new[](std::size_t n) {
+  return do_new(n);
+}
+USLUB_EXPORT void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  return do_new_nothrow(n);
+}
+USLUB_EXPORT void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  return do_new_nothrow(n);
+}
+USLUB_EXPORT void* operator new(std::size_t n, std::align_val_t a) {
+  return do_new_aligned(n, a, false);
+}
+USLUB_EXPORT void* operator new[](std::size_t n, std::align_val_t a) {
+  return do_new_aligned(n, a, false);
+}
 USLUB_EXPORT void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
   return do_new_aligned(n, a, true);
 }
-USLUB_EXPORT void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+USLUB_EXPORT void* operator new[](std::size_t n, std::align_val_t a,
+                                  const std::nothrow_t&) noexcept {
   return do_new_aligned(n, a, true);
 }
 
-USLUB_EXPORT void operator delete(void* p) noexcept { kfree_inline(p, "operator delete"); }
-USLUB_EXPORT void operator delete[](void* p) noexcept { kfree_inline(p, "operator delete[]"); }
-USLUB_EXPORT void operator delete(void* p, std::size_t) noexcept { kfree_inline(p, "operator delete"); }
-USLUB_EXPORT void operator delete[](void* p, std::size_t) noexcept { kfree_inline(p, "operator delete[]"); }
-USLUB_EXPORT void operator delete(void* p, const std::nothrow_t&) noexcept { kfree_inline(p, "operator delete"); }
-USLUB_EXPORT void operator delete[](void* p, const std::nothrow_t&) noexcept { kfree_inline(p, "operator delete[]"); }
-USLUB_EXPORT void operator delete(void* p, std::align_val_t) noexcept { kfree_inline(p, "operator delete"); }
-USLUB_EXPORT void operator delete[](void* p, std::align_val_t) noexcept { kfree_inline(p, "operator delete[]"); }
-USLUB_EXPORT void operator delete(void* p, std::size_t, std::align_val_t) noexcept { kfree_inline(p, "operator delete"); }
-USLUB_EXPORT void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { kfree_inline(p, "operator delete[]"); }
-USLUB_EXPORT void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { kfree_inline(p, "operator delete"); }
-USLUB_EXPORT void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { kfree_inline(p, "operator delete[]"); }
+USLUB_EXPORT void operator delete(void* p) noexcept {
+  kfree_inline(p, "operator delete");
+}
+USLUB_EXPORT void operator delete[](void* p) noexcept {
+  kfree_inline(p, "operator delete[]");
+}
+USLUB_EXPORT void operator delete(void* p, std::size_t) noexcept {
+  kfree_inline(p, "operator delete");
+}
+USLUB_EXPORT void operator delete[](void* p, std::size_t) noexcept {
+  kfree_inline(p, "operator delete[]");
+}
+USLUB_EXPORT void operator delete(void* p, const std::nothrow_t&) noexcept {
+  kfree_inline(p, "operator delete");
+}
+USLUB_EXPORT void operator delete[](void* p, const std::nothrow_t&) noexcept {
+  kfree_inline(p, "operator delete[]");
+}
+USLUB_EXPORT void operator delete(void* p, std::align_val_t) noexcept {
+  kfree_inline(p, "operator delete");
+}
+USLUB_EXPORT void operator delete[](void* p, std::align_val_t) noexcept {
+  kfree_inline(p, "operator delete[]");
+}
+USLUB_EXPORT void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+  kfree_inline(p, "operator delete");
+}
+USLUB_EXPORT void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+  kfree_inline(p, "operator delete[]");
+}
+USLUB_EXPORT void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+  kfree_inline(p, "operator delete");
+}
+USLUB_EXPORT void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+  kfree_inline(p, "operator delete[]");
+}

@@ -28,7 +28,8 @@ void add_to_free_list(zone* z, page* p, unsigned order, bool returned, std::uint
   free_area* a = &z->area[order];
   if (returned) {
     list_add(&p->lru, &a->returned_list);
-    __atomic_store_n(&z->returned_pages, z->returned_pages + (std::size_t{1} << order), __ATOMIC_RELAXED);
+    __atomic_store_n(&z->returned_pages, z->returned_pages + (std::size_t{1} << order),
+                     __ATOMIC_RELAXED);
   } else {
     list_add(&p->lru, &a->free_list);  // newest first: reclaim takes the oldest from the tail
   }

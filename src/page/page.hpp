@@ -136,8 +136,7 @@ USLUB_ALWAYS_INLINE void* page_address(const page* p) {
 }
 
 USLUB_ALWAYS_INLINE mem_section* page_section(const page* p) {
-  return reinterpret_cast<mem_section*>(reinterpret_cast<std::uintptr_t>(p) &
-                                        ~(SECTION_SIZE - 1));
+  return reinterpret_cast<mem_section*>(reinterpret_cast<std::uintptr_t>(p) & ~(SECTION_SIZE - 1));
 }
 
 // Index of the page inside its section (the kernel's pfn, section-relative).

@@ -296,15 +296,15 @@ void page_allocator::free_pages_addr(void* addr, unsigned order) {
   mem_section* sec = lookup_section(addr);
   if (!sec || (reinterpret_cast<std::uintptr_t>(addr) & (PAGE_SIZE - 1))) {
     bad_free_.fetch_add(1, std::memory_order_relaxed);
-    report_bug("page allocator", "Invalid pointer", "free_pages(%p, order %u): %s\n", addr,
-               order, sec ? "not page aligned" : "not from uslub's memory map");
+    report_bug("page allocator", "Invalid pointer", "free_pages(%p, order %u): %s\n", addr, order,
+               sec ? "not page aligned" : "not from uslub's memory map");
     return;
   }
   std::uintptr_t off = reinterpret_cast<std::uintptr_t>(addr) - sec->base;
   if (off < MEMMAP_BYTES || off >= sec->top.load(std::memory_order_acquire)) {
     bad_free_.fetch_add(1, std::memory_order_relaxed);
-    report_bug("page allocator", "Invalid pointer", "free_pages(%p, order %u): %s\n", addr,
-               order, "not in committed memory");
+    report_bug("page allocator", "Invalid pointer", "free_pages(%p, order %u): %s\n", addr, order,
+               "not in committed memory");
     return;
   }
   free_pages(virt_to_page(addr), order);
@@ -333,11 +333,9 @@ int page_allocator::alloc_pages_bulk(unsigned order, int nr, page** out, gfp_t g
     }
     z->zone_alloc.add(static_cast<std::uint64_t>(got - before));
     z->lock.unlock();
-    if (got == before && !grow_zone(z) && (drained || !(drained = drain_before_enomem())))
-      break;
+    if (got == before && !grow_zone(z) && (drained || !(drained = drain_before_enomem()))) break;
   }
-  for (int i = 0; i < got; ++i)
-    prep_new_page(out[i], order, gfp, page_flags(out[i]) & PG_returned);
+  for (int i = 0; i < got; ++i) prep_new_page(out[i], order, gfp, page_flags(out[i]) & PG_returned);
   return got;
 }
 
@@ -345,7 +343,9 @@ void page_allocator::free_pages_bulk(page** pages, int nr, unsigned order) {
   int i = 0;
   while (i < nr) {
     // One lock hold per kFreeBatchLockBound blocks.
-    int end = i + static_cast<int>(kFreeBatchLockBound) < nr ? i + static_cast<int>(kFreeBatchLockBound) : nr;
+    int end = i + static_cast<int>(kFreeBatchLockBound) < nr
+                  ? i + static_cast<int>(kFreeBatchLockBound)
+                  : nr;
     page* batch[kFreeBatchLockBound];
     int n = 0;
     zone* z = nullptr;
@@ -359,8 +359,7 @@ void page_allocator::free_pages_bulk(page** pages, int nr, unsigned order) {
       batch[n++] = p;
     }
     if (!n) continue;
-    if (order < NR_PCP_ORDERS && !cfg_.no_pcp && free_unref_page_bulk(z, batch, n, order))
-      continue;
+    if (order < NR_PCP_ORDERS && !cfg_.no_pcp && free_unref_page_bulk(z, batch, n, order)) continue;
     std::uint64_t now = platform::coarse_ms();
     z->lock.lock();
     for (int k = 0; k < n; ++k) __free_one_page(z, batch[k], order, false, now);
@@ -419,8 +418,8 @@ page_alloc_stats page_allocator::stats() const {
     s.zone_lock_contended += z->lock.contentions();
     for (unsigned c = 0; c < nr_cpus_; ++c) {
       const per_cpu_pages& pcp = z->pcp[c];
-      s.pcp_bytes += static_cast<std::uint64_t>(
-                         __atomic_load_n(&pcp.count, __ATOMIC_RELAXED)) * PAGE_SIZE;
+      s.pcp_bytes +=
+          static_cast<std::uint64_t>(__atomic_load_n(&pcp.count, __ATOMIC_RELAXED)) * PAGE_SIZE;
       s.pcp_alloc_hit += pcp.alloc_hit.get();
       s.pcp_alloc_refill += pcp.alloc_refill.get();
       s.pcp_free_hit += pcp.free_hit.get();
@@ -451,11 +450,16 @@ bool page_allocator::validate() const {
           page* p = list_entry<page, &page::lru>(l);
           std::uint32_t want = PG_buddy | (which ? PG_returned : 0);
           const char* bad = nullptr;
-          if (page_flags(p) != want) bad = "free block with wrong flags";
-          else if (p->order != o) bad = "free block on the list of another order";
-          else if (page_pfn(p) & ((std::size_t{1} << o) - 1)) bad = "misaligned free block";
-          else if (page_pfn(p) < FIRST_DATA_PFN) bad = "free block in the descriptor area";
-          else if (page_section(p)->zone != z) bad = "free block on another zone's list";
+          if (page_flags(p) != want)
+            bad = "free block with wrong flags";
+          else if (p->order != o)
+            bad = "free block on the list of another order";
+          else if (page_pfn(p) & ((std::size_t{1} << o) - 1))
+            bad = "misaligned free block";
+          else if (page_pfn(p) < FIRST_DATA_PFN)
+            bad = "free block in the descriptor area";
+          else if (page_section(p)->zone != z)
+            bad = "free block on another zone's list";
           if (bad) {
             report_bug("page allocator", "Free list corrupt",
                        "zone %d order %u block %p (flags %#x order %u): %s\n", z->node, o,
@@ -468,8 +472,9 @@ bool page_allocator::validate() const {
         }
       }
       if (count != z->area[o].nr_free) {
-        report_bug("page allocator", "Free list corrupt", "zone %d order %u: nr_free %zu, %zu on lists\n",
-                   z->node, o, z->area[o].nr_free, count);
+        report_bug("page allocator", "Free list corrupt",
+                   "zone %d order %u: nr_free %zu, %zu on lists\n", z->node, o, z->area[o].nr_free,
+                   count);
         return false;
       }
     }

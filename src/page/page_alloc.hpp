@@ -70,9 +70,9 @@ struct free_area {
 struct alignas(kDestructiveLine) per_cpu_pages {
   local_trylock_t lock;
   // All fields below: lock.
-  int count;  // pages (not blocks) on all lists
-  int high;   // above this, free drains `batch` pages to the zone
-  int batch;  // pages moved per refill or drain
+  int count;                       // pages (not blocks) on all lists
+  int high;                        // above this, free drains `batch` pages to the zone
+  int batch;                       // pages moved per refill or drain
   list_head lists[NR_PCP_ORDERS];  // hot at the head; drains take the cold tail
   stat_counter alloc_hit, alloc_refill, free_hit, free_drain;
   // Failed try_lock() calls are counted by the lock itself (lock.trylock_failures()).
@@ -101,15 +101,16 @@ struct page_alloc_config {
   int pcp_high = 0;                // 0: default (USLUB_PCP_HIGH)
   long decay_ms = -1;              // < 0: default (USLUB_DECAY_MS); 0: return at once
   platform::decommit_mode decommit = platform::decommit_mode::dontneed;
-  unsigned nr_nodes = 0;           // 0: the platform's node count
-  bool thp = false;                // MADV_HUGEPAGE on new memory (USLUB_THP=1)
+  unsigned nr_nodes = 0;  // 0: the platform's node count
+  bool thp = false;       // MADV_HUGEPAGE on new memory (USLUB_THP=1)
   bool no_pcp = false;
   // Free memory kept resident per zone regardless of decay (at least this, at most 1/8 of the
   // committed heap when that is more): beyond it, a zone-level free
   // returns idle and fresh free blocks at once (USLUB_RETAIN; 0: no bound).  Without a
   // background thread this is what bounds the RSS of a program that frees a lot and then
   // goes quiet.
-  std::size_t retain_bytes = std::size_t{64} << 20;             // bypass the per-CPU lists (benchmarks: "zone only")
+  std::size_t retain_bytes = std::size_t{64}
+                             << 20;  // bypass the per-CPU lists (benchmarks: "zone only")
 
   // The defaults, overridden by USLUB_* environment variables.
   static page_alloc_config from_env();
@@ -176,8 +177,7 @@ class page_allocator {
   // Calls fn(section) for each of this allocator's sections (validation walks the memmap).
   template <class Fn>
   void for_each_section(Fn fn) const {
-    for (mem_section* s = sections_.load(std::memory_order_acquire); s; s = s->next_in_owner)
-      fn(s);
+    for (mem_section* s = sections_.load(std::memory_order_acquire); s; s = s->next_in_owner) fn(s);
   }
   // Blocks of each order currently free in all zones (tests: "only maximal blocks").
   std::size_t nr_free(unsigned order) const;

@@ -127,8 +127,12 @@ long get_nprocs_conf_raw() {
   return 0;
 }
 
-unsigned nr_cpu_ids() { return topo().nr_cpus; }
-unsigned nr_node_ids() { return topo().nr_nodes; }
+unsigned nr_cpu_ids() {
+  return topo().nr_cpus;
+}
+unsigned nr_node_ids() {
+  return topo().nr_nodes;
+}
 int cpu_to_node(unsigned cpu) {
   const topology& t = topo();
   return cpu < kMaxCpus ? t.cpu_node[cpu] : 0;
@@ -156,7 +160,8 @@ unsigned current_cpu_slow() {
   int cpu = sched_getcpu();
   unsigned n = nr_cpu_ids();
   if (cpu < 0) return 0;
-  return static_cast<unsigned>(cpu) < n ? static_cast<unsigned>(cpu) : static_cast<unsigned>(cpu) % n;
+  return static_cast<unsigned>(cpu) < n ? static_cast<unsigned>(cpu)
+                                        : static_cast<unsigned>(cpu) % n;
 }
 }  // namespace detail
 
@@ -212,7 +217,9 @@ std::uint64_t random_u64() {
   return v ^ (v >> 29);
 }
 
-pid_t thread_id() { return static_cast<pid_t>(syscall(SYS_gettid)); }
+pid_t thread_id() {
+  return static_cast<pid_t>(syscall(SYS_gettid));
+}
 
 std::uint64_t env_size(const char* name, std::uint64_t def) {
   const char* s = getenv(name);
@@ -221,12 +228,26 @@ std::uint64_t env_size(const char* name, std::uint64_t def) {
   unsigned long long v = strtoull(s, &end, 10);
   if (end == s) return def;
   switch (*end) {
-    case 'k': case 'K': v <<= 10; break;
-    case 'm': case 'M': v <<= 20; break;
-    case 'g': case 'G': v <<= 30; break;
-    case 't': case 'T': v <<= 40; break;
-    case '\0': break;
-    default: return def;
+    case 'k':
+    case 'K':
+      v <<= 10;
+      break;
+    case 'm':
+    case 'M':
+      v <<= 20;
+      break;
+    case 'g':
+    case 'G':
+      v <<= 30;
+      break;
+    case 't':
+    case 'T':
+      v <<= 40;
+      break;
+    case '\0':
+      break;
+    default:
+      return def;
   }
   return v;
 }

@@ -35,14 +35,16 @@ bool rseq_sequences_usable() {
 }
 
 int rseq_fence_cpu(unsigned cpu) {
-  long r = syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
-                   MEMBARRIER_CMD_FLAG_CPU, static_cast<int>(cpu));
+  long r = syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU,
+                   static_cast<int>(cpu));
   return r == 0 ? 0 : errno;
 }
 
 namespace detail {
 std::uint64_t g_rseq_aborts = 0;
 }
-std::uint64_t rseq_abort_count() { return __atomic_load_n(&detail::g_rseq_aborts, __ATOMIC_RELAXED); }
+std::uint64_t rseq_abort_count() {
+  return __atomic_load_n(&detail::g_rseq_aborts, __ATOMIC_RELAXED);
+}
 
 }  // namespace uslub::platform

@@ -61,23 +61,23 @@ USLUB_ALWAYS_INLINE unsigned rseq_cpu_start() {
 
 // The rseq_cs table entry and the abort stub of one sequence.  %l[abort] is the C label to
 // restart at; labels: 1 start, 2 post-commit, 3 descriptor, 4 abort ip.
-#define USLUB_RSEQ_PROLOGUE                                                 \
-  ".pushsection __rseq_cs, \"aw\"\n\t"                                      \
-  ".balign 32\n\t"                                                          \
-  "3:\n\t"                                                                  \
-  ".long 0, 0\n\t"                                                          \
-  ".quad 1f, (2f - 1f), 4f\n\t"                                             \
-  ".popsection\n\t"                                                         \
-  ".pushsection __rseq_failure, \"ax\"\n\t"                                 \
+#define USLUB_RSEQ_PROLOGUE                                                  \
+  ".pushsection __rseq_cs, \"aw\"\n\t"                                       \
+  ".balign 32\n\t"                                                           \
+  "3:\n\t"                                                                   \
+  ".long 0, 0\n\t"                                                           \
+  ".quad 1f, (2f - 1f), 4f\n\t"                                              \
+  ".popsection\n\t"                                                          \
+  ".pushsection __rseq_failure, \"ax\"\n\t"                                  \
   ".byte 0x0f, 0xb9, 0x3d\n\t" /* ud1 <sig>(%%rip), %%edi: never executed */ \
-  ".long 0x53053053\n\t"                                                    \
-  "4:\n\t"                                                                  \
-  "jmp %l[abort]\n\t"                                                       \
-  ".popsection\n\t"                                                         \
-  "leaq 3b(%%rip), %%rax\n\t"                                               \
-  "movq %%rax, %%fs:8(%[rs])\n\t" /* rseq->rseq_cs = &descriptor */         \
-  "1:\n\t"                                                                  \
-  "cmpl %[cpu], %%fs:4(%[rs])\n\t" /* still on the slot's CPU? */           \
+  ".long 0x53053053\n\t"                                                     \
+  "4:\n\t"                                                                   \
+  "jmp %l[abort]\n\t"                                                        \
+  ".popsection\n\t"                                                          \
+  "leaq 3b(%%rip), %%rax\n\t"                                                \
+  "movq %%rax, %%fs:8(%[rs])\n\t" /* rseq->rseq_cs = &descriptor */          \
+  "1:\n\t"                                                                   \
+  "cmpl %[cpu], %%fs:4(%[rs])\n\t" /* still on the slot's CPU? */            \
   "jnz 4b\n\t"
 
 // Pops from the slot of `cpu`.  Returns the object, or nullptr if the slot is locked or its
@@ -94,21 +94,21 @@ restart:
   cpu = rseq_cpu_start();
   slot = slots + cpu * stride;
   asm volatile goto(USLUB_RSEQ_PROLOGUE
-           "cmpl $0, %c[lock](%[slot])\n\t"
-           "jnz %l[slow]\n\t"
-           "movq %c[main](%[slot]), %[stack]\n\t"
-           "movl %c[size](%[stack]), %k[n]\n\t"
-           "testl %k[n], %k[n]\n\t"
-           "jz %l[slow]\n\t"
-           "subl $1, %k[n]\n\t"
-           "movq %c[objs](%[stack], %[n], 8), %[obj]\n\t"
-           "movl %k[n], %c[size](%[stack])\n\t"  // commit
-           "2:\n\t"
-           : [obj] "=&r"(obj), [stack] "=&r"(stack), [n] "=&r"(n)
-           : [rs] "r"(rs), [cpu] "r"(cpu), [slot] "r"(slot), [lock] "i"(LockOff),
-             [main] "i"(MainOff), [size] "i"(SizeOff), [objs] "i"(ObjsOff)
-           : "rax", "memory", "cc"
-           : abort, slow);
+                    "cmpl $0, %c[lock](%[slot])\n\t"
+                    "jnz %l[slow]\n\t"
+                    "movq %c[main](%[slot]), %[stack]\n\t"
+                    "movl %c[size](%[stack]), %k[n]\n\t"
+                    "testl %k[n], %k[n]\n\t"
+                    "jz %l[slow]\n\t"
+                    "subl $1, %k[n]\n\t"
+                    "movq %c[objs](%[stack], %[n], 8), %[obj]\n\t"
+                    "movl %k[n], %c[size](%[stack])\n\t"  // commit
+                    "2:\n\t"
+                    : [obj] "=&r"(obj), [stack] "=&r"(stack), [n] "=&r"(n)
+                    : [rs] "r"(rs), [cpu] "r"(cpu), [slot] "r"(slot), [lock] "i"(LockOff),
+                      [main] "i"(MainOff), [size] "i"(SizeOff), [objs] "i"(ObjsOff)
+                    : "rax", "memory", "cc"
+                    : abort, slow);
   return obj;
 abort:
   rseq_note_abort();
@@ -129,28 +129,28 @@ USLUB_ALWAYS_INLINE bool rseq_percpu_push(char* slots, std::size_t stride, void*
 restart:
   cpu = rseq_cpu_start();
   slot = slots + cpu * stride;
-  asm volatile goto(USLUB_RSEQ_PROLOGUE
-           "cmpl $0, %c[lock](%[slot])\n\t"
-           "jnz %l[slow]\n\t"
-           "movq %c[main](%[slot]), %[stack]\n\t"
-           "movl %c[size](%[stack]), %k[n]\n\t"
-           "cmpl %c[cap](%[stack]), %k[n]\n\t"
-           "jae %l[slow]\n\t"
-           "testl %k[n], %k[n]\n\t"
-           "jz 5f\n\t"
-           "cmpq %[obj], %c[objs]-8(%[stack], %[n], 8)\n\t"  // the same object on top:
-           "je %l[slow]\n\t"                                 // a double free, for the caller
-           "5:\n\t"
-           "movq %[obj], %c[objs](%[stack], %[n], 8)\n\t"
-           "addl $1, %k[n]\n\t"
-           "movl %k[n], %c[size](%[stack])\n\t"  // commit
-           "2:\n\t"
-           : [stack] "=&r"(stack), [n] "=&r"(n)
-           : [rs] "r"(rs), [cpu] "r"(cpu), [slot] "r"(slot), [obj] "r"(obj),
-             [lock] "i"(LockOff), [main] "i"(MainOff), [size] "i"(SizeOff), [cap] "i"(CapOff),
-             [objs] "i"(ObjsOff)
-           : "rax", "memory", "cc"
-           : abort, slow);
+  asm volatile goto(
+      USLUB_RSEQ_PROLOGUE
+      "cmpl $0, %c[lock](%[slot])\n\t"
+      "jnz %l[slow]\n\t"
+      "movq %c[main](%[slot]), %[stack]\n\t"
+      "movl %c[size](%[stack]), %k[n]\n\t"
+      "cmpl %c[cap](%[stack]), %k[n]\n\t"
+      "jae %l[slow]\n\t"
+      "testl %k[n], %k[n]\n\t"
+      "jz 5f\n\t"
+      "cmpq %[obj], %c[objs]-8(%[stack], %[n], 8)\n\t"  // the same object on top:
+      "je %l[slow]\n\t"                                 // a double free, for the caller
+      "5:\n\t"
+      "movq %[obj], %c[objs](%[stack], %[n], 8)\n\t"
+      "addl $1, %k[n]\n\t"
+      "movl %k[n], %c[size](%[stack])\n\t"  // commit
+      "2:\n\t"
+      : [stack] "=&r"(stack), [n] "=&r"(n)
+      : [rs] "r"(rs), [cpu] "r"(cpu), [slot] "r"(slot), [obj] "r"(obj), [lock] "i"(LockOff),
+        [main] "i"(MainOff), [size] "i"(SizeOff), [cap] "i"(CapOff), [objs] "i"(ObjsOff)
+      : "rax", "memory", "cc"
+      : abort, slow);
   return true;
 abort:
   rseq_note_abort();
@@ -171,15 +171,15 @@ restart:
   cpu = rseq_cpu_start();
   slot = slots + cpu * stride;
   asm volatile goto(USLUB_RSEQ_PROLOGUE
-           "xorl %%eax, %%eax\n\t"
-           "movl $1, %%ecx\n\t"
-           "lock cmpxchgl %%ecx, %c[lock](%[slot])\n\t"  // commit: 0 -> 1
-           "2:\n\t"
-           "jnz %l[busy]\n\t"
-           :
-           : [rs] "r"(rs), [cpu] "r"(cpu), [slot] "r"(slot), [lock] "i"(LockOff)
-           : "rax", "rcx", "memory", "cc"
-           : abort, busy);
+                    "xorl %%eax, %%eax\n\t"
+                    "movl $1, %%ecx\n\t"
+                    "lock cmpxchgl %%ecx, %c[lock](%[slot])\n\t"  // commit: 0 -> 1
+                    "2:\n\t"
+                    "jnz %l[busy]\n\t"
+                    :
+                    : [rs] "r"(rs), [cpu] "r"(cpu), [slot] "r"(slot), [lock] "i"(LockOff)
+                    : "rax", "rcx", "memory", "cc"
+                    : abort, busy);
   return static_cast<int>(cpu);
 abort:
   rseq_note_abort();

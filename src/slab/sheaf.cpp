@@ -12,14 +12,15 @@
 
 namespace uslub {
 
-
 namespace {
 
 // A slot with no sheaf points here: capacity 0 makes both fast paths miss.
 constinit slab_sheaf g_empty_sheaf{0, 0, nullptr};
 constinit lock_class_key barn_lock_key{"node_barn->lock"};
 
-USLUB_ALWAYS_INLINE slab_sheaf* empty_sheaf() { return &g_empty_sheaf; }
+USLUB_ALWAYS_INLINE slab_sheaf* empty_sheaf() {
+  return &g_empty_sheaf;
+}
 
 // The capacity of new sheaves; sheaf_set_capacity() changes it at any time.
 USLUB_ALWAYS_INLINE unsigned sheaf_capacity_of(const kmem_cache* s) {
@@ -318,25 +319,25 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
 // Context: no sheaf lock held (waits for the slot's lock word).
 void sheaf_drain_cpu(kmem_cache* s, unsigned cpu) {
   if (!s->cpu_sheaves) return;
-    pcs_lock_remote(s, cpu);
-    slub_percpu_sheaves* pcs = &s->cpu_sheaves[cpu];
-    slab_sheaf* main = pcs->main;
-    slab_sheaf* spare = pcs->spare;
-    void* alien[kAlienBatch];
-    unsigned nr_alien = pcs->nr_alien;
-    memcpy(alien, pcs->alien, nr_alien * sizeof(void*));
-    pcs->nr_alien = 0;
-    pcs->main = empty_sheaf();
-    pcs->spare = nullptr;
-    pcs_unlock(pcs);
-    sheaf_stat_inc(s, SHEAF_REMOTE_DRAIN);
-    for (slab_sheaf* sh : {main, spare}) {
-      if (!sh || sh == empty_sheaf()) continue;
-      sheaf_flush(s, sh);
-      sheaf_delete(s, sh);
-    }
-    flush_alien(s, alien, nr_alien);
+  pcs_lock_remote(s, cpu);
+  slub_percpu_sheaves* pcs = &s->cpu_sheaves[cpu];
+  slab_sheaf* main = pcs->main;
+  slab_sheaf* spare = pcs->spare;
+  void* alien[kAlienBatch];
+  unsigned nr_alien = pcs->nr_alien;
+  memcpy(alien, pcs->alien, nr_alien * sizeof(void*));
+  pcs->nr_alien = 0;
+  pcs->main = empty_sheaf();
+  pcs->spare = nullptr;
+  pcs_unlock(pcs);
+  sheaf_stat_inc(s, SHEAF_REMOTE_DRAIN);
+  for (slab_sheaf* sh : {main, spare}) {
+    if (!sh || sh == empty_sheaf()) continue;
+    sheaf_flush(s, sh);
+    sheaf_delete(s, sh);
   }
+  flush_alien(s, alien, nr_alien);
+}
 
 // sheaf_drain_all: the drain_all generation protocol of seed 004 (see page/pcp.cpp for the
 // argument).  Here the fast paths publish objects with rseq commit stores, not under a lock:
@@ -411,7 +412,8 @@ int sheaves_init(kmem_cache* s, unsigned capacity) {
   if (s->flags & SLAB_STATS)
     bytes += std::size_t{s->nr_cpus} * NR_SHEAF_STAT_ITEMS * sizeof(std::uint64_t);
   s->pcs_order = order_base_2((bytes + PAGE_SIZE - 1) / PAGE_SIZE);
-  char* mem = static_cast<char*>(global_page_allocator().alloc_pages_addr(s->pcs_order, __GFP_ZERO));
+  char* mem =
+      static_cast<char*>(global_page_allocator().alloc_pages_addr(s->pcs_order, __GFP_ZERO));
   if (!mem) return ENOMEM;
   s->cpu_sheaves = reinterpret_cast<slub_percpu_sheaves*>(mem);
   for (unsigned c = 0; c < s->nr_cpus; ++c) {

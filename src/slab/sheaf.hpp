@@ -51,28 +51,39 @@ inline constexpr unsigned kMaxSheafCapacity = 512;
 inline constexpr unsigned kBarnMaxFull = 10, kBarnMaxEmpty = 10;  // per node, as mm/slub.c
 
 struct alignas(kDestructiveLine) slub_percpu_sheaves {
-  std::uint32_t lock;   // 0 free, 1 held: read by the rseq sequences
+  std::uint32_t lock;  // 0 free, 1 held: read by the rseq sequences
   std::uint32_t pad_;
-  slab_sheaf* main;     // lock (fast paths: size and objects only)
-  slab_sheaf* spare;    // lock
-  int alien_node;       // lock: node of the objects in alien[]
-  unsigned nr_alien;    // lock
+  slab_sheaf* main;   // lock (fast paths: size and objects only)
+  slab_sheaf* spare;  // lock
+  int alien_node;     // lock: node of the objects in alien[]
+  unsigned nr_alien;  // lock
   void* alien[kAlienBatch];
 };
-static_assert(offsetof(slub_percpu_sheaves, lock) == 0 &&
-              offsetof(slub_percpu_sheaves, main) == 8);
+static_assert(offsetof(slub_percpu_sheaves, lock) == 0 && offsetof(slub_percpu_sheaves, main) == 8);
 
 struct node_barn {
   spinlock_t lock;
-  slab_sheaf* full;  // lock
-  slab_sheaf* empty; // lock
+  slab_sheaf* full;            // lock
+  slab_sheaf* empty;           // lock
   unsigned nr_full, nr_empty;  // lock
 };
 
 enum sheaf_stat_item {
-  SHEAF_ALLOC_HIT, SHEAF_ALLOC_MISS, SHEAF_FREE_HIT, SHEAF_FREE_MISS, SHEAF_SWAP, SHEAF_REFILL,
-  SHEAF_FLUSH, BARN_GET, BARN_GET_FAIL, BARN_PUT, BARN_PUT_FAIL, SHEAF_REMOTE_DRAIN,
-  SHEAF_ALIEN_FREE, SHEAF_BUSY_FALLBACK, NR_SHEAF_STAT_ITEMS
+  SHEAF_ALLOC_HIT,
+  SHEAF_ALLOC_MISS,
+  SHEAF_FREE_HIT,
+  SHEAF_FREE_MISS,
+  SHEAF_SWAP,
+  SHEAF_REFILL,
+  SHEAF_FLUSH,
+  BARN_GET,
+  BARN_GET_FAIL,
+  BARN_PUT,
+  BARN_PUT_FAIL,
+  SHEAF_REMOTE_DRAIN,
+  SHEAF_ALIEN_FREE,
+  SHEAF_BUSY_FALLBACK,
+  NR_SHEAF_STAT_ITEMS
 };
 
 // Sets up sheaves for s (capacity 0: none).  0 or errno.  Context: s not yet visible.
@@ -88,7 +99,6 @@ void sheaves_free(kmem_cache* s);
 void sheaf_set_capacity(kmem_cache* s, unsigned capacity);
 unsigned sheaf_default_capacity(unsigned object_size);
 void sheaf_stats(kmem_cache* s, std::uint64_t out[NR_SHEAF_STAT_ITEMS]);
-
 
 // pthread_atfork: take every CPU slot lock (with the rseq fence) and barn lock of s; release.
 void sheaf_fork_prepare(kmem_cache* s);

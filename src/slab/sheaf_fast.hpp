@@ -27,11 +27,11 @@ USLUB_ALWAYS_INLINE void pcs_unlock(slub_percpu_sheaves* pcs) {
 USLUB_ALWAYS_INLINE void* sheaf_alloc_fast(kmem_cache* s) {
 #if USLUB_HAVE_RSEQ_ASM
   if (USLUB_LIKELY(s->sheaf_rseq)) {
-    void* obj = platform::rseq_percpu_pop<offsetof(slub_percpu_sheaves, lock),
-                                          offsetof(slub_percpu_sheaves, main),
-                                          offsetof(slab_sheaf, size),
-                                          offsetof(slab_sheaf, objects)>(
-        reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves));
+    void* obj =
+        platform::rseq_percpu_pop<offsetof(slub_percpu_sheaves, lock),
+                                  offsetof(slub_percpu_sheaves, main), offsetof(slab_sheaf, size),
+                                  offsetof(slab_sheaf, objects)>(
+            reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves));
     if (USLUB_LIKELY(obj)) sheaf_stat_inc(s, SHEAF_ALLOC_HIT);
     return obj;
   }
@@ -49,10 +49,11 @@ USLUB_ALWAYS_INLINE void* sheaf_alloc_fast(kmem_cache* s) {
 USLUB_ALWAYS_INLINE bool sheaf_free_fast(kmem_cache* s, void* obj) {
 #if USLUB_HAVE_RSEQ_ASM
   if (USLUB_LIKELY(s->sheaf_rseq)) {
-    bool ok = platform::rseq_percpu_push<
-        offsetof(slub_percpu_sheaves, lock), offsetof(slub_percpu_sheaves, main),
-        offsetof(slab_sheaf, size), offsetof(slab_sheaf, capacity), offsetof(slab_sheaf, objects)>(
-        reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves), obj);
+    bool ok =
+        platform::rseq_percpu_push<offsetof(slub_percpu_sheaves, lock),
+                                   offsetof(slub_percpu_sheaves, main), offsetof(slab_sheaf, size),
+                                   offsetof(slab_sheaf, capacity), offsetof(slab_sheaf, objects)>(
+            reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves), obj);
     if (USLUB_LIKELY(ok)) sheaf_stat_inc(s, SHEAF_FREE_HIT);
     return ok;
   }

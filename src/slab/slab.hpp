@@ -59,16 +59,15 @@ namespace uslub {
 
 // Flags that forbid merging (debugging or special semantics).
 inline constexpr slab_flags_t SLAB_NEVER_MERGE = SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER |
-                                                 SLAB_TRACE | SLAB_TYPESAFE_BY_RCU |
-                                                 SLAB_NO_MERGE | SLAB_CONSISTENCY_CHECKS |
-                                                 SLAB_FAILSLAB;
+                                                 SLAB_TRACE | SLAB_TYPESAFE_BY_RCU | SLAB_NO_MERGE |
+                                                 SLAB_CONSISTENCY_CHECKS | SLAB_FAILSLAB;
 // Flags that must agree for two caches to merge.
 inline constexpr slab_flags_t SLAB_MERGE_SAME =
     SLAB_HWCACHE_ALIGN | SLAB_STATS | SLAB_NO_SHEAVES | SLAB_SHEAVES;
 inline constexpr slab_flags_t SLAB_DEBUG_FLAGS =
     SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER | SLAB_TRACE | SLAB_CONSISTENCY_CHECKS;
 
-inline constexpr unsigned kSlabMaxOrder = 3;     // slub_max_order
+inline constexpr unsigned kSlabMaxOrder = 3;  // slub_max_order
 inline constexpr unsigned kMaxObjsPerSlab = 32767;
 
 // The slab's counters word, swapped together with slab->freelist.
@@ -86,10 +85,10 @@ static_assert(sizeof(slab_counters) == 8);
 // Per-CPU slot.  freelist+tid first, 16-byte aligned, for cmpxchg16b (seed 000's
 // misalignment bug was a lock placed before them).
 struct alignas(kDestructiveLine) kmem_cache_cpu {  // 128: no adjacent-line sharing
-  void* freelist;      // CAS with tid only
-  std::uint64_t tid;   // CAS with freelist only
-  page* slab;          // lock; stored before the tid-advancing CAS
-  page* partial;       // lock; frozen slabs linked by slab->lru.next, count in slab_private
+  void* freelist;                                  // CAS with tid only
+  std::uint64_t tid;                               // CAS with freelist only
+  page* slab;                                      // lock; stored before the tid-advancing CAS
+  page* partial;  // lock; frozen slabs linked by slab->lru.next, count in slab_private
   local_trylock_t lock;
 };
 static_assert(offsetof(kmem_cache_cpu, freelist) == 0 && offsetof(kmem_cache_cpu, tid) == 8);
@@ -121,35 +120,35 @@ struct kmem_cache {
   using kmem_cache_node = uslub::kmem_cache_node;
   using page_allocator = uslub::page_allocator;
   using list_head = uslub::list_head;
-  kmem_cache_cpu* cpu_slab;  // nr_cpu_ids slots
+  kmem_cache_cpu* cpu_slab;         // nr_cpu_ids slots
   kmem_cache_cpu_stats* cpu_stats;  // nullptr unless SLAB_STATS
   slab_flags_t flags;
   unsigned size;         // object stride in the slab
   unsigned object_size;  // what the user asked for
   unsigned offset;       // free pointer offset inside the object
   unsigned align;
-  unsigned order;        // slab order (oo)
-  unsigned objects;      // objects per slab of `order`
+  unsigned order;                   // slab order (oo)
+  unsigned objects;                 // objects per slab of `order`
   unsigned min_order, min_objects;  // the fallback (min)
-  unsigned cpu_partial;        // objects kept on a CPU's partial list
-  unsigned cpu_partial_slabs;  // the same in slabs
-  unsigned min_partial;        // empty slabs a node keeps
-  std::uint64_t random;        // free pointer hardening secret
-  std::uint64_t reciprocal_size;  // ceil(2^32 / size): object index without a division
+  unsigned cpu_partial;             // objects kept on a CPU's partial list
+  unsigned cpu_partial_slabs;       // the same in slabs
+  unsigned min_partial;             // empty slabs a node keeps
+  std::uint64_t random;             // free pointer hardening secret
+  std::uint64_t reciprocal_size;    // ceil(2^32 / size): object index without a division
   void (*ctor)(void*);
   page_allocator* pa;
   unsigned nr_cpus;
   unsigned tid_step;
-  unsigned cpu_order;    // page order of the cpu_slab (+ cpu_stats) block
-  int refcount;          // slab_mutex; > 1 when merged caches alias it
-  list_head list;        // slab_mutex: slab_caches
+  unsigned cpu_order;                      // page order of the cpu_slab (+ cpu_stats) block
+  int refcount;                            // slab_mutex; > 1 when merged caches alias it
+  list_head list;                          // slab_mutex: slab_caches
   std::atomic<std::uint64_t> slab_gen{0};  // bumped per slab created/freed (validate)
   char name[48];
   // Sheaves (sheaf.hpp): null cpu_sheaves means the classic per-CPU slab fast path.
   uslub::slub_percpu_sheaves* cpu_sheaves;
   std::atomic<std::uint64_t>* sheaf_stat;  // nr_cpus * NR_SHEAF_STAT_ITEMS, or null
-  unsigned sheaf_capacity;  // capacity of new sheaves
-  unsigned pcs_order;       // page order of the cpu_sheaves block
+  unsigned sheaf_capacity;                 // capacity of new sheaves
+  unsigned pcs_order;                      // page order of the cpu_sheaves block
   bool sheaf_rseq;          // fast paths use rseq sequences (else the locked fallback)
   kmem_cache* sheaf_cache;  // where this cache's sheaves come from
   std::atomic<std::uint64_t> sheaf_drain_gen{0};
@@ -166,7 +165,9 @@ using ::kmem_cache;
 // benchmark builds both to measure its cost).
 
 #if USLUB_NO_FREELIST_HARDENING
-USLUB_ALWAYS_INLINE std::uintptr_t freeptr_mask(const kmem_cache*, std::uintptr_t) { return 0; }
+USLUB_ALWAYS_INLINE std::uintptr_t freeptr_mask(const kmem_cache*, std::uintptr_t) {
+  return 0;
+}
 #else
 USLUB_ALWAYS_INLINE std::uintptr_t freeptr_mask(const kmem_cache* s, std::uintptr_t at) {
   return s->random ^ __builtin_bswap64(at);
@@ -187,14 +188,13 @@ USLUB_ALWAYS_INLINE void* get_freepointer(const kmem_cache* s, void* obj) {
 USLUB_ALWAYS_INLINE void set_freepointer(const kmem_cache* s, void* obj, void* fp) {
   auto at = reinterpret_cast<std::uintptr_t>(obj) + s->offset;
   __atomic_store_n(reinterpret_cast<std::uintptr_t*>(at),
-                   reinterpret_cast<std::uintptr_t>(fp) ^ freeptr_mask(s, at),
-                   __ATOMIC_RELAXED);
+                   reinterpret_cast<std::uintptr_t>(fp) ^ freeptr_mask(s, at), __ATOMIC_RELAXED);
 }
 
 // ---- the 16-byte CAS --------------------------------------------------------------------
 
-USLUB_ALWAYS_INLINE bool cmpxchg16(void* addr, void* old_ptr, std::uint64_t old_word,
-                                   void* new_ptr, std::uint64_t new_word) {
+USLUB_ALWAYS_INLINE bool cmpxchg16(void* addr, void* old_ptr, std::uint64_t old_word, void* new_ptr,
+                                   std::uint64_t new_word) {
   using u128 = unsigned __int128;
   u128 expected = static_cast<u128>(reinterpret_cast<std::uintptr_t>(old_ptr)) |
                   (static_cast<u128>(old_word) << 64);
@@ -205,7 +205,9 @@ USLUB_ALWAYS_INLINE bool cmpxchg16(void* addr, void* old_ptr, std::uint64_t old_
 
 // Acquire: pairs with the CAS that published the list, so the objects' contents (their free
 // pointers) written before it are visible (free on x86).
-USLUB_ALWAYS_INLINE void* load_ptr(void* const* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+USLUB_ALWAYS_INLINE void* load_ptr(void* const* p) {
+  return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
 USLUB_ALWAYS_INLINE std::uint64_t load_u64(const std::uint64_t* p) {
   return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
@@ -231,9 +233,13 @@ USLUB_ALWAYS_INLINE kmem_cache_node* get_node(const kmem_cache* s, int node) {
   return s->node[static_cast<unsigned>(node) % s->nr_nodes];
 }
 
-USLUB_ALWAYS_INLINE int slab_nid(const page* slab) { return page_section(slab)->node; }
+USLUB_ALWAYS_INLINE int slab_nid(const page* slab) {
+  return page_section(slab)->node;
+}
 
-USLUB_ALWAYS_INLINE void* slab_address(const page* slab) { return page_address(slab); }
+USLUB_ALWAYS_INLINE void* slab_address(const page* slab) {
+  return page_address(slab);
+}
 
 // The slab holding obj, or nullptr if obj is not inside a uslub slab page.  One load for the
 // section, one for the descriptor's flags (and the head pointer for multi-page slabs).

@@ -35,7 +35,9 @@ bool g_nomerge = false;
 bool g_sheaves_default = true;  // USLUB_FASTPATH=sheaf|cpuslab
 std::atomic<bool> g_stats{false};
 
-unsigned fls(unsigned v) { return v ? 32 - static_cast<unsigned>(__builtin_clz(v)) : 0; }
+unsigned fls(unsigned v) {
+  return v ? 32 - static_cast<unsigned>(__builtin_clz(v)) : 0;
+}
 
 // Object layout: [object ... | free pointer if outside | padding to align].  The free pointer
 // lives in the middle of the object (hardening: off the edges overflows hit first) unless a
@@ -99,11 +101,16 @@ void calculate_order(kmem_cache* s, unsigned nr_cpus) {
 void set_cpu_partial(kmem_cache* s) {
   // mm/slub.c set_cpu_partial: fewer objects on per-CPU partial lists for large objects.
   unsigned nr;
-  if (s->flags & SLAB_DEBUG_FLAGS) nr = 0;
-  else if (s->size >= PAGE_SIZE) nr = 2;
-  else if (s->size >= 1024) nr = 6;
-  else if (s->size >= 256) nr = 13;
-  else nr = 30;
+  if (s->flags & SLAB_DEBUG_FLAGS)
+    nr = 0;
+  else if (s->size >= PAGE_SIZE)
+    nr = 2;
+  else if (s->size >= 1024)
+    nr = 6;
+  else if (s->size >= 256)
+    nr = 13;
+  else
+    nr = 30;
   s->cpu_partial = nr;
   s->cpu_partial_slabs = nr ? (nr * 2 + s->objects - 1) / s->objects : 0;
   unsigned mp = ilog2(s->size) / 2;
@@ -219,8 +226,9 @@ kmem_cache* kmem_cache_create_on(page_allocator* pa, const char* name, std::size
     report_bug(name ? name : "(null)", "Invalid argument",
                "kmem_cache_create(%s, size %zu, align %zu): %s\n", name ? name : "(null)", size,
                align,
-               !name ? "no name" : size == 0 || size > MAX_ORDER_BYTES ? "impossible size"
-                                                                       : "impossible alignment");
+               !name                                 ? "no name"
+               : size == 0 || size > MAX_ORDER_BYTES ? "impossible size"
+                                                     : "impossible alignment");
     errno = EINVAL;
     return nullptr;
   }
@@ -294,8 +302,12 @@ static void slab_fork_release() {
   slab_mutex.unlock();
 }
 
-void slab_fork_parent() { slab_fork_release(); }
-void slab_fork_child() { slab_fork_release(); }
+void slab_fork_parent() {
+  slab_fork_release();
+}
+void slab_fork_child() {
+  slab_fork_release();
+}
 
 void slab_fill_info(kmem_cache* s, kmem_cache_info* info) {
   memset(info, 0, sizeof *info);
@@ -349,22 +361,33 @@ using namespace uslub;
 extern "C" {
 
 const char* const uslub_stat_names[NR_SLUB_STAT_ITEMS] = {
-    "alloc_fastpath",      "alloc_slowpath",        "free_fastpath",
-    "free_slowpath",       "free_frozen",           "free_add_partial",
-    "free_remove_partial", "alloc_from_partial",    "alloc_slab",
-    "alloc_refill",        "alloc_node_mismatch",   "free_slab",
-    "cpuslab_flush",       "deactivate_full",       "deactivate_empty",
-    "deactivate_to_head",  "deactivate_to_tail",    "deactivate_remote_frees",
-    "deactivate_bypass",   "order_fallback",        "cmpxchg_double_cpu_fail",
-    "cmpxchg_double_fail", "cpu_partial_alloc",     "cpu_partial_free",
+    "alloc_fastpath",      "alloc_slowpath",      "free_fastpath",
+    "free_slowpath",       "free_frozen",         "free_add_partial",
+    "free_remove_partial", "alloc_from_partial",  "alloc_slab",
+    "alloc_refill",        "alloc_node_mismatch", "free_slab",
+    "cpuslab_flush",       "deactivate_full",     "deactivate_empty",
+    "deactivate_to_head",  "deactivate_to_tail",  "deactivate_remote_frees",
+    "deactivate_bypass",   "order_fallback",      "cmpxchg_double_cpu_fail",
+    "cmpxchg_double_fail", "cpu_partial_alloc",   "cpu_partial_free",
     "cpu_partial_node",    "cpu_partial_drain",
 };
 
 const char* const uslub_sheaf_stat_names[] = {
-    "sheaf_alloc_hit", "sheaf_alloc_miss", "sheaf_free_hit",   "sheaf_free_miss",
-    "sheaf_swap",      "sheaf_refill",     "sheaf_flush",      "barn_get",
-    "barn_get_fail",   "barn_put",         "barn_put_fail",    "sheaf_remote_drain",
-    "sheaf_alien_free", "sheaf_busy_fallback", nullptr,
+    "sheaf_alloc_hit",
+    "sheaf_alloc_miss",
+    "sheaf_free_hit",
+    "sheaf_free_miss",
+    "sheaf_swap",
+    "sheaf_refill",
+    "sheaf_flush",
+    "barn_get",
+    "barn_get_fail",
+    "barn_put",
+    "barn_put_fail",
+    "sheaf_remote_drain",
+    "sheaf_alien_free",
+    "sheaf_busy_fallback",
+    nullptr,
 };
 
 struct kmem_cache* kmem_cache_create(const char* name, size_t size, size_t align,
@@ -373,8 +396,7 @@ struct kmem_cache* kmem_cache_create(const char* name, size_t size, size_t align
 }
 
 struct kmem_cache* kmem_cache_create_args(const char* name, size_t size,
-                                          const struct kmem_cache_args* args,
-                                          slab_flags_t flags) {
+                                          const struct kmem_cache_args* args, slab_flags_t flags) {
   return kmem_cache_create_on(nullptr, name, size, args ? args->align : 0, flags,
                               args ? args->ctor : nullptr);
 }
@@ -394,22 +416,32 @@ void kmem_cache_destroy(struct kmem_cache* s) {
   free_kmem_cache(s);
 }
 
-int kmem_cache_shrink(struct kmem_cache* s) { return __kmem_cache_shrink(s); }
-unsigned int kmem_cache_size(struct kmem_cache* s) { return s->object_size; }
-const char* kmem_cache_name(struct kmem_cache* s) { return s->name; }
+int kmem_cache_shrink(struct kmem_cache* s) {
+  return __kmem_cache_shrink(s);
+}
+unsigned int kmem_cache_size(struct kmem_cache* s) {
+  return s->object_size;
+}
+const char* kmem_cache_name(struct kmem_cache* s) {
+  return s->name;
+}
 
 int kmem_cache_get_info(struct kmem_cache* s, struct kmem_cache_info* info) {
   slab_fill_info(s, info);
   return 0;
 }
 
-static void cpu_dead_one(kmem_cache* s, void* arg) { slab_cpu_dead(s, *static_cast<unsigned*>(arg)); }
+static void cpu_dead_one(kmem_cache* s, void* arg) {
+  slab_cpu_dead(s, *static_cast<unsigned*>(arg));
+}
 
 void uslub_cpu_offline(unsigned int cpu) {
   for_each_kmem_cache(&cpu_dead_one, &cpu);  // slab_mutex -> (sheaf slot, list_lock, slot)
 }
 
-void uslub_slab_stats_enable(int on) { g_stats.store(on != 0); }
+void uslub_slab_stats_enable(int on) {
+  g_stats.store(on != 0);
+}
 
 static void print_one(kmem_cache* s, void* arg) {
   int fd = *static_cast<int*>(arg);

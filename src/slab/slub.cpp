@@ -494,12 +494,14 @@ void* slab_alloc_core(kmem_cache* s, gfp_t gfp, int node) {
   return obj;
 }
 
-void* slab_alloc(kmem_cache* s, gfp_t gfp, int node) { return cache_alloc(s, gfp, node); }
+void* slab_alloc(kmem_cache* s, gfp_t gfp, int node) {
+  return cache_alloc(s, gfp, node);
+}
 
 // __slab_free: free to a slab that is not our CPU slab.  Lockless unless the slab changes
 // lists (full -> partial, or empty).  [head..tail] are cnt objects of slab, linked.
-USLUB_SLOWPATH void __slab_free(kmem_cache* s, page* slab, void* head, void* tail,
-                                       unsigned cnt, unsigned cpu) {
+USLUB_SLOWPATH void __slab_free(kmem_cache* s, page* slab, void* head, void* tail, unsigned cnt,
+                                unsigned cpu) {
   stat(s, FREE_SLOWPATH, cpu);
   kmem_cache_node* n = nullptr;
   void* prior;
@@ -556,9 +558,13 @@ USLUB_SLOWPATH void __slab_free(kmem_cache* s, page* slab, void* head, void* tai
   n->list_lock.unlock();
 }
 
-void slab_free_core(kmem_cache* s, page* slab, void* obj) { do_slab_free(s, slab, obj, obj, 1); }
+void slab_free_core(kmem_cache* s, page* slab, void* obj) {
+  do_slab_free(s, slab, obj, obj, 1);
+}
 
-void slab_free(kmem_cache* s, page* slab, void* obj) { cache_free(s, slab, obj); }
+void slab_free(kmem_cache* s, page* slab, void* obj) {
+  cache_free(s, slab, obj);
+}
 
 page* slab_free_check(kmem_cache* s, const void* obj, const char* caller) {
   return slab_free_check_inline(s, obj, caller);
@@ -633,8 +639,12 @@ void slab_cpu_dead(kmem_cache* s, unsigned cpu) {
 static constinit lock_class_key flush_mutex_key{"flush_mutex"};
 static constinit spinlock_t flush_mutex{&flush_mutex_key};
 
-void flush_mutex_lock() { flush_mutex.lock(); }
-void flush_mutex_unlock() { flush_mutex.unlock(); }
+void flush_mutex_lock() {
+  flush_mutex.lock();
+}
+void flush_mutex_unlock() {
+  flush_mutex.unlock();
+}
 
 // Context: may hold slab_mutex (lock order 1 -> 2), nothing else.
 void flush_all(kmem_cache* s) {
@@ -799,6 +809,8 @@ void kmem_cache_free_bulk(struct kmem_cache* s, size_t nr, void** p) {
   kmem_cache_free_bulk_impl(s, nr, p);
 }
 
-int kmem_cache_validate(struct kmem_cache* s) { return validate_slab_cache(s) ? 0 : -1; }
+int kmem_cache_validate(struct kmem_cache* s) {
+  return validate_slab_cache(s) ? 0 : -1;
+}
 
 }  // extern "C"

@@ -40,13 +40,13 @@ USLUB_FASTPATH void* slab_alloc_node(kmem_cache* s, gfp_t gfp, int node) {
 
 // do_slab_free fast path.  Budget: rseq cpu load, 3 loads of the slot, 1 object store,
 // 1 lock cmpxchg16b, 0 calls.
-USLUB_FASTPATH void do_slab_free(kmem_cache* s, page* slab, void* head, void* tail,
-                                 unsigned cnt) {
+USLUB_FASTPATH void do_slab_free(kmem_cache* s, page* slab, void* head, void* tail, unsigned cnt) {
   for (;;) {
     unsigned cpu = this_cpu_index(s);
     kmem_cache_cpu* c = &s->cpu_slab[cpu];
     std::uint64_t tid = __atomic_load_n(&c->tid, __ATOMIC_ACQUIRE);
-    if (USLUB_UNLIKELY(slab != __atomic_load_n(&c->slab, __ATOMIC_RELAXED))) return __slab_free(s, slab, head, tail, cnt, cpu);
+    if (USLUB_UNLIKELY(slab != __atomic_load_n(&c->slab, __ATOMIC_RELAXED)))
+      return __slab_free(s, slab, head, tail, cnt, cpu);
     void* fl = load_ptr(&c->freelist);
     if (USLUB_UNLIKELY(fl == head)) {  // the cheap always-on double-free check
       report_bug(s->name, "Object already free", "object %p freed twice in a row\n", head);
@@ -60,6 +60,5 @@ USLUB_FASTPATH void do_slab_free(kmem_cache* s, page* slab, void* head, void* ta
     stat(s, CMPXCHG_DOUBLE_CPU_FAIL, cpu);
   }
 }
-
 
 }  // namespace uslub

@@ -28,8 +28,7 @@ USLUB_SLOWPATH bool fail(kmem_cache* s, page* slab, const char* problem, const c
 // Checks one slab; walk_freelist only when nothing can allocate from it concurrently.
 bool validate_slab(kmem_cache* s, page* slab, bool on_partial, bool walk_freelist) {
   if (!(page_flags(slab) & PG_slab))
-    return fail(s, slab, "Slab corrupt", "not marked PG_slab (flags %#lx)%lu",
-                page_flags(slab), 0);
+    return fail(s, slab, "Slab corrupt", "not marked PG_slab (flags %#lx)%lu", page_flags(slab), 0);
   if (__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED) != s)
     return fail(s, slab, "Slab corrupt", "slab_cache %#lx is not this cache%lu",
                 reinterpret_cast<unsigned long>(slab->slab_cache), 0);
@@ -48,13 +47,13 @@ bool validate_slab(kmem_cache* s, page* slab, bool on_partial, bool walk_freelis
     auto a = reinterpret_cast<std::uintptr_t>(p);
     if (a < base || a >= base + std::size_t{c.objects} * s->size || (a - base) % s->size) {
       report_bug(s->name, "Freepointer corrupt",
-                 "slab %p: free list entry %p is not an object of this slab\n",
-                 slab_address(slab), p);
+                 "slab %p: free list entry %p is not an object of this slab\n", slab_address(slab),
+                 p);
       return false;
     }
     if (++nfree > c.objects)
-      return fail(s, slab, "Freepointer corrupt", "free list longer than %lu objects%lu",
-                  c.objects, 0);
+      return fail(s, slab, "Freepointer corrupt", "free list longer than %lu objects%lu", c.objects,
+                  0);
   }
   if (!c.frozen && nfree + c.inuse != c.objects)
     return fail(s, slab, "Slab corrupt", "inuse %lu + free %lu != objects", c.inuse, nfree);
@@ -75,16 +74,17 @@ bool validate_slab_cache(kmem_cache* s) {
     for (list_head* pos = n->partial.next; pos != &n->partial; pos = pos->next) {
       page* slab = list_entry<page, &page::lru>(pos);
       if (slab_nid(slab) != static_cast<int>(i)) {
-        report_bug(s->name, "Slab corrupt", "slab %p on the partial list of node %u, but on node %d\n",
-                   slab_address(slab), i, slab_nid(slab));
+        report_bug(s->name, "Slab corrupt",
+                   "slab %p on the partial list of node %u, but on node %d\n", slab_address(slab),
+                   i, slab_nid(slab));
         return false;
       }
       if (!validate_slab(s, slab, true, true)) return false;
       if (++count > n->nr_partial + 1000000) break;
     }
     if (count != n->nr_partial) {
-      report_bug(s->name, "Slab corrupt", "node %u: nr_partial %zu but %zu slabs on the list\n",
-                 i, n->nr_partial, count);
+      report_bug(s->name, "Slab corrupt", "node %u: nr_partial %zu but %zu slabs on the list\n", i,
+                 n->nr_partial, count);
       return false;
     }
   }

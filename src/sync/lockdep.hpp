@@ -21,8 +21,7 @@ void lockdep_release(const lock_class_key* cls, const void* lock);
 bool lockdep_is_held(const void* lock);
 // Reports (report_bug "lockdep") if the calling thread does not hold lock.
 void lockdep_assert_held_fn(const void* lock, const char* what, const char* file, int line);
-#define lockdep_assert_held(l) \
-  ::uslub::lockdep_assert_held_fn((l), #l, __FILE__, __LINE__)
+#define lockdep_assert_held(l) ::uslub::lockdep_assert_held_fn((l), #l, __FILE__, __LINE__)
 #else
 inline void lockdep_acquire(const lock_class_key*, const void*, bool) {}
 inline void lockdep_release(const lock_class_key*, const void*) {}

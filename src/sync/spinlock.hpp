@@ -32,7 +32,7 @@ class spinlock_t {
   USLUB_ALWAYS_INLINE void lock() {
     std::uint32_t expected = 0;
     if (USLUB_UNLIKELY(!state_.compare_exchange_strong(expected, 1, std::memory_order_acquire,
-                                                        std::memory_order_relaxed)))
+                                                       std::memory_order_relaxed)))
       lock_slow();
     bump(acquired_);
     lockdep_acquire(cls_, this, false);

@@ -53,8 +53,8 @@ TEST(Malloc, EverySizeIsUsableAlignedAndDistinct) {
 }
 
 TEST(Malloc, LargeAndHugeBlocks) {
-  for (size_t sz : {size_t{40000}, size_t{1} << 20, (size_t{4} << 20) - 1, size_t{5} << 20,
-                    size_t{64} << 20}) {
+  for (size_t sz :
+       {size_t{40000}, size_t{1} << 20, (size_t{4} << 20) - 1, size_t{5} << 20, size_t{64} << 20}) {
     char* p = static_cast<char*>(malloc(sz));
     ASSERT_NE(p, nullptr) << sz;
     p[0] = 1;
@@ -172,9 +172,9 @@ TEST(New, AllFormsAndBadAlloc) {
   delete[] d;
   EXPECT_THROW((void)::operator new(SIZE_MAX / 2), std::bad_alloc);
   EXPECT_EQ(::operator new(SIZE_MAX / 2, std::nothrow), nullptr);
-  void* e = ::operator new(100, std::align_val_t{4096});
+  void* e = ::operator new (100, std::align_val_t{4096});
   EXPECT_EQ(reinterpret_cast<uintptr_t>(e) % 4096, 0u);
-  ::operator delete(e, 100, std::align_val_t{4096});
+  ::operator delete (e, 100, std::align_val_t{4096});
 }
 
 TEST(Malloc, TrimReturnsMemoryAndStatsAreSane) {

@@ -86,7 +86,8 @@ TEST(Preload, Sort) {
 TEST(Preload, ShellPipelineAndThreads) {
   same_output("ls -la /usr/lib | sort | uniq -c | wc -l");
   if (have("python3"))
-    same_output("python3 -c \"import threading; r=[]; "
-                "t=[threading.Thread(target=lambda: r.append(sum(range(100000)))) for _ in range(32)]; "
-                "[x.start() for x in t]; [x.join() for x in t]; print(sorted(r)[0], len(r))\"");
+    same_output(
+        "python3 -c \"import threading; r=[]; "
+        "t=[threading.Thread(target=lambda: r.append(sum(range(100000)))) for _ in range(32)]; "
+        "[x.start() for x in t]; [x.join() for x in t]; print(sorted(r)[0], len(r))\"");
 }

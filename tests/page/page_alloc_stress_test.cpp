@@ -14,7 +14,7 @@ TEST_F(PageAllocStress, NoPageHandedOutTwiceAndEverythingMergesBack) {
   page_alloc_config c;
   c.pcp_batch = 8;
   c.pcp_high = 24;
-  c.decay_ms = 5;  // exercise reclaim concurrently with traffic
+  c.decay_ms = 5;               // exercise reclaim concurrently with traffic
   c.memory_limit = 512u << 20;  // stays inside one section (shadow map indexes pfns)
   make(c);
   const int nthreads = 4 * static_cast<int>(std::thread::hardware_concurrency() ?: 2);

@@ -53,7 +53,7 @@ TEST_F(PageAlloc, ForeignAndInteriorPointersAreReported) {
   pa_.free_pages_addr(heap, 0);
   free(heap);
   page* p = pa_.alloc_pages(2, __GFP_COMP);
-  pa_.free_pages(p + 1, 0);                                          // a tail page
+  pa_.free_pages(p + 1, 0);                                         // a tail page
   pa_.free_pages_addr(static_cast<char*>(page_address(p)) + 8, 2);  // not page aligned
   ASSERT_EQ(cap.count(), 4u);
   for (size_t i = 0; i < 4; ++i)

@@ -88,7 +88,9 @@ TEST(Futex, WakeReleasesWaiter) {
 }
 
 static std::atomic<int> g_exit_calls{0};
-static void on_exit_hook(void* v) { g_exit_calls += *static_cast<int*>(v); }
+static void on_exit_hook(void* v) {
+  g_exit_calls += *static_cast<int*>(v);
+}
 
 TEST(ThreadExit, HookRunsForArmedThreadsOnly) {
   static platform::thread_exit_hook hook(&on_exit_hook);

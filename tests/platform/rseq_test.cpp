@@ -56,7 +56,8 @@ TEST_F(Rseq, PushThenPopOnOneThread) {
   int x[3];
   EXPECT_EQ((platform::rseq_percpu_pop<kLock, kMain, kSize, kObjs>(base, sizeof(slot_t))), nullptr);
   for (int& v : x)
-    EXPECT_TRUE((platform::rseq_percpu_push<kLock, kMain, kSize, kCapOff, kObjs>(base, sizeof(slot_t), &v)));
+    EXPECT_TRUE((
+        platform::rseq_percpu_push<kLock, kMain, kSize, kCapOff, kObjs>(base, sizeof(slot_t), &v)));
   unsigned total = 0;
   for (auto& s : stacks) total += s.size;
   EXPECT_EQ(total, 3u);
@@ -102,11 +103,12 @@ TEST_F(Rseq, ManyThreadsAndASignalStormNeverLoseOrDuplicate) {
       ids[t] = pthread_self();
       ready++;
       std::vector<uintptr_t> mine;
-      for (int k = 0; k < per_thread; ++k) mine.push_back(static_cast<uintptr_t>(t * per_thread + k + 1));
+      for (int k = 0; k < per_thread; ++k)
+        mine.push_back(static_cast<uintptr_t>(t * per_thread + k + 1));
       while (ready.load() < nthreads + 1) std::this_thread::yield();  // the storm is on
       auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
       for (int i = 0; i < iters || (platform::rseq_abort_count() < 100 &&
-                                     std::chrono::steady_clock::now() < until);
+                                    std::chrono::steady_clock::now() < until);
            ++i) {
         if (!mine.empty() && (i & 1)) {
           uintptr_t tok = mine.back();

@@ -199,8 +199,8 @@ TEST(Sheaf, AlienFreesGoBackToTheirNodeOnAFakeTwoNodeMachine) {
   cfg.vm = &vm;
   cfg.nr_nodes = 2;
   ASSERT_EQ(pa.init(cfg), 0);
-  kmem_cache* s =
-      kmem_cache_create_on(&pa, "sheaf-alien", 64, 0, SLAB_NO_MERGE | SLAB_STATS | SLAB_SHEAVES, nullptr);
+  kmem_cache* s = kmem_cache_create_on(&pa, "sheaf-alien", 64, 0,
+                                       SLAB_NO_MERGE | SLAB_STATS | SLAB_SHEAVES, nullptr);
   ASSERT_NE(s, nullptr);
   EXPECT_EQ(s->nr_nodes, 2u);
   std::vector<void*> on_node1(200);

@@ -93,8 +93,8 @@ TEST(SlabStress, NoObjectHandedOutTwiceUnderCrossThreadFreesAndFlushes) {
         }
         if (!shadow.insert(obj)) dup++;
         *obj = reinterpret_cast<uintptr_t>(obj) * 31 + 7;
-        uintptr_t old =
-            slots[rng() % kSlots].exchange(reinterpret_cast<uintptr_t>(obj) | static_cast<uintptr_t>(ci));
+        uintptr_t old = slots[rng() % kSlots].exchange(reinterpret_cast<uintptr_t>(obj) |
+                                                       static_cast<uintptr_t>(ci));
         if (old) release(old);
       }
     });

@@ -46,8 +46,8 @@ class Transitions : public ::testing::Test {
   void SetUp() override {
     if (platform::nr_cpu_ids() < 2) GTEST_SKIP();
     ASSERT_TRUE(pin(0));
-    s = kmem_cache_create("transitions", 256, 0,
-                          SLAB_NO_MERGE | SLAB_STATS | SLAB_NO_SHEAVES, nullptr);
+    s = kmem_cache_create("transitions", 256, 0, SLAB_NO_MERGE | SLAB_STATS | SLAB_NO_SHEAVES,
+                          nullptr);
     ASSERT_NE(s, nullptr);
     per = s->objects;
   }
@@ -124,9 +124,9 @@ TEST_F(Transitions, RemoteFreesRefillTheCpuSlabAndShowOnDeactivate) {
   auto c = snap(s);
   EXPECT_GE(c[DEACTIVATE_REMOTE_FREES] - b[DEACTIVATE_REMOTE_FREES], 1u);
   EXPECT_GE(c[CPUSLAB_FLUSH] - b[CPUSLAB_FLUSH], 1u);
-  EXPECT_GE(c[DEACTIVATE_TO_HEAD] + c[DEACTIVATE_TO_TAIL] - b[DEACTIVATE_TO_HEAD] -
-                b[DEACTIVATE_TO_TAIL],
-            1u);
+  EXPECT_GE(
+      c[DEACTIVATE_TO_HEAD] + c[DEACTIVATE_TO_TAIL] - b[DEACTIVATE_TO_HEAD] - b[DEACTIVATE_TO_TAIL],
+      1u);
   kmem_cache_free(s, p);
   for (size_t i = 0; i < v.size(); ++i)
     if (i != 3 && i != 5) kmem_cache_free(s, v[i]);

@@ -82,6 +82,8 @@ class failing_vm final : public platform::vm_ops {
   static platform::vm_ops& real() { return platform::linux_vm(); }
 };
 
-inline int stress_scale() { return USLUB_STRESS_SCALE; }
+inline int stress_scale() {
+  return USLUB_STRESS_SCALE;
+}
 
 }  // namespace uslub::test
