@@ -9,6 +9,7 @@
 
 #include "base/bits.hpp"
 #include "base/check.hpp"
+#include "slab/debug.hpp"
 
 namespace uslub {
 
@@ -36,7 +37,10 @@ void kmalloc_init() {
   for (unsigned i = 0; i < k.nr; ++i) {
     char name[32];
     snprintf(name, sizeof name, "kmalloc-%u", k.sizes[i]);
-    k.caches[i] = kmem_cache_create(name, k.sizes[i], 0, SLAB_NO_MERGE, nullptr);
+    // 16-byte alignment (malloc's) for every class above 8; free without debugging, where
+    // the sizes are multiples of 16, and it keeps debug layouts (red zones) aligned.
+    k.caches[i] = kmem_cache_create(name, k.sizes[i], k.sizes[i] >= 16 ? 16 : 0,
+                                    SLAB_NO_MERGE | SLAB_KMALLOC, nullptr);
     if (!k.caches[i]) panic("cannot create %s", name);
   }
   unsigned c = 0;
@@ -87,8 +91,8 @@ void* kmalloc_aligned(std::size_t size, std::size_t align, gfp_t gfp) {
   if (need <= KMALLOC_MAX_CACHE_SIZE) {
     // A power-of-two class: objects sit at multiples of their size in size-aligned slabs.
     kmem_cache* s = kmalloc_slab(need);
-    USLUB_ASSERT(s->size == need);
-    return cache_alloc(s, gfp, NUMA_NO_NODE);
+    // Debug layouts (red zones, tracking) break the size alignment: use whole pages then.
+    if (USLUB_LIKELY(s->size == need)) return cache_alloc(s, gfp, NUMA_NO_NODE, size);
   }
   if (size > (std::size_t{1} << 47) || align > (std::size_t{1} << 40)) {
     errno = ENOMEM;
@@ -129,9 +133,18 @@ void kfree_slow(const void* p, const char* caller) {
   report_bug("kmalloc", "Invalid pointer", "%s(%p): not allocated by uslub\n", caller, p);
 }
 
+bool kmalloc_debug_object(const void* p) {
+  page* slab = virt_to_slab(p);
+  return slab && kmem_cache_debug(static_cast<kmem_cache*>(slab->slab_cache));
+}
+
 std::size_t ksize_slow(const void* p) {
   if (!p) return 0;
-  if (page* slab = virt_to_slab(p)) return static_cast<kmem_cache*>(slab->slab_cache)->object_size;
+  if (page* slab = virt_to_slab(p)) {
+    auto* s = static_cast<kmem_cache*>(slab->slab_cache);
+    // A debug kmalloc cache red-zones the slack after the requested size: report that size.
+    return USLUB_UNLIKELY(s->orig_size_offset) ? debug_orig_size(s, p) : s->object_size;
+  }
   if (mem_section* sec = lookup_section(p)) {
     auto off = reinterpret_cast<std::uintptr_t>(p) - sec->base;
     if (off >= MEMMAP_BYTES && off < sec->top.load(std::memory_order_acquire)) {
@@ -197,8 +210,10 @@ void* krealloc(const void* p, size_t new_size, uslub_gfp_t gfp) {
     errno = EINVAL;
     return nullptr;
   }
-  // Stay in place when it fits and does not waste more than half of the block.
-  if (new_size <= have && (new_size > have / 2 || have <= 16)) return const_cast<void*>(p);
+  // Stay in place when it fits and does not waste more than half of the block (not in debug
+  // caches: the red zone must follow the new size).
+  if (new_size <= have && (new_size > have / 2 || have <= 16) && !kmalloc_debug_object(p))
+    return const_cast<void*>(p);
   void* q = kmalloc_inline(new_size, gfp & ~__GFP_ZERO);
   if (!q) return nullptr;
   memcpy(q, p, new_size < have ? new_size : have);

@@ -47,6 +47,8 @@ void* kmalloc_slow(std::size_t size, gfp_t gfp);  // init, large, huge
 void* kmalloc_large(std::size_t size, gfp_t gfp, std::size_t align);
 void kfree_slow(const void* p, const char* caller);  // large, huge, foreign
 std::size_t ksize_slow(const void* p);
+// Is p an object of a debug cache (debug.hpp)?
+bool kmalloc_debug_object(const void* p);
 // Aligned allocation (align a power of two): NULL + errno on failure.
 void* kmalloc_aligned(std::size_t size, std::size_t align, gfp_t gfp);
 // Is p a block uslub handed out (slab object, large or huge block)?  Never faults.
@@ -62,7 +64,7 @@ std::size_t huge_trim();               // unmaps the cache of freed blocks; byte
 USLUB_ALWAYS_INLINE void* kmalloc_inline(std::size_t size, gfp_t gfp) {
   if (USLUB_LIKELY(size <= KMALLOC_MAX_CACHE_SIZE) &&
       USLUB_LIKELY(g_kmalloc_ready.load(std::memory_order_relaxed) == 2))
-    return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE);
+    return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE, size);
   return kmalloc_slow(size, gfp);
 }
 
@@ -75,7 +77,7 @@ USLUB_ALWAYS_INLINE page* kfree_slab_check(const void* p, kmem_cache** sp) {
   auto off = static_cast<std::size_t>(static_cast<const char*>(p) -
                                       static_cast<const char*>(page_address(slab)));
   std::size_t idx = (off * s->reciprocal_size) >> 32;
-  if (USLUB_UNLIKELY(idx * s->size != off)) return nullptr;
+  if (USLUB_UNLIKELY(idx * s->size + s->red_left_pad != off)) return nullptr;
   *sp = s;
   return slab;
 }

@@ -12,16 +12,18 @@
 
 namespace uslub {
 
-void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node);
+// orig_size: what kmalloc was asked for (0: the object size); debug caches track it.
+void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node, std::size_t orig_size = 0);
 void cache_free_slow(kmem_cache* s, page* slab, void* obj);
 
 // The fast path is the sheaf pop alone; everything else (zeroing, node requests, the classic
 // per-CPU slab, a miss) tail-calls cache_alloc_slow, so the hit path needs no stack frame.
-USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node) {
+USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node,
+                                      std::size_t orig_size = 0) {
   if (USLUB_LIKELY(s->cpu_sheaves != nullptr) && USLUB_LIKELY((gfp | (node >= 0)) == 0)) {
     if (void* obj = sheaf_alloc_fast(s); USLUB_LIKELY(obj)) return obj;
   }
-  return cache_alloc_slow(s, gfp, node);
+  return cache_alloc_slow(s, gfp, node, orig_size);
 }
 
 // slab must be obj's slab (slab_free_check_inline or virt_to_slab).

@@ -66,6 +66,11 @@ inline constexpr slab_flags_t SLAB_MERGE_SAME =
     SLAB_HWCACHE_ALIGN | SLAB_STATS | SLAB_NO_SHEAVES | SLAB_SHEAVES;
 inline constexpr slab_flags_t SLAB_DEBUG_FLAGS =
     SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER | SLAB_TRACE | SLAB_CONSISTENCY_CHECKS;
+// Internal: a kmalloc size class (its objects' requested size is tracked under Z or U).
+inline constexpr slab_flags_t SLAB_KMALLOC = 0x20000000u;
+// Caches whose every allocation and free take the debug path (debug.hpp): no sheaves, no CPU
+// slab, every object checked under the node's list_lock.
+inline constexpr slab_flags_t SLAB_DEBUG_PATH = SLAB_DEBUG_FLAGS | SLAB_FAILSLAB;
 
 inline constexpr unsigned kSlabMaxOrder = 3;  // slub_max_order
 inline constexpr unsigned kMaxObjsPerSlab = 32767;
@@ -127,6 +132,11 @@ struct kmem_cache {
   unsigned object_size;  // what the user asked for
   unsigned offset;       // free pointer offset inside the object
   unsigned align;
+  // slub_debug layout (debug.hpp), offsets from the object start; all 0 without debugging:
+  unsigned red_left_pad;            // left red zone, before the object (the object starts after it)
+  unsigned inuse;                   // object + right red zone; the free pointer follows
+  unsigned track_offset;            // two `track`s (alloc, free) with SLAB_STORE_USER
+  unsigned orig_size_offset;        // kmalloc caches with Z or U: the size that was requested
   unsigned order;                   // slab order (oo)
   unsigned objects;                 // objects per slab of `order`
   unsigned min_order, min_objects;  // the fallback (min)
@@ -241,6 +251,15 @@ USLUB_ALWAYS_INLINE void* slab_address(const page* slab) {
   return page_address(slab);
 }
 
+USLUB_ALWAYS_INLINE bool kmem_cache_debug(const kmem_cache* s) {
+  return USLUB_UNLIKELY(s->flags & SLAB_DEBUG_PATH);
+}
+
+// Object idx of a slab starting at base (after the left red zone, if any).
+USLUB_ALWAYS_INLINE char* slab_object(const kmem_cache* s, void* base, std::size_t idx) {
+  return static_cast<char*>(base) + idx * s->size + s->red_left_pad;
+}
+
 // The slab holding obj, or nullptr if obj is not inside a uslub slab page.  One load for the
 // section, one for the descriptor's flags (and the head pointer for multi-page slabs).
 USLUB_ALWAYS_INLINE page* virt_to_slab(const void* obj) {
@@ -253,7 +272,36 @@ USLUB_ALWAYS_INLINE page* virt_to_slab(const void* obj) {
   return (page_flags(p) & PG_slab) ? p : nullptr;
 }
 
+// ---- slab counters and node partial lists ----------------------------------------------
+
+USLUB_ALWAYS_INLINE slab_counters load_counters(const page* slab) {
+  slab_counters c;
+  c.v = load_u64(&slab->counters);
+  return c;
+}
+
+// Context: n->list_lock.
+USLUB_ALWAYS_INLINE void add_partial(kmem_cache_node* n, page* slab, bool tail) {
+  lockdep_assert_held(&n->list_lock);
+  if (tail)
+    list_add_tail(&slab->lru, &n->partial);
+  else
+    list_add(&slab->lru, &n->partial);
+  __atomic_store_n(&n->nr_partial, n->nr_partial + 1, __ATOMIC_RELAXED);
+}
+
+// Context: n->list_lock.
+USLUB_ALWAYS_INLINE void remove_partial(kmem_cache_node* n, page* slab) {
+  lockdep_assert_held(&n->list_lock);
+  list_del(&slab->lru);
+  __atomic_store_n(&n->nr_partial, n->nr_partial - 1, __ATOMIC_RELAXED);
+}
+
 // ---- internal entry points (slub.cpp, slab_common.cpp) ----------------------------------
+
+// A new slab of s: frozen, inuse == objects, every object on slab->freelist (private to the
+// caller until published).  nullptr if the page allocator has no memory.
+page* allocate_slab(kmem_cache* s, gfp_t gfp, int node, unsigned cpu);
 
 USLUB_SLOWPATH void slab_free_report(kmem_cache* s, const void* obj, const char* caller);
 
@@ -269,7 +317,7 @@ USLUB_ALWAYS_INLINE page* slab_free_check_inline(kmem_cache* s, const void* obj,
                                         static_cast<const char*>(page_address(slab)));
     // Multiply by the reciprocal instead of dividing (exact for multiples of size).
     std::size_t idx = (off * s->reciprocal_size) >> 32;
-    if (USLUB_LIKELY(idx * s->size == off)) return slab;
+    if (USLUB_LIKELY(idx * s->size + s->red_left_pad == off)) return slab;
   }
   slab_free_report(s, obj, caller);
   return nullptr;

@@ -14,6 +14,7 @@
 
 #include "base/bits.hpp"
 #include "base/check.hpp"
+#include "slab/debug.hpp"
 #include "slab/sheaf.hpp"
 #include "slab/slab.hpp"
 
@@ -44,8 +45,11 @@ unsigned fls(unsigned v) {
 // constructor or SLAB_TYPESAFE_BY_RCU means the object's contents must survive being free.
 void calculate_sizes(kmem_cache* s, std::size_t size, std::size_t align) {
   s->object_size = static_cast<unsigned>(size);
+  s->red_left_pad = s->inuse = s->track_offset = s->orig_size_offset = 0;
   std::size_t sz = align_up(size < sizeof(void*) ? sizeof(void*) : size, sizeof(void*));
-  if (s->ctor || (s->flags & (SLAB_TYPESAFE_BY_RCU | SLAB_POISON))) {
+  if (s->flags & SLAB_DEBUG_FLAGS) {
+    sz = debug_calculate_sizes(s, size, align);  // red zones, tracking: debug.hpp
+  } else if (s->ctor || (s->flags & (SLAB_TYPESAFE_BY_RCU | SLAB_POISON))) {
     s->offset = static_cast<unsigned>(sz);
     sz += sizeof(void*);
   } else {
@@ -101,7 +105,7 @@ void calculate_order(kmem_cache* s, unsigned nr_cpus) {
 void set_cpu_partial(kmem_cache* s) {
   // mm/slub.c set_cpu_partial: fewer objects on per-CPU partial lists for large objects.
   unsigned nr;
-  if (s->flags & SLAB_DEBUG_FLAGS)
+  if (s->flags & SLAB_DEBUG_PATH)
     nr = 0;
   else if (s->size >= PAGE_SIZE)
     nr = 2;
@@ -152,6 +156,20 @@ int kmem_cache_open(kmem_cache* s, page_allocator* pa, const char* name, std::si
   s->refcount = 1;
   calculate_sizes(s, size, calculate_alignment(flags, align, size));
   calculate_order(s, s->nr_cpus);
+  if (flags & SLAB_DEBUG_SKIP_HIGHER_ORDER) {
+    // USLUB_DEBUG's 'O': no debugging where it would make the slabs bigger.
+    s->flags &= ~SLAB_DEBUG_SKIP_HIGHER_ORDER;
+    kmem_cache plain{};
+    plain.flags = s->flags & ~SLAB_DEBUG_PATH;
+    plain.ctor = ctor;
+    calculate_sizes(&plain, size, calculate_alignment(plain.flags, align, size));
+    calculate_order(&plain, s->nr_cpus);
+    if (s->order > plain.order) {
+      s->flags = plain.flags;
+      calculate_sizes(s, size, calculate_alignment(s->flags, align, size));
+      calculate_order(s, s->nr_cpus);
+    }
+  }
   set_cpu_partial(s);
   for (unsigned n = 0; n < s->nr_nodes; ++n) {
     kmem_cache_node* node = s->node[n];
@@ -160,7 +178,7 @@ int kmem_cache_open(kmem_cache* s, page_allocator* pa, const char* name, std::si
     node->nr_partial = 0;
   }
   if (int err = alloc_cpu_slots(s)) return err;
-  bool sheaves = s != &boot_kmem_cache && !(flags & (SLAB_NO_SHEAVES | SLAB_DEBUG_FLAGS)) &&
+  bool sheaves = s != &boot_kmem_cache && !(s->flags & (SLAB_NO_SHEAVES | SLAB_DEBUG_PATH)) &&
                  ((flags & SLAB_SHEAVES) || g_sheaves_default);
   return sheaves_init(s, sheaves ? sheaf_default_capacity(s->size) : 0);
 }
@@ -238,6 +256,7 @@ kmem_cache* kmem_cache_create_on(page_allocator* pa, const char* name, std::size
     errno = EINVAL;
     return nullptr;
   }
+  flags = kmem_cache_flags(name, flags);  // USLUB_DEBUG
   if (g_stats.load(std::memory_order_relaxed)) flags |= SLAB_STATS;
   if (mergeable_flags(flags, ctor)) {
     kmem_cache want{};

@@ -7,17 +7,12 @@
 
 #include "base/check.hpp"
 #include "slab/cache_alloc.hpp"
+#include "slab/debug.hpp"
 #include "slab/sheaf.hpp"
 #include "slab/slab.hpp"
 
 namespace uslub {
 namespace {
-
-USLUB_ALWAYS_INLINE slab_counters load_counters(const page* slab) {
-  slab_counters c;
-  c.v = load_u64(&slab->counters);
-  return c;
-}
 
 USLUB_ALWAYS_INLINE page* slab_next(const page* slab) {
   return reinterpret_cast<page*>(slab->lru.next);
@@ -50,22 +45,6 @@ bool cmpxchg_double_slab(kmem_cache* s, page* slab, void* old_fl, std::uint64_t 
   return false;
 }
 
-// Context: n->list_lock.
-void add_partial(kmem_cache_node* n, page* slab, bool tail) {
-  lockdep_assert_held(&n->list_lock);
-  if (tail)
-    list_add_tail(&slab->lru, &n->partial);
-  else
-    list_add(&slab->lru, &n->partial);
-  __atomic_store_n(&n->nr_partial, n->nr_partial + 1, __ATOMIC_RELAXED);
-}
-
-void remove_partial(kmem_cache_node* n, page* slab) {
-  lockdep_assert_held(&n->list_lock);
-  list_del(&slab->lru);
-  __atomic_store_n(&n->nr_partial, n->nr_partial - 1, __ATOMIC_RELAXED);
-}
-
 std::size_t nr_partial_racy(const kmem_cache_node* n) {
   return __atomic_load_n(&n->nr_partial, __ATOMIC_RELAXED);
 }
@@ -81,7 +60,8 @@ bool obj_in_slab(const kmem_cache* s, const page* slab, const void* p) {
   auto base = reinterpret_cast<std::uintptr_t>(slab_address(slab));
   auto a = reinterpret_cast<std::uintptr_t>(p);
   slab_counters c = load_counters(slab);
-  return a >= base && a < base + std::size_t{c.objects} * s->size && (a - base) % s->size == 0;
+  return a >= base + s->red_left_pad && a < base + std::size_t{c.objects} * s->size &&
+         (a - base - s->red_left_pad) % s->size == 0;
 }
 
 }  // namespace
@@ -90,7 +70,7 @@ bool obj_in_slab(const kmem_cache* s, const page* slab, const void* p) {
 
 // Allocates and initialises a new slab: frozen, inuse == objects, the whole free list in
 // slab->freelist (private to the caller until published).
-static page* allocate_slab(kmem_cache* s, gfp_t, int node, unsigned cpu) {
+page* allocate_slab(kmem_cache* s, gfp_t, int node, unsigned cpu) {
   unsigned order = s->order, objects = s->objects;
   page* slab = s->pa->alloc_pages(order, __GFP_COMP, node);
   if (USLUB_UNLIKELY(!slab) && s->min_order < order) {
@@ -102,7 +82,8 @@ static page* allocate_slab(kmem_cache* s, gfp_t, int node, unsigned cpu) {
   if (USLUB_UNLIKELY(!slab)) return nullptr;
   set_page_flags(slab, page_flags(slab) | PG_slab);
   __atomic_store_n(&slab->slab_cache, static_cast<void*>(s), __ATOMIC_RELAXED);
-  char* start = static_cast<char*>(slab_address(slab));
+  void* base = slab_address(slab);
+  char* start = slab_object(s, base, 0);
   for (unsigned i = 0; i < objects; ++i) {
     char* obj = start + std::size_t{i} * s->size;
     if (s->ctor) s->ctor(obj);
@@ -402,6 +383,8 @@ static void* return_single(kmem_cache* s, page* slab, void* freelist, unsigned c
 
 // ___slab_alloc.  Context: no locks held on entry or exit.
 USLUB_SLOWPATH void* __slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned cpu) {
+  // Debug caches never install a CPU slab: every allocation comes here (debug.hpp).
+  if (kmem_cache_debug(s)) return debug_slab_alloc(s, gfp, node, 0);
   stat(s, ALLOC_SLOWPATH, cpu);
   kmem_cache_cpu* c = &s->cpu_slab[cpu];
   void* flush_fl = nullptr;
@@ -502,6 +485,7 @@ void* slab_alloc(kmem_cache* s, gfp_t gfp, int node) {
 // lists (full -> partial, or empty).  [head..tail] are cnt objects of slab, linked.
 USLUB_SLOWPATH void __slab_free(kmem_cache* s, page* slab, void* head, void* tail, unsigned cnt,
                                 unsigned cpu) {
+  if (kmem_cache_debug(s)) return debug_slab_free(s, slab, head, cnt);
   stat(s, FREE_SLOWPATH, cpu);
   kmem_cache_node* n = nullptr;
   void* prior;
@@ -591,7 +575,8 @@ void slab_free_report(kmem_cache* s, const void* obj, const char* caller) {
 }
 
 // The out-of-line halves of cache_alloc/cache_free (cache_alloc.hpp).
-void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node) {
+void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node, std::size_t orig_size) {
+  if (kmem_cache_debug(s)) return debug_slab_alloc(s, gfp, node, orig_size);
   void* obj;
   if (s->cpu_sheaves && node < 0) {
     obj = sheaf_alloc_fast(s);
@@ -696,16 +681,34 @@ bool __kmem_cache_shutdown(kmem_cache* s) {
       free_objs += c.objects - c.inuse;
     }
   }
+  char live[4096];
+  live[0] = '\0';
+  debug_list_objects(s, live, 0, sizeof live);  // with SLAB_STORE_USER: who allocated them
   report_bug(s->name, "Objects remaining on destroy",
              "kmem_cache_destroy(%s): %ld objects in %ld slabs are still allocated; the cache "
-             "is kept\n",
-             s->name, objects - free_objs, slabs);
+             "is kept\n%s",
+             s->name, objects - free_objs, slabs, live);
   return false;
 }
 
 // ---- bulk -------------------------------------------------------------------------------
 
 int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** p) {
+  if (kmem_cache_debug(s)) {  // failslab decides once: all or nothing
+    if (should_failslab(s)) {
+      errno = ENOMEM;
+      return 0;
+    }
+    for (std::size_t i = 0; i < nr; ++i) {
+      p[i] = debug_slab_alloc(s, gfp, NUMA_NO_NODE, 0, false);
+      if (USLUB_UNLIKELY(!p[i])) {
+        kmem_cache_free_bulk(s, i, p);
+        errno = ENOMEM;
+        return 0;
+      }
+    }
+    return static_cast<int>(nr);
+  }
   std::size_t i = 0;
   while (i < nr) {
     unsigned cpu = this_cpu_index(s);
@@ -755,6 +758,10 @@ void kmem_cache_free_bulk_impl(kmem_cache* s, std::size_t nr, void** p) {
       if (!p[i]) continue;
       slab = slab_free_check(s, p[i], "kmem_cache_free_bulk");
       if (!slab) continue;
+      if (kmem_cache_debug(s)) {  // one at a time: a double free must not relink a free object
+        debug_slab_free(s, slab, p[i], 1);
+        continue;
+      }
       if (slab == cur && p[i] != head) {
         set_freepointer(s, p[i], head);
         head = p[i];

@@ -7,6 +7,7 @@
 // cache's page allocator; their counters are read with one atomic load, their free lists are
 // walked only when the cache is quiescent (slab_gen unchanged across the walk).
 #include "base/check.hpp"
+#include "slab/debug.hpp"
 #include "slab/slab.hpp"
 
 namespace uslub {
@@ -45,7 +46,8 @@ bool validate_slab(kmem_cache* s, page* slab, bool on_partial, bool walk_freelis
   auto base = reinterpret_cast<std::uintptr_t>(slab_address(slab));
   for (void* p = load_ptr(&slab->freelist); p; p = get_freepointer(s, p)) {
     auto a = reinterpret_cast<std::uintptr_t>(p);
-    if (a < base || a >= base + std::size_t{c.objects} * s->size || (a - base) % s->size) {
+    if (a < base + s->red_left_pad || a >= base + std::size_t{c.objects} * s->size ||
+        (a - base - s->red_left_pad) % s->size) {
       report_bug(s->name, "Freepointer corrupt",
                  "slab %p: free list entry %p is not an object of this slab\n", slab_address(slab),
                  p);
@@ -106,6 +108,8 @@ bool validate_slab_cache(kmem_cache* s) {
         objects += c.objects;
         // Off-list slabs: free lists only when the cache is quiescent.
         ok = validate_slab(s, p, false, !c.frozen && load_ptr(&p->freelist) == nullptr);
+        // Debug caches: every object's red zones, poison and padding (debug.hpp).
+        if (ok && kmem_cache_debug(s)) ok = debug_validate_slab(s, p);
       }
       pfn += (f & (PG_head | PG_buddy | PG_pcp | PG_isolated)) && order <= MAX_ORDER
                  ? std::size_t{1} << order
