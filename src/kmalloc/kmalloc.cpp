@@ -71,9 +71,9 @@ void* kmalloc_large(std::size_t size, gfp_t gfp, std::size_t align) {
 void* kmalloc_slow(std::size_t size, gfp_t gfp) {
   if (g_kmalloc_ready.load(std::memory_order_acquire) != 2) {
     kmalloc_init();
-    if (size <= KMALLOC_MAX_CACHE_SIZE) return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE);
+    if (size <= KMALLOC_MAX_CACHE_SIZE) return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE, size);
   }
-  if (size <= KMALLOC_MAX_CACHE_SIZE) return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE);
+  if (size <= KMALLOC_MAX_CACHE_SIZE) return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE, size);
   if (size > (std::size_t{1} << 47)) {
     errno = ENOMEM;
     return nullptr;

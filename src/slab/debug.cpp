@@ -527,6 +527,13 @@ slab_flags_t kmem_cache_flags(const char* name, slab_flags_t flags) {
   return flags | match->flags;
 }
 
+void set_failslab(unsigned probability, unsigned long interval, long times) {
+  g_failslab.probability = probability > 100 ? 100 : probability;
+  g_failslab.interval = interval ? interval : 1;
+  g_failslab.times.store(times, std::memory_order_relaxed);
+  g_failslab.calls.store(0, std::memory_order_relaxed);
+}
+
 bool should_failslab(kmem_cache* s) {
   if (!(s->flags & SLAB_FAILSLAB)) return false;
   fault_attr& a = g_failslab;

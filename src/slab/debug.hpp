@@ -70,6 +70,8 @@ USLUB_SLOWPATH void* debug_slab_alloc(kmem_cache* s, gfp_t gfp, int node, std::s
 USLUB_SLOWPATH void debug_slab_free(kmem_cache* s, page* slab, void* head, unsigned cnt);
 // failslab: should this allocation fail?  (SLAB_FAILSLAB caches only.)
 bool should_failslab(kmem_cache* s);
+// Sets failslab's attributes (what USLUB_FAILSLAB=probability,interval,times does).
+void set_failslab(unsigned probability, unsigned long interval, long times);
 
 // The requested size of a kmalloc object of a debug cache (object_size if not tracked).
 std::size_t debug_orig_size(const kmem_cache* s, const void* obj);
