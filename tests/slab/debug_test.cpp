@@ -358,7 +358,8 @@ TEST(SlubDebug, LeakReportGroupsByStackLargestFirst) {
   kmem_cache* s = kmem_cache_create("dbg-leak", 256, 0, SLAB_STORE_USER, nullptr);
   kmem_cache* t = kmem_cache_create("dbg-leak-small", 16, 0, SLAB_STORE_USER, nullptr);
   // One call site (a volatile count keeps the compiler from unrolling it into three).
-  for (volatile int i = 0; i < 3; i = i + 1) debug_test_alloc_site(s);
+  volatile int three = 3;
+  for (int i = 0, n = three; i < n; ++i) debug_test_alloc_site(s);
   debug_test_alloc_site(t);
   char path[] = "/tmp/uslub-leakXXXXXX";
   int fd = mkstemp(path);
