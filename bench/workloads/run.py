@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Runs every workload under every allocator (LD_PRELOAD), interleaved, and prints a table.
 
-usage: run.py [--rounds N] [--quick] [--build DIR] [--only a,b] [NAME=/path/lib.so ...]
+usage: run.py [--rounds N] [--quick] [--build DIR] [--only a,b] [--allocs x,y] [--out STEM]
+              [NAME=/path/lib.so[:VAR=value...] ...]
 
 Allocators: glibc (no preload), jemalloc, tcmalloc, mimalloc (Debian packages, when installed),
 uslub (DIR/src/libuslub.so), mimalloc3 and snmalloc when built by scripts/build-peers.sh under
 /work/peers (or USLUB_PEERS), plus any NAME=path.so given.  Each round runs every
 (workload, allocator) once in a fresh random order; the table shows medians of time and of
 peak RSS (ru_maxrss of the child) and ratios to mimalloc and to the best peer.  Writes
-bench/results/<date>-workloads.{md,csv,svg}.
+bench/results/<date>-<STEM>.{md,csv,svg} (STEM "workloads" unless --out).
+
+NAME=path.so:VAR=value runs that library with extra environment (e.g. uslub-FZPU=uslub:USLUB_DEBUG=FZPU,
+where the path "uslub" means this build's libuslub.so and "glibc" no preload); --allocs keeps
+only the named allocators (after adding the extra ones).
 """
 import csv
 import datetime
@@ -70,13 +75,22 @@ def allocators(build, extra):
     if os.path.exists(so):
         alloc.append(("uslub", so))
     for e in extra:
-        name, path = e.split("=", 1)
-        alloc = [a for a in alloc if a[0] != name] + [(name, path)]
+        name, spec = e.split("=", 1)
+        path, *envs = spec.split(":")
+        if path == "uslub":
+            path = so
+        elif path == "glibc":
+            path = None
+        env = dict(kv.split("=", 1) for kv in envs)
+        alloc = [a for a in alloc if a[0] != name] + [(name, (path, env) if env else path)]
     return alloc
 
 
 def run_one(prog, args, so):
     env = dict(os.environ)
+    if isinstance(so, tuple):
+        so, extra_env = so
+        env.update(extra_env)
     if so:
         env["LD_PRELOAD"] = so
     p = subprocess.Popen([prog] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -126,6 +140,7 @@ def svg_chart(rows, names, path):
 def main():
     argv = sys.argv[1:]
     rounds, quick, build, only, extra = 5, False, os.path.join(ROOT, "build-release"), None, []
+    keep, stem_name = None, "workloads"
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -137,11 +152,17 @@ def main():
             build = argv[i + 1]; i += 1
         elif a == "--only":
             only = set(argv[i + 1].split(",")); i += 1
+        elif a == "--allocs":
+            keep = argv[i + 1].split(","); i += 1
+        elif a == "--out":
+            stem_name = argv[i + 1]; i += 1
         elif "=" in a:
             extra.append(a)
         i += 1
     bindir = os.path.join(build, "bench", "workloads")
     allocs = allocators(build, extra)
+    if keep:
+        allocs = [a for k in keep for a in allocs if a[0] == k]
     names = [n for n, _ in allocs]
     work = [w for w in WORKLOADS if not only or w[1] in only]
     results = {}  # (label, alloc) -> list of fields
@@ -197,7 +218,7 @@ def main():
     print(text)
     outdir = os.path.join(ROOT, "bench", "results")
     os.makedirs(outdir, exist_ok=True)
-    stem = os.path.join(outdir, f"{datetime.date.today()}-workloads")
+    stem = os.path.join(outdir, f"{datetime.date.today()}-{stem_name}")
     with open(stem + ".md", "w") as f:
         f.write(text + "\n")
     with open(stem + ".csv", "w", newline="") as f:

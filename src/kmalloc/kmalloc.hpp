@@ -77,7 +77,8 @@ USLUB_ALWAYS_INLINE page* kfree_slab_check(const void* p, kmem_cache** sp) {
   auto off = static_cast<std::size_t>(static_cast<const char*>(p) -
                                       static_cast<const char*>(page_address(slab)));
   std::size_t idx = (off * s->reciprocal_size) >> 32;
-  if (USLUB_UNLIKELY(idx * s->size + s->red_left_pad != off)) return nullptr;
+  if (!USLUB_NO_FREE_CHECKS && USLUB_UNLIKELY(idx * s->size + s->red_left_pad != off))
+    return nullptr;
   *sp = s;
   return slab;
 }

@@ -174,6 +174,10 @@ using ::kmem_cache;
 // CONFIG_SLAB_FREELIST_HARDENED: on unless built with -DUSLUB_NO_FREELIST_HARDENING=1 (the
 // benchmark builds both to measure its cost).
 
+#ifndef USLUB_NO_FREE_CHECKS
+#define USLUB_NO_FREE_CHECKS 0
+#endif
+
 #if USLUB_NO_FREELIST_HARDENING
 USLUB_ALWAYS_INLINE std::uintptr_t freeptr_mask(const kmem_cache*, std::uintptr_t) {
   return 0;
@@ -317,7 +321,8 @@ USLUB_ALWAYS_INLINE page* slab_free_check_inline(kmem_cache* s, const void* obj,
                                         static_cast<const char*>(page_address(slab)));
     // Multiply by the reciprocal instead of dividing (exact for multiples of size).
     std::size_t idx = (off * s->reciprocal_size) >> 32;
-    if (USLUB_LIKELY(idx * s->size + s->red_left_pad == off)) return slab;
+    // -DUSLUB_NO_FREE_CHECKS=1 (benchmark builds only) drops the boundary check to measure it.
+    if (USLUB_NO_FREE_CHECKS || USLUB_LIKELY(idx * s->size + s->red_left_pad == off)) return slab;
   }
   slab_free_report(s, obj, caller);
   return nullptr;

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The cost of uslub's safety (issue #7's table): the always-on checks (hardened free pointers,
+# the object-boundary check of every free, double free in a row) against a build without them,
+# and USLUB_DEBUG=F / FZP / FZPU, next to glibc, glibc's MALLOC_CHECK_=3, mimalloc and
+# tcmalloc's debug library, on the workloads of bench/workloads (time and peak RSS, medians).
+#   ./scripts/bench-debug.sh [--rounds N] [--quick] [NAME=/path/lib.so[:VAR=value] ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+./scripts/build.sh build-release -DCMAKE_BUILD_TYPE=Release -DUSLUB_BUILD_TESTS=OFF
+./scripts/build.sh build-release-nohard -DCMAKE_BUILD_TYPE=Release -DUSLUB_BUILD_TESTS=OFF \
+  "-DCMAKE_CXX_FLAGS=-DUSLUB_NO_FREELIST_HARDENING=1 -DUSLUB_NO_FREE_CHECKS=1"
+lib=/usr/lib/$(gcc -print-multiarch)
+allocs=(glibc mimalloc uslub-nohard uslub uslub-F uslub-FZP uslub-FZPU)
+extra=(uslub-nohard=build-release-nohard/src/libuslub.so
+       uslub-F=uslub:USLUB_DEBUG=F uslub-FZP=uslub:USLUB_DEBUG=FZP
+       uslub-FZPU=uslub:USLUB_DEBUG=FZPU:USLUB_LEAK_REPORT=0)
+if [ -e "$lib/libc_malloc_debug.so.0" ]; then
+  extra+=("glibc-check=$lib/libc_malloc_debug.so.0:MALLOC_CHECK_=3"); allocs+=(glibc-check)
+fi
+if [ -e "$lib/libtcmalloc_minimal_debug.so.4" ]; then
+  extra+=("tcmalloc-debug=$lib/libtcmalloc_minimal_debug.so.4"); allocs+=(tcmalloc-debug)
+fi
+for a in "$@"; do case $a in *=*) allocs+=("${a%%=*}") ;; esac; done
+exec python3 bench/workloads/run.py --build build-release --out debug-cost \
+  --only pair,larson,xmalloc,alloc_test,mstress \
+  --allocs "$(IFS=,; echo "${allocs[*]}")" "${extra[@]}" "$@"
