@@ -230,6 +230,27 @@ void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp) {
   return obj ? obj : slab_alloc_core(s, gfp & ~__GFP_ZERO, NUMA_NO_NODE);
 }
 
+// The object carries the free key (cache_alloc.hpp): is it in this CPU's sheaves?
+void sheaf_free_suspect(kmem_cache* s, page* slab, void* obj) {
+  bool found = false;
+  int cpu = -1;
+  if (slub_percpu_sheaves* pcs = pcs_lock_local(s)) {
+    cpu = static_cast<int>(pcs - s->cpu_sheaves);
+    for (slab_sheaf* sh : {pcs->main, pcs->spare})
+      for (unsigned i = 0; sh && i < sh->size && !found; ++i) found = sh->objects[i] == obj;
+    pcs_unlock(pcs);
+  }
+  if (found) {
+    report_bug(s->name, "Object already free", "object %p freed twice (still in CPU %d's sheaf)\n",
+               obj, cpu);
+    return;
+  }
+  // The program stored the key's value itself, or the object is in another CPU's sheaf (a
+  // double free this check cannot see, as glibc's tcache cannot see another thread's): free.
+  if (s->nr_nodes == 1 && sheaf_free_fast(s, obj)) return;
+  sheaf_free_slow(s, slab, obj);
+}
+
 void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
   sheaf_stat_inc(s, SHEAF_FREE_MISS);
   slub_percpu_sheaves* pcs = pcs_lock_local(s);

@@ -581,6 +581,7 @@ void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node, std::size_t orig_size
   if (s->cpu_sheaves && node < 0) {
     obj = sheaf_alloc_fast(s);
     if (!obj) obj = sheaf_alloc_slow(s, gfp);
+    if (obj) *free_key_word(s, obj) = 0;  // see free_key()
   } else {
     obj = slab_alloc_node(s, gfp, node);
   }

@@ -14,6 +14,7 @@
 
 #include "page/page_alloc.hpp"
 #include "platform/rseq.hpp"
+#include "slab/cache_alloc.hpp"
 #include "slab/sheaf.hpp"
 #include "slab/slab.hpp"
 #include "test_support.hpp"
@@ -83,6 +84,45 @@ TEST(Sheaf, BarnTradesFullAndEmptySheaves) {
   std::set<void*> u(v.begin(), v.end());
   EXPECT_EQ(u.size(), v.size());
   for (void* p : v) kmem_cache_free(s, p);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_destroy(s);
+}
+
+TEST(Sheaf, DoubleFreeOfAnObjectDeeperInTheSheafIsReported) {
+  kmem_cache* s = make("sheaf-df2", 48);
+  report_capture cap;
+  void* a = kmem_cache_alloc(s, 0);
+  void* b = kmem_cache_alloc(s, 0);
+  void* c = kmem_cache_alloc(s, 0);
+  kmem_cache_free(s, a);
+  kmem_cache_free(s, b);
+  kmem_cache_free(s, c);
+  kmem_cache_free(s, a);  // not on top: found through the free key
+  ASSERT_EQ(cap.count(), 1u);
+  EXPECT_EQ(cap.first_line(), "uslub: BUG sheaf-df2: Object already free");
+  // Not freed again: three allocations give three different objects.
+  void* x = kmem_cache_alloc(s, 0);
+  void* y = kmem_cache_alloc(s, 0);
+  void* z = kmem_cache_alloc(s, 0);
+  EXPECT_TRUE(x != y && y != z && x != z);
+  kmem_cache_free(s, x);
+  kmem_cache_free(s, y);
+  kmem_cache_free(s, z);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_destroy(s);
+}
+
+TEST(Sheaf, ProgramDataThatLooksLikeTheFreeKeyIsNotADoubleFree) {
+  kmem_cache* s = make("sheaf-key", 64);
+  report_capture cap;
+  auto* p = static_cast<std::uintptr_t*>(kmem_cache_alloc(s, 0));
+  // Whatever the program stores, the next free must succeed: store the key itself.
+  *free_key_word(s, p) = free_key(s, p);
+  kmem_cache_free(s, p);
+  EXPECT_EQ(cap.count(), 0u);
+  void* q = kmem_cache_alloc(s, 0);
+  EXPECT_EQ(q, p);  // freed for real, and handed out again
+  kmem_cache_free(s, q);
   EXPECT_EQ(kmem_cache_validate(s), 0);
   kmem_cache_destroy(s);
 }
