@@ -11,6 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* uslub is built with -fvisibility=hidden: what this header declares is its ABI. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -134,5 +138,8 @@ size_t ksize(const void* p);
 
 #ifdef __cplusplus
 }
+#endif
+#if defined(__GNUC__)
+#pragma GCC visibility pop
 #endif
 #endif /* USLUB_SLAB_H */

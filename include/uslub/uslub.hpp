@@ -10,6 +10,7 @@
 #include <span>
 #include <utility>
 
+#pragma GCC visibility push(default)  // the library is built with -fvisibility=hidden
 namespace uslub {
 
 // A kmem_cache of T with RAII: the cache is destroyed with the object (objects still alive
@@ -105,3 +106,4 @@ class resource final : public std::pmr::memory_resource {
 resource* get_resource() noexcept;
 
 }  // namespace uslub
+#pragma GCC visibility pop
