@@ -38,7 +38,11 @@ static mem_section* new_section(page_allocator* owner, zone* z, platform::vm_ops
   void* base;
   int err = vm->reserve(SECTION_SIZE, SECTION_SIZE, &base);
   if (!err) {
-    err = vm->commit(base, PAGE_SIZE);  // the header lives in the first descriptor page
+    // The whole descriptor area is made accessible at once (it stays non-resident until
+    // grow_zone writes descriptors; only the header page is charged): then a free can read
+    // the descriptor of any address of the section without comparing it with `top` first -
+    // a descriptor never written reads as zeros, "not a slab" (virt_to_slab).
+    err = vm->commit(base, MEMMAP_BYTES);
     if (err) vm->release(base, SECTION_SIZE);
   }
   if (err) {

@@ -35,7 +35,7 @@ void cache_free_slow(kmem_cache* s, page* slab, void* obj);
 USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node,
                                       std::size_t orig_size = 0) {
   if (USLUB_LIKELY(s->cpu_sheaves != nullptr) && USLUB_LIKELY((gfp | (node >= 0)) == 0)) {
-    if (void* obj = sheaf_alloc_fast(s); USLUB_LIKELY(obj)) {
+    if (void* obj = sheaf_alloc_rseq(s); USLUB_LIKELY(obj)) {
       *free_key_word(s, obj) = 0;
       return obj;
     }
@@ -49,7 +49,7 @@ USLUB_ALWAYS_INLINE void cache_free(kmem_cache* s, page* slab, void* obj) {
     std::uintptr_t* key = free_key_word(s, obj);
     if (USLUB_UNLIKELY(*key == free_key(s, obj))) return sheaf_free_suspect(s, slab, obj);
     *key = free_key(s, obj);
-    if (USLUB_LIKELY(sheaf_free_fast(s, obj))) return;
+    if (USLUB_LIKELY(sheaf_free_rseq(s, obj))) return;
   }
   cache_free_slow(s, slab, obj);
 }

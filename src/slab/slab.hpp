@@ -266,14 +266,20 @@ USLUB_ALWAYS_INLINE char* slab_object(const kmem_cache* s, void* base, std::size
 
 // The slab holding obj, or nullptr if obj is not inside a uslub slab page.  One load for the
 // section, one for the descriptor's flags (and the head pointer for multi-page slabs).
+// The descriptor area of a section is accessible as a whole (memmap.cpp), so the section's
+// fields are not needed: the table load only says "ours", and the descriptor load does not
+// depend on it.
 USLUB_ALWAYS_INLINE page* virt_to_slab(const void* obj) {
-  mem_section* sec = lookup_section(obj);
-  if (USLUB_UNLIKELY(!sec)) return nullptr;
-  auto off = reinterpret_cast<std::uintptr_t>(obj) - sec->base;
-  if (USLUB_UNLIKELY(off < MEMMAP_BYTES || off >= sec->top.load(std::memory_order_relaxed)))
-    return nullptr;
-  page* p = compound_head(virt_to_page(obj));
-  return (page_flags(p) & PG_slab) ? p : nullptr;
+  if (USLUB_UNLIKELY(!lookup_section(obj))) return nullptr;
+  auto off = reinterpret_cast<std::uintptr_t>(obj) & (SECTION_SIZE - 1);
+  if (USLUB_UNLIKELY(off < MEMMAP_BYTES)) return nullptr;  // the descriptors themselves
+  page* p = virt_to_page(obj);
+  std::uint32_t f = page_flags(p);  // one load of the flags, not one per test
+  if (USLUB_UNLIKELY(f & PG_tail)) {
+    p = p->compound_head;
+    f = page_flags(p);
+  }
+  return (f & PG_slab) ? p : nullptr;
 }
 
 // ---- slab counters and node partial lists ----------------------------------------------
