@@ -54,6 +54,12 @@ void* kmalloc_aligned(std::size_t size, std::size_t align, gfp_t gfp);
 // Is p a block uslub handed out (slab object, large or huge block)?  Never faults.
 bool kmalloc_owns(const void* p);
 
+// kfree_rcu (kfree_rcu.cpp): objects waiting for a grace period now, and the most ever.
+struct kfree_rcu_stats {
+  long pending, peak;
+};
+kfree_rcu_stats kfree_rcu_get_stats();
+
 // Huge blocks (> MAX_ORDER_BYTES): huge.cpp
 void* huge_alloc(std::size_t size, std::size_t align, bool zero);
 bool huge_free(const void* p);         // false if p is not a huge block

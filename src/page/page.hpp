@@ -66,6 +66,7 @@ inline constexpr std::uint32_t PG_returned = 1u << 6;
 inline constexpr std::uint32_t PG_comp = 1u << 7;
 inline constexpr std::uint32_t PG_slab = 1u << 8;
 inline constexpr std::uint32_t PG_large = 1u << 9;
+inline constexpr std::uint32_t PG_frag = 1u << 10;  // a page of a frag_pool (page_frag.hpp)
 
 struct alignas(64) page {
   // Relaxed atomics: read without the owner's lock by error checks and by merge look-ups.

@@ -14,6 +14,7 @@
 
 #include "base/bits.hpp"
 #include "base/check.hpp"
+#include "rcu/rcu.hpp"
 #include "slab/debug.hpp"
 #include "slab/sheaf.hpp"
 #include "slab/slab.hpp"
@@ -432,6 +433,9 @@ void kmem_cache_destroy(struct kmem_cache* s) {
     }
     list_del(&s->list);
   }
+  // Its slabs still waiting for a grace period go back to the page allocator first (the
+  // kernel's rcu_barrier in kmem_cache_destroy).  No uslub lock is held here.
+  if (s->flags & SLAB_TYPESAFE_BY_RCU) rcu_barrier();
   free_kmem_cache(s);
 }
 

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "base/check.hpp"
+#include "rcu/rcu.hpp"
 #include "slab/cache_alloc.hpp"
 #include "slab/debug.hpp"
 #include "slab/sheaf.hpp"
@@ -102,6 +103,19 @@ page* allocate_slab(kmem_cache* s, gfp_t, int node, unsigned cpu) {
   return slab;
 }
 
+// SLAB_TYPESAFE_BY_RCU: the slab leaves the cache now, but its pages go back to the page
+// allocator only after a grace period, so a reader inside rcu_read_lock() that still holds a
+// pointer into it reads memory of the same type (an object of this cache, free or reused),
+// never memory given to someone else.  The rcu_head overlays lru + slab_cache (the slab is on
+// no list and no longer PG_slab); the page allocator is kept in slab_private.
+static void rcu_free_slab(rcu_head* rh) {
+  page* slab = reinterpret_cast<page*>(reinterpret_cast<char*>(rh) - offsetof(page, lru));
+  auto* pa = reinterpret_cast<page_allocator*>(slab->slab_private);
+  pa->free_pages(slab, slab->order);
+}
+static_assert(offsetof(page, slab_cache) == offsetof(page, lru) + sizeof(list_head) &&
+              sizeof(rcu_head) <= sizeof(list_head) + sizeof(void*));
+
 void discard_slab(kmem_cache* s, page* slab) {
   kmem_cache_node* n = get_node(s, slab_nid(slab));
   n->nr_slabs.fetch_sub(1, std::memory_order_relaxed);
@@ -109,6 +123,11 @@ void discard_slab(kmem_cache* s, page* slab) {
   s->slab_gen.fetch_add(1, std::memory_order_relaxed);
   set_page_flags(slab, page_flags(slab) & ~PG_slab);
   __atomic_store_n(&slab->slab_cache, nullptr, __ATOMIC_RELAXED);
+  if (USLUB_UNLIKELY(s->flags & SLAB_TYPESAFE_BY_RCU)) {
+    slab->slab_private = reinterpret_cast<std::uint64_t>(s->pa);
+    call_rcu(reinterpret_cast<rcu_head*>(&slab->lru), &rcu_free_slab);
+    return;
+  }
   s->pa->free_pages(slab, slab->order);
 }
 

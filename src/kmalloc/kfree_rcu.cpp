@@ -1,0 +1,212 @@
+// kfree_rcu batching (the kernel's kfree_rcu_cpu / kvfree_rcu_bulk_data): objects waiting for a
+// grace period are collected per CPU in page-sized arrays; a full array (or one older than
+// kKfreeRcuDelayMs, found by the monitor thread) is handed to call_rcu as one callback, which
+// frees its objects with the bulk free path, grouped by cache.
+//
+// Locking: krc->lock (a spinlock_t per CPU slot, class "kfree_rcu_cpu->lock") protects the
+// slot's open batch.  Taken with no other uslub lock held; inside it only the page allocator is
+// called (which never calls back), never liburcu: a full batch is detached under the lock and
+// queued after it is dropped.  The monitor thread (started on the first kfree_rcu) wakes every
+// kKfreeRcuDelayMs while batches are open.  Memory held while waiting: at most one open batch
+// per CPU slot plus the batches in flight (one grace period's worth), each one page.
+//
+// Fallbacks: no page for a batch -> kfree_rcu uses the object's own rcu_head (call_rcu per
+// object); the headless form waits for a grace period (synchronize_rcu) and frees at once.
+#include <pthread.h>
+#include <unistd.h>
+#include <uslub/rcu.h>
+
+#include <atomic>
+#include <cstring>
+
+#include "kmalloc/kmalloc.hpp"
+#include "platform/platform.hpp"
+#include "rcu/rcu.hpp"
+
+namespace uslub {
+namespace {
+
+constexpr unsigned kKfreeRcuDelayMs = 5;
+constexpr unsigned kMaxSlots = 64;
+
+struct kfree_rcu_batch {
+  rcu_head rh;
+  unsigned n;
+  std::uint64_t opened_ms;
+  void* ptrs[(PAGE_SIZE - sizeof(rcu_head) - 16) / sizeof(void*)];
+};
+static_assert(sizeof(kfree_rcu_batch) <= PAGE_SIZE);
+constexpr unsigned kBatch = sizeof(kfree_rcu_batch::ptrs) / sizeof(void*);
+
+constinit lock_class_key krc_lock_key{"kfree_rcu_cpu->lock"};
+
+struct alignas(kDestructiveLine) kfree_rcu_cpu {
+  spinlock_t lock{&krc_lock_key};
+  kfree_rcu_batch* cur = nullptr;  // lock
+};
+
+kfree_rcu_cpu g_krc[kMaxSlots];
+std::atomic<long> g_pending{0}, g_peak{0};
+std::atomic<int> g_monitor{0};  // 0 none, 1 running
+std::atomic<std::uint32_t> g_monitor_wake{0};
+std::atomic<int> g_hook{0};
+
+kfree_rcu_cpu* this_krc() {
+  return &g_krc[platform::current_cpu() % kMaxSlots];
+}
+
+// kfree_bulk: consecutive objects of one cache go to kmem_cache_free_bulk together.
+void kfree_bulk(unsigned n, void** p) {
+  unsigned i = 0;
+  while (i < n) {
+    page* slab = virt_to_slab(p[i]);
+    if (!slab) {
+      kfree(p[i++]);
+      continue;
+    }
+    auto* s = static_cast<kmem_cache*>(slab->slab_cache);
+    unsigned j = i + 1;
+    while (j < n) {
+      page* sj = virt_to_slab(p[j]);
+      if (!sj || sj->slab_cache != s) break;
+      ++j;
+    }
+    kmem_cache_free_bulk(s, j - i, p + i);
+    i = j;
+  }
+}
+
+void free_batch(rcu_head* rh) {
+  auto* b = reinterpret_cast<kfree_rcu_batch*>(rh);
+  kfree_bulk(b->n, b->ptrs);
+  g_pending.fetch_sub(b->n, std::memory_order_relaxed);
+  global_page_allocator().free_pages_addr(b, 0);
+}
+
+// Detaches the open batch of krc if `all` or it is old enough.  Context: krc->lock.
+kfree_rcu_batch* detach(kfree_rcu_cpu* krc, bool all, std::uint64_t now) {
+  kfree_rcu_batch* b = krc->cur;
+  if (!b || !b->n) return nullptr;
+  if (!all && now - b->opened_ms < kKfreeRcuDelayMs) return nullptr;
+  krc->cur = nullptr;
+  return b;
+}
+
+void flush_all_batches(bool all) {
+  std::uint64_t now = platform::coarse_ms();
+  for (auto& krc : g_krc) {
+    if (!__atomic_load_n(&krc.cur, __ATOMIC_RELAXED)) continue;
+    krc.lock.lock();
+    kfree_rcu_batch* b = detach(&krc, all, now);
+    krc.lock.unlock();
+    if (b) call_rcu(&b->rh, &free_batch);
+  }
+}
+
+void* monitor(void*) {
+  rcu_register_thread();
+  for (;;) {
+    std::uint32_t v = g_monitor_wake.load(std::memory_order_acquire);
+    flush_all_batches(false);
+    if (g_pending.load(std::memory_order_relaxed) == 0)
+      platform::futex_wait(&g_monitor_wake, v);  // until the next kfree_rcu
+    else
+      usleep(kKfreeRcuDelayMs * 1000);
+  }
+  return nullptr;
+}
+
+void child_after_fork() {
+  g_monitor.store(0, std::memory_order_relaxed);  // the thread did not survive the fork
+}
+
+void start_monitor() {
+  int expected = 0;
+  if (!g_monitor.compare_exchange_strong(expected, 1)) return;
+  static std::atomic<int> atfork{0};
+  if (atfork.exchange(1) == 0) platform::register_atfork(nullptr, nullptr, child_after_fork);
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&t, &attr, monitor, nullptr) != 0) g_monitor.store(0);
+  pthread_attr_destroy(&attr);
+}
+
+void barrier_hook() {
+  flush_all_batches(true);
+}
+
+void kvfree_fn(void* p) {
+  kfree(p);
+}
+
+// Queues ptr; false if no batch page could be had.
+bool kfree_rcu_queue(void* ptr) {
+  if (USLUB_UNLIKELY(g_hook.load(std::memory_order_relaxed) == 0) && g_hook.exchange(1) == 0)
+    rcu_add_barrier_hook(&barrier_hook), rcu_set_kvfree(&kvfree_fn);
+  kfree_rcu_cpu* krc = this_krc();
+  kfree_rcu_batch* full = nullptr;
+  krc->lock.lock();
+  if (!krc->cur) {
+    auto* b = static_cast<kfree_rcu_batch*>(global_page_allocator().alloc_pages_addr(0));
+    if (!b) {
+      krc->lock.unlock();
+      return false;
+    }
+    b->n = 0;
+    b->opened_ms = platform::coarse_ms();
+    krc->cur = b;
+  }
+  kfree_rcu_batch* b = krc->cur;
+  b->ptrs[b->n++] = ptr;
+  if (b->n == kBatch) {
+    full = b;
+    krc->cur = nullptr;
+  }
+  krc->lock.unlock();
+  long p = g_pending.fetch_add(1, std::memory_order_relaxed) + 1;
+  for (long peak = g_peak.load(std::memory_order_relaxed);
+       p > peak && !g_peak.compare_exchange_weak(peak, p);) {
+  }
+  if (full) call_rcu(&full->rh, &free_batch);
+  if (USLUB_UNLIKELY(g_monitor.load(std::memory_order_relaxed) == 0)) start_monitor();
+  if (p == 1) {
+    g_monitor_wake.fetch_add(1, std::memory_order_release);
+    platform::futex_wake(&g_monitor_wake, 1);
+  }
+  return true;
+}
+
+}  // namespace
+
+kfree_rcu_stats kfree_rcu_get_stats() {
+  return {g_pending.load(), g_peak.load()};
+}
+
+}  // namespace uslub
+
+using namespace uslub;
+
+extern "C" {
+
+void uslub_kfree_rcu_offset(void* ptr, size_t head_offset) {
+  if (!ptr) return;
+  if (head_offset >= kMaxKvfreeOffset) {
+    report_bug("kfree_rcu", "Invalid argument", "rcu_head at offset %zu (at most %zu)\n",
+               head_offset, kMaxKvfreeOffset - 1);
+    return;
+  }
+  if (kfree_rcu_queue(ptr)) return;
+  // The kernel's trick: the head's callback slot holds its offset in the object.
+  call_rcu_kvfree(reinterpret_cast<rcu_head*>(static_cast<char*>(ptr) + head_offset), head_offset);
+}
+
+void uslub_kfree_rcu_mightsleep(void* ptr) {
+  if (!ptr) return;
+  if (kfree_rcu_queue(ptr)) return;
+  synchronize_rcu();
+  kfree(ptr);
+}
+
+}  // extern "C"

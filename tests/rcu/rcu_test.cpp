@@ -1,0 +1,222 @@
+// RCU over liburcu (src/rcu), kfree_rcu batching (src/kmalloc/kfree_rcu.cpp), SLAB_TYPESAFE_BY_RCU
+// slab freeing and the fragment allocator (src/page/page_frag.hpp): unit tests.
+#include <uslub/rcu.h>
+#include <uslub/slab.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "kmalloc/kmalloc.hpp"
+#include "page/page_frag.hpp"
+#include "rcu/rcu.hpp"
+#include "slab/slab.hpp"
+#include "test_support.hpp"
+
+namespace uslub {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct node {
+  long value;
+  uslub_rcu_head rh;
+};
+
+std::atomic<int> g_callbacks{0};
+void count_cb(uslub_rcu_head*) {
+  g_callbacks.fetch_add(1);
+}
+
+TEST(Rcu, CallRcuRunsAfterAGracePeriodAndBarrierWaitsForIt) {
+  uslub_rcu_head heads[100];
+  g_callbacks = 0;
+  for (auto& h : heads) uslub_call_rcu(&h, &count_cb);
+  uslub_rcu_barrier();
+  EXPECT_EQ(g_callbacks.load(), 100);
+  rcu_stats st = rcu_get_stats();
+  EXPECT_GE(st.callbacks_run, 100u);
+}
+
+TEST(Rcu, SynchronizeWaitsForAReaderAlreadyInside) {
+  std::atomic<int> phase{0};
+  std::atomic<bool> reader_done{false};
+  std::thread reader([&] {
+    uslub_rcu_read_lock();
+    phase = 1;
+    std::this_thread::sleep_for(100ms);
+    reader_done = true;
+    uslub_rcu_read_unlock();
+  });
+  while (phase.load() != 1) std::this_thread::yield();
+  uslub_synchronize_rcu();
+  EXPECT_TRUE(reader_done.load());  // the grace period covered the whole read section
+  reader.join();
+}
+
+TEST(Rcu, NestedReadSectionsAndMisuseReports) {
+  test::report_capture cap;
+  uslub_rcu_read_lock();
+  uslub_rcu_read_lock();
+  EXPECT_TRUE(rcu_read_lock_held());
+  uslub_synchronize_rcu();  // would deadlock: reported instead
+  uslub_rcu_read_unlock();
+  uslub_rcu_read_unlock();
+  EXPECT_FALSE(rcu_read_lock_held());
+  uslub_rcu_read_unlock();  // unbalanced
+  ASSERT_EQ(cap.count(), 2u);
+  EXPECT_EQ(cap.first_line(0), "uslub: BUG rcu: synchronize_rcu in a read-side section");
+  EXPECT_EQ(cap.first_line(1), "uslub: BUG rcu: Unbalanced rcu_read_unlock");
+}
+
+TEST(KfreeRcu, BatchesAreFreedWithTheBulkPathAfterAGracePeriod) {
+  kmem_cache* s = kmem_cache_create("rcu-nodes", sizeof(node), 0, SLAB_NO_MERGE, nullptr);
+  std::vector<node*> v;
+  for (int i = 0; i < 3000; ++i) v.push_back(static_cast<node*>(kmem_cache_alloc(s, 0)));
+  for (node* n : v) kfree_rcu(n, rh);
+  EXPECT_GT(kfree_rcu_get_stats().peak, 0);
+  uslub_rcu_barrier();
+  EXPECT_EQ(kfree_rcu_get_stats().pending, 0);
+  kmem_cache_shrink(s);  // objects in per-CPU sheaves count as active
+  kmem_cache_info info;
+  kmem_cache_get_info(s, &info);
+  EXPECT_EQ(info.active_objs, 0u);
+  kmem_cache_destroy(s);
+}
+
+TEST(KfreeRcu, KmallocObjectsHeadlessAndTheOffsetFallback) {
+  void* a = kmalloc(100, 0);
+  void* b = kmalloc(100000, 0);  // a large block
+  kvfree_rcu_mightsleep(a);
+  kvfree_rcu_mightsleep(b);
+  // The fallback that uses the object's own head (what kfree_rcu does without batch memory).
+  auto* n = static_cast<node*>(kmalloc(sizeof(node), 0));
+  call_rcu_kvfree(reinterpret_cast<rcu_head*>(&n->rh), offsetof(node, rh));
+  uslub_rcu_barrier();
+  EXPECT_EQ(kfree_rcu_get_stats().pending, 0);
+  test::report_capture cap;
+  kfree(n);  // already freed by the callback
+  kfree(a);
+  EXPECT_GE(cap.count(), 1u);
+}
+
+TEST(KfreeRcu, UnflushedBatchesAreQueuedByTheMonitorWithoutABarrier) {
+  kmem_cache* s = kmem_cache_create("rcu-mon", sizeof(node), 0, SLAB_NO_MERGE, nullptr);
+  for (int i = 0; i < 10; ++i) kfree_rcu(static_cast<node*>(kmem_cache_alloc(s, 0)), rh);
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  kmem_cache_info info;
+  do {
+    std::this_thread::sleep_for(5ms);
+    kmem_cache_shrink(s);
+    kmem_cache_get_info(s, &info);
+  } while (info.active_objs != 0 && std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(info.active_objs, 0u);
+  kmem_cache_destroy(s);
+}
+
+// ---- SLAB_TYPESAFE_BY_RCU --------------------------------------------------------------
+
+TEST(TypesafeByRcu, SlabPagesGoBackOnlyAfterAGracePeriod) {
+  page_allocator& pa = global_page_allocator();
+  kmem_cache* s = kmem_cache_create("rcu-typesafe", 512, 0, SLAB_TYPESAFE_BY_RCU, nullptr);
+  std::vector<void*> v;
+  for (int i = 0; i < 200; ++i) v.push_back(kmem_cache_alloc(s, 0));
+  void* probe = v[0];
+  uslub_rcu_read_lock();  // a reader that may still look at the objects
+  for (void* p : v) kmem_cache_free(s, p);
+  kmem_cache_shrink(s);  // the slabs leave the cache...
+  page* head = compound_head(virt_to_page(probe));
+  EXPECT_FALSE(page_flags(head) & PG_slab);
+  // ...but their pages are not free yet: not on a buddy or pcp list.
+  EXPECT_FALSE(page_flags(head) & (PG_buddy | PG_pcp));
+  uslub_rcu_read_unlock();
+  uslub_rcu_barrier();
+  EXPECT_TRUE(page_flags(head) & (PG_buddy | PG_pcp) || !(page_flags(head) & PG_head));
+  (void)pa;
+  kmem_cache_destroy(s);
+}
+
+// ---- fragments --------------------------------------------------------------------------
+
+TEST(Frag, FragmentsFillAPageAndComeBack) {
+  frag_pool* pool = frag_pool_create(8);
+  ASSERT_NE(pool, nullptr);
+  std::set<void*> got;
+  for (int i = 0; i < 8; ++i) {
+    void* f = frag_alloc(pool);
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(f) % 512, 0u);
+    got.insert(f);
+  }
+  EXPECT_EQ(got.size(), 8u);
+  EXPECT_EQ(pool->nr_pages.load(), 1);  // one page, full
+  void* ninth = frag_alloc(pool);
+  EXPECT_EQ(pool->nr_pages.load(), 2);
+  frag_free(pool, ninth);
+  EXPECT_EQ(pool->nr_pages.load(), 1);  // all free, none pending: back to the page allocator
+  for (void* f : got) frag_free(pool, f);
+  EXPECT_EQ(pool->nr_pages.load(), 0);
+  EXPECT_TRUE(frag_pool_destroy(pool));
+}
+
+TEST(Frag, DeferredFragmentIsNotReusedUntilAGracePeriodEnds) {
+  frag_pool* pool = frag_pool_create(2);
+  void* a = frag_alloc(pool);
+  void* b = frag_alloc(pool);
+  frag_free_defer(pool, a);  // pending
+  void* c = frag_alloc(pool);
+  EXPECT_NE(c, a);  // not handed out again yet
+  EXPECT_EQ(pool->nr_pending.load(), 1);
+  frag_free(pool, b);
+  frag_free(pool, c);
+  EXPECT_GE(pool->nr_pages.load(), 1);  // a's page stays while a is pending
+  uslub_rcu_barrier();
+  EXPECT_EQ(pool->nr_pending.load(), 0);
+  EXPECT_EQ(pool->nr_pages.load(), 0);  // now all free and none pending
+  EXPECT_TRUE(frag_pool_destroy(pool));
+}
+
+TEST(Frag, ManyPendingFragmentsOfOnePageInSeveralBatches) {
+  frag_pool* pool = frag_pool_create(32);
+  std::vector<void*> f;
+  for (int i = 0; i < 32; ++i) f.push_back(frag_alloc(pool));
+  for (int i = 0; i < 32; i += 2) frag_free_defer(pool, f[i]);
+  uslub_rcu_barrier();  // the first batch ends
+  for (int i = 1; i < 32; i += 2) frag_free_defer(pool, f[i]);
+  EXPECT_EQ(pool->nr_pages.load(), 1);
+  uslub_rcu_barrier();
+  EXPECT_EQ(pool->nr_pages.load(), 0);
+  EXPECT_TRUE(frag_pool_destroy(pool));
+}
+
+TEST(Frag, MisuseIsReported) {
+  test::report_capture cap;
+  EXPECT_EQ(frag_pool_create(3), nullptr);
+  frag_pool* pool = frag_pool_create(4);
+  frag_pool* other = frag_pool_create(4);
+  auto* a = static_cast<char*>(frag_alloc(pool));
+  frag_free(pool, a + 8);
+  frag_free(other, a);
+  int x;
+  frag_free(pool, &x);
+  void* b = frag_alloc(pool);  // keeps the page in the pool
+  frag_free(pool, a);
+  frag_free(pool, a);
+  EXPECT_FALSE(frag_pool_destroy(pool));
+  ASSERT_EQ(cap.count(), 6u);
+  EXPECT_EQ(cap.first_line(0), "uslub: BUG frag_pool: Invalid argument");
+  EXPECT_EQ(cap.first_line(1), "uslub: BUG frag_pool: Invalid pointer");
+  EXPECT_EQ(cap.first_line(2), "uslub: BUG frag_pool: Invalid pointer");
+  EXPECT_EQ(cap.first_line(3), "uslub: BUG frag_pool: Invalid pointer");
+  EXPECT_EQ(cap.first_line(4), "uslub: BUG frag_pool: Object already free");
+  EXPECT_EQ(cap.first_line(5), "uslub: BUG frag_pool: Objects remaining on destroy");
+  frag_free(pool, b);
+  EXPECT_TRUE(frag_pool_destroy(pool));
+  EXPECT_TRUE(frag_pool_destroy(other));
+}
+
+}  // namespace
+}  // namespace uslub
