@@ -88,7 +88,7 @@ kfree_rcu_batch* detach(kfree_rcu_cpu* krc, bool all, std::uint64_t now) {
   kfree_rcu_batch* b = krc->cur;
   if (!b || !b->n) return nullptr;
   if (!all && now - b->opened_ms < kKfreeRcuDelayMs) return nullptr;
-  krc->cur = nullptr;
+  __atomic_store_n(&krc->cur, nullptr, __ATOMIC_RELAXED);  // peeked at without the lock
   return b;
 }
 
@@ -156,13 +156,13 @@ bool kfree_rcu_queue(void* ptr) {
     }
     b->n = 0;
     b->opened_ms = platform::coarse_ms();
-    krc->cur = b;
+    __atomic_store_n(&krc->cur, b, __ATOMIC_RELAXED);
   }
   kfree_rcu_batch* b = krc->cur;
   b->ptrs[b->n++] = ptr;
   if (b->n == kBatch) {
     full = b;
-    krc->cur = nullptr;
+    __atomic_store_n(&krc->cur, nullptr, __ATOMIC_RELAXED);
   }
   krc->lock.unlock();
   long p = g_pending.fetch_add(1, std::memory_order_relaxed) + 1;

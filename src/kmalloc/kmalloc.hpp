@@ -69,7 +69,8 @@ std::size_t huge_trim();               // unmaps the cache of freed blocks; byte
 
 USLUB_ALWAYS_INLINE void* kmalloc_inline(std::size_t size, gfp_t gfp) {
   if (USLUB_LIKELY(size <= KMALLOC_MAX_CACHE_SIZE) &&
-      USLUB_LIKELY(g_kmalloc_ready.load(std::memory_order_relaxed) == 2))
+      USLUB_LIKELY(g_kmalloc_ready.load(std::memory_order_acquire) ==
+                   2))  // acquire: free on x86, pairs with kmalloc_init
     return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE, size);
   return kmalloc_slow(size, gfp);
 }

@@ -1,5 +1,10 @@
 // RCU over liburcu's urcu-memb flavour.  Design and rules: rcu.hpp.
+#include "base/compiler.hpp"
+// liburcu's read side inline (its static headers), except under TSan: the inlined code uses
+// volatile accesses TSan would instrument and flag; the library's own copy is not instrumented.
+#if !USLUB_TSAN
 #define _LGPL_SOURCE 1
+#endif
 #include "rcu/rcu.hpp"
 
 #include <urcu/urcu-memb.h>
@@ -82,6 +87,9 @@ void trampoline(::rcu_head* h) {
     g_kvfree.load(std::memory_order_acquire)(reinterpret_cast<char*>(head) - f);
   else
     head->func(head);
+#if USLUB_TSAN
+  __tsan_release(&g_tsan_gp);  // rcu_barrier() acquires it: the callback's effects are visible
+#endif
 }
 
 }  // namespace

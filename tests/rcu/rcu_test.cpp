@@ -93,14 +93,20 @@ TEST(KfreeRcu, KmallocObjectsHeadlessAndTheOffsetFallback) {
   kvfree_rcu_mightsleep(a);
   kvfree_rcu_mightsleep(b);
   // The fallback that uses the object's own head (what kfree_rcu does without batch memory).
-  auto* n = static_cast<node*>(kmalloc(sizeof(node), 0));
-  call_rcu_kvfree(reinterpret_cast<rcu_head*>(&n->rh), offsetof(node, rh));
+  kmem_cache* s = kmem_cache_create("rcu-fallback", sizeof(node), 0, SLAB_NO_MERGE, nullptr);
+  for (int i = 0; i < 100; ++i) {
+    auto* n = static_cast<node*>(kmem_cache_alloc(s, 0));
+    call_rcu_kvfree(reinterpret_cast<rcu_head*>(&n->rh), offsetof(node, rh));
+  }
+  test::report_capture cap;
   uslub_rcu_barrier();
   EXPECT_EQ(kfree_rcu_get_stats().pending, 0);
-  test::report_capture cap;
-  kfree(n);  // already freed by the callback
-  kfree(a);
-  EXPECT_GE(cap.count(), 1u);
+  kmem_cache_shrink(s);
+  kmem_cache_info info;
+  kmem_cache_get_info(s, &info);
+  EXPECT_EQ(info.active_objs, 0u);  // every object freed from its head's offset
+  EXPECT_EQ(cap.count(), 0u);
+  kmem_cache_destroy(s);
 }
 
 TEST(KfreeRcu, UnflushedBatchesAreQueuedByTheMonitorWithoutABarrier) {
