@@ -4,6 +4,7 @@
 #   USLUB_TEST_QUICK=1  skip the sanitizer builds (local iteration)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 ./scripts/install-deps.sh
 jobs=$(nproc)
 
@@ -18,7 +19,7 @@ if [ "${USLUB_TEST_QUICK:-0}" != 1 ]; then
   (cd build-asan && ctest --output-on-failure -j"$jobs" --timeout 600)
   echo "== TSan build: all tests =="
   ./scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUSLUB_SANITIZE=thread -DUSLUB_BUILD_BENCH=OFF
-  (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" ctest --output-on-failure -j"$jobs" --timeout 900)
+  (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan.supp" ctest --output-on-failure -j"$jobs" --timeout 900)
 fi
 
 if [ -x scripts/check-models.sh ]; then
