@@ -22,6 +22,11 @@ if [ "${USLUB_TEST_QUICK:-0}" != 1 ]; then
   (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan.supp" ctest --output-on-failure -j"$jobs" --timeout 900)
 fi
 
+if [ "${USLUB_TEST_QUICK:-0}" != 1 ]; then
+  echo "== fuzzer (45 s on the committed corpus) =="
+  ./scripts/fuzz.sh 45
+fi
+
 if [ -x scripts/check-models.sh ]; then
   echo "== spin models =="
   ./scripts/check-models.sh

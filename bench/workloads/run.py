@@ -204,7 +204,8 @@ def main():
         rows.append((label, medians))
         ref = medians.get("mimalloc", {}).get("seconds")
         us = medians.get("uslub", {}).get("seconds")
-        peers = [v["seconds"] for k, v in medians.items() if k != "uslub" and v["seconds"]]
+        peers = [v["seconds"] for k, v in medians.items()
+                 if not k.startswith("uslub") and v["seconds"]]  # uslub variants are not peers
         r1 = f"{us / ref:.2f}" if us and ref else "n/a"
         r2 = f"{us / min(peers):.2f}" if us and peers else "n/a"
         for n in names:

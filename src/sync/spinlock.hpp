@@ -23,7 +23,8 @@ namespace uslub {
 
 class spinlock_t {
  public:
-  constexpr explicit spinlock_t(const lock_class_key* cls = nullptr) : cls_(cls) {}
+  constexpr spinlock_t() = default;
+  constexpr explicit spinlock_t(const lock_class_key* cls) : cls_(cls) {}
   spinlock_t(const spinlock_t&) = delete;
   spinlock_t& operator=(const spinlock_t&) = delete;
 
@@ -68,7 +69,7 @@ class spinlock_t {
   void lock_wait();
 
   std::atomic<std::uint32_t> state_{0};
-  const lock_class_key* cls_;
+  const lock_class_key* cls_ = nullptr;
   // Counters sit beside the state word: they are written only by the holder, on the line
   // the holder already owns.
   std::atomic<std::uint64_t> acquired_{0};
