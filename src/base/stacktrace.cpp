@@ -163,6 +163,10 @@ USLUB_NOINLINE unsigned capture_stack(void** pcs, unsigned max, unsigned skip) {
   return st.n;
 }
 
+void symbolize_without_allocating(bool on) {
+  t_symbolizing += on ? 1 : -1;  // the libdw path is skipped while > 0
+}
+
 bool in_symbolizer() {
   return t_symbolizing > 0;
 }

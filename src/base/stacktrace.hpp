@@ -30,6 +30,9 @@ unsigned capture_stack(void** pcs, unsigned max, unsigned skip);
 std::size_t append_stack(char* buf, std::size_t len, std::size_t cap, void* const* pcs, unsigned n,
                          const char* indent = "    ");
 
+// Symbolise with dladdr only on this thread (no allocation: signal handlers), or again with libdw.
+void symbolize_without_allocating(bool on);
+
 // True while this thread is inside the symboliser (its allocations are the report's own).
 bool in_symbolizer();
 

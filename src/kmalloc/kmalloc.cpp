@@ -43,6 +43,7 @@ void kmalloc_init() {
                                     SLAB_NO_MERGE | SLAB_KMALLOC, nullptr);
     if (!k.caches[i]) panic("cannot create %s", name);
   }
+  kfence_init_from_env();
   unsigned c = 0;
   for (std::size_t slot = 0; slot <= KMALLOC_MAX_CACHE_SIZE / 8; ++slot) {
     std::size_t size = slot * 8;
@@ -50,6 +51,12 @@ void kmalloc_init() {
     k.index[slot] = static_cast<std::uint8_t>(c);
   }
   g_kmalloc_ready.store(2, std::memory_order_release);
+}
+
+void* kmalloc_kfence(std::size_t size, gfp_t gfp) {
+  if (void* p = kfence_alloc(size, gfp & __GFP_ZERO)) return p;
+  if (g_kmalloc_ready.load(std::memory_order_acquire) != 2) kmalloc_init();
+  return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE, size);
 }
 
 void* kmalloc_large(std::size_t size, gfp_t gfp, std::size_t align) {
@@ -71,9 +78,11 @@ void* kmalloc_large(std::size_t size, gfp_t gfp, std::size_t align) {
 void* kmalloc_slow(std::size_t size, gfp_t gfp) {
   if (g_kmalloc_ready.load(std::memory_order_acquire) != 2) {
     kmalloc_init();
-    if (size <= KMALLOC_MAX_CACHE_SIZE) return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE, size);
+    if (size <= KMALLOC_MAX_CACHE_SIZE)
+      return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE, size);
   }
-  if (size <= KMALLOC_MAX_CACHE_SIZE) return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE, size);
+  if (size <= KMALLOC_MAX_CACHE_SIZE)
+    return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE, size);
   if (size > (std::size_t{1} << 47)) {
     errno = ENOMEM;
     return nullptr;
@@ -130,6 +139,7 @@ void kfree_slow(const void* p, const char* caller) {
     }
   }
   if (huge_free(p)) return;
+  if (is_kfence_address(p)) return kfence_free(p);
   report_bug("kmalloc", "Invalid pointer", "%s(%p): not allocated by uslub\n", caller, p);
 }
 
@@ -153,6 +163,7 @@ std::size_t ksize_slow(const void* p) {
     }
     return 0;
   }
+  if (std::size_t k = kfence_ksize(p)) return k;
   return huge_size(p);
 }
 
@@ -165,7 +176,7 @@ bool kmalloc_owns(const void* p) {
     page* head = compound_head(virt_to_page(p));
     return (page_flags(head) & PG_large) && page_address(head) == p;
   }
-  return huge_size(p) != 0;
+  return huge_size(p) != 0 || kfence_ksize(p) != 0;
 }
 
 }  // namespace uslub

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kfence/kfence.hpp"
 #include "slab/cache_alloc.hpp"
 #include "slab/slab.hpp"
 
@@ -67,7 +68,12 @@ std::size_t huge_size(const void* p);  // 0 if p is not a huge block
 std::size_t huge_bytes();              // total mapped (live and cached)
 std::size_t huge_trim();               // unmaps the cache of freed blocks; bytes released
 
+// KFENCE's sampled allocation (kfence.hpp), out of line: falls back to the size class.
+USLUB_SLOWPATH void* kmalloc_kfence(std::size_t size, gfp_t gfp);
+
 USLUB_ALWAYS_INLINE void* kmalloc_inline(std::size_t size, gfp_t gfp) {
+  if (kfence_enabled() && size <= PAGE_SIZE && kfence_should_sample())
+    return kmalloc_kfence(size, gfp);
   if (USLUB_LIKELY(size <= KMALLOC_MAX_CACHE_SIZE) &&
       USLUB_LIKELY(g_kmalloc_ready.load(std::memory_order_acquire) ==
                    2))  // acquire: free on x86, pairs with kmalloc_init

@@ -1,0 +1,64 @@
+// KFENCE for user space (the kernel's mm/kfence, tcmalloc's GWP-ASan): with
+// USLUB_KFENCE_SAMPLE=N, one kmalloc/malloc in N (per thread, sizes up to a page) is served from
+// a guarded pool instead of a slab: the object sits against a PROT_NONE guard page (right-
+// aligned, so an overflow faults at once, or left-aligned for underflows, alternately), and a
+// freed object's page is made PROT_NONE and kept in a FIFO quarantine, so a use after free
+// faults too.  A SIGSEGV handler turns a fault inside the pool into a report
+//     uslub: BUG kfence: Out-of-bounds access | Use-after-free access
+// with the address, read or write, the object, its size and the access's offset from it, and
+// the allocating (and freeing) thread and stack; then the process aborts (the access cannot be
+// completed).  Frees are checked too: "Invalid free" (double free, not the object start) and
+// "Out-of-bounds write" (the canary bytes between a right-aligned object and its page end,
+// which alignment leaves, were overwritten).
+//
+// Pool: USLUB_KFENCE_POOL_PAGES objects (default 255), each on its own page, with a guard page
+// between every two; reserved once with mmap at start-up when the mode is on.  A full pool
+// (every slot in use) makes kfence_alloc fail: the caller falls back to its normal path.
+//
+// Cost when off: one load and a never-taken branch in kmalloc (kfence_enabled()), nothing on
+// free (pool addresses are recognised on the slow path, after the slab lookup failed).  When
+// on: a per-thread countdown in kmalloc; a sampled allocation costs two mprotect calls (alloc
+// and free).
+//
+// Locking: kfence_lock (spinlock_t, class "kfence_lock") protects the slot table and the free
+// FIFO; mprotect is called outside it (a slot in transit belongs to its caller).  The fault
+// handler takes no lock (it reads the slot's metadata, which its faulting owner left stable).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "base/compiler.hpp"
+
+namespace uslub {
+
+namespace detail {
+extern std::uint32_t g_kfence_sample;  // 0: off; written once at start-up
+}
+
+// The one test on kmalloc's fast path.
+USLUB_ALWAYS_INLINE bool kfence_enabled() {
+  return USLUB_UNLIKELY(__atomic_load_n(&detail::g_kfence_sample, __ATOMIC_RELAXED) != 0);
+}
+
+// Reads USLUB_KFENCE_SAMPLE / USLUB_KFENCE_POOL_PAGES once (kmalloc_init calls it).
+void kfence_init_from_env();
+// Turns the mode on with this sample rate and pool size (tests); false if it cannot.
+bool kfence_init(std::uint32_t sample, unsigned pool_objects);
+
+// Should this allocation be sampled?  (Per-thread countdown; call only if kfence_enabled().)
+bool kfence_should_sample();
+// A guarded object of size bytes (<= PAGE_SIZE), or nullptr (pool full, too big).
+void* kfence_alloc(std::size_t size, bool zero);
+bool is_kfence_address(const void* p);
+// Frees a pool object (reports invalid and double frees).  p must satisfy is_kfence_address.
+void kfence_free(const void* p);
+// The requested size of a live pool object, 0 if p is not one.
+std::size_t kfence_ksize(const void* p);
+
+struct kfence_stats {
+  unsigned long allocs, frees, pool_full, objects_in_use;
+};
+kfence_stats kfence_get_stats();
+
+}  // namespace uslub

@@ -1,0 +1,138 @@
+// KFENCE (src/kfence): sampled guard-page objects catch out-of-bounds accesses and use after
+// free at the faulting instruction; frees are checked.  The fault paths abort, so they run as
+// death tests (in a child) and check the report on stderr.
+#include <uslub/slab.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "kfence/kfence.hpp"
+#include "kmalloc/kmalloc.hpp"
+#include "test_support.hpp"
+
+namespace uslub {
+namespace {
+
+void* volatile g_sink;
+
+std::string hexp(const void* p) {
+  char b[32];
+  snprintf(b, sizeof b, "%#lx", reinterpret_cast<unsigned long>(p));
+  return b;
+}
+
+// Allocates until a right- (or left-) aligned object comes out.
+unsigned char* kfence_obj(std::size_t size, bool right) {
+  for (int i = 0; i < 4; ++i) {
+    auto* p = static_cast<unsigned char*>(kfence_alloc(size, false));
+    if (!p) return nullptr;
+    bool is_right = (reinterpret_cast<std::uintptr_t>(p) + ((size + 15) & ~15ul)) % 4096 == 0;
+    if (is_right == right) return p;
+  }
+  return nullptr;
+}
+
+TEST(KfenceDeathTest, OverflowByOneByteFaultsAndIsReported) {
+  ASSERT_TRUE(kfence_init(1, 16));
+  unsigned char* p = kfence_obj(64, true);
+  ASSERT_NE(p, nullptr);
+  std::string first = "uslub: BUG kfence: Out-of-bounds access";
+  EXPECT_DEATH({ static_cast<volatile unsigned char*>(p)[64] = 1; },
+               first + ".*Out-of-bounds write at " + hexp(p + 64) +
+                   " \\(1 bytes right of the object\\).*size 64 \\(right-aligned\\).*allocated by");
+}
+
+TEST(KfenceDeathTest, UnderflowOfALeftAlignedObjectFaults) {
+  ASSERT_TRUE(kfence_init(1, 16));
+  unsigned char* p = kfence_obj(100, false);
+  ASSERT_NE(p, nullptr);
+  EXPECT_DEATH({ g_sink = reinterpret_cast<void*>(static_cast<volatile unsigned char*>(p)[-1]); },
+               "uslub: BUG kfence: Out-of-bounds access.*Out-of-bounds read at " + hexp(p - 1) +
+                   " \\(1 bytes left of the object\\)");
+}
+
+TEST(KfenceDeathTest, UseAfterFreeFaultsAndReportsTheFreeingStack) {
+  ASSERT_TRUE(kfence_init(1, 16));
+  auto* p = static_cast<unsigned char*>(kfence_alloc(40, true));
+  ASSERT_NE(p, nullptr);
+  kfence_free(p);
+  EXPECT_DEATH({ g_sink = reinterpret_cast<void*>(static_cast<volatile unsigned char*>(p)[8]); },
+               "uslub: BUG kfence: Use-after-free access.*Use-after-free read at " + hexp(p + 8) +
+                   " \\(offset 8 in the object\\).*allocated by.*freed by");
+}
+
+TEST(Kfence, DoubleFreeInteriorFreeAndSlackCorruptionAreReported) {
+  ASSERT_TRUE(kfence_init(1, 16));
+  test::report_capture cap;
+  unsigned char* p = kfence_obj(20, true);  // 12 bytes of slack before the guard page
+  ASSERT_NE(p, nullptr);
+  kfence_free(p + 4);
+  EXPECT_EQ(cap.first_line(0), "uslub: BUG kfence: Invalid free");
+  p[21] = 0;  // inside the slack that alignment leaves: no fault, but the canary is gone
+  kfence_free(p);
+  EXPECT_EQ(cap.first_line(1), "uslub: BUG kfence: Out-of-bounds write");
+  kfence_free(p);
+  EXPECT_EQ(cap.first_line(2), "uslub: BUG kfence: Invalid free");
+  EXPECT_NE(cap.reports()[2].find("double free"), std::string::npos);
+}
+
+TEST(Kfence, KmallocSamplesAtTheRateAndKfreeKsizeRecogniseThePool) {
+  ASSERT_TRUE(kfence_init(10, 255));
+  std::vector<void*> v;
+  int in_pool = 0;
+  for (int i = 0; i < 2000; ++i) {
+    void* p = kmalloc(48, 0);
+    ASSERT_NE(p, nullptr);
+    if (is_kfence_address(p)) {
+      ++in_pool;
+      EXPECT_EQ(ksize(p), 48u);
+    }
+    v.push_back(p);
+  }
+  EXPECT_GT(in_pool, 100);  // about 1 in 10 (200), random spacing
+  EXPECT_LT(in_pool, 300);
+  test::report_capture cap;
+  for (void* p : v) kfree(p);
+  EXPECT_EQ(cap.count(), 0u);
+  EXPECT_EQ(kfence_get_stats().objects_in_use, 0u);
+}
+
+TEST(Kfence, AFullPoolFallsBackToTheNormalAllocator) {
+  ASSERT_TRUE(kfence_init(1, 4));
+  std::vector<void*> v;
+  for (int i = 0; i < 10; ++i) v.push_back(kmalloc(32, 0));
+  int in_pool = 0;
+  for (void* p : v) in_pool += is_kfence_address(p);
+  EXPECT_EQ(in_pool, 4);
+  EXPECT_GE(kfence_get_stats().pool_full, 6u);
+  for (void* p : v) kfree(p);
+}
+
+TEST(KfenceStress, ManyThreadsSampleHalfTheirAllocations) {
+  ASSERT_TRUE(kfence_init(2, 64));
+  test::report_capture cap;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 8; ++t)
+    ts.emplace_back([t] {
+      std::vector<unsigned char*> mine;
+      for (int i = 0; i < 4000; ++i) {
+        auto* p = static_cast<unsigned char*>(kmalloc(static_cast<std::size_t>(1 + i % 500), 0));
+        memset(p, t, static_cast<std::size_t>(1 + i % 500));
+        mine.push_back(p);
+        if (mine.size() > 16) {
+          kfree(mine.front());
+          mine.erase(mine.begin());
+        }
+      }
+      for (auto* p : mine) kfree(p);
+    });
+  for (auto& th : ts) th.join();
+  EXPECT_EQ(cap.count(), 0u);
+  EXPECT_EQ(kfence_get_stats().objects_in_use, 0u);
+  EXPECT_GT(kfence_get_stats().allocs, 1000u);
+}
+
+}  // namespace
+}  // namespace uslub
