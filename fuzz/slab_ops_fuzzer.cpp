@@ -325,8 +325,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           char first[96];
           snprintf(first, sizeof first, "uslub: BUG %s: Objects remaining on destroy",
                    kmem_cache_name(g_caches[c].s));
-          expect_one(first, [](void* s) { kmem_cache_destroy(static_cast<kmem_cache*>(s)); },
-                     g_caches[c].s);
+          expect_one(
+              first, [](void* s) { kmem_cache_destroy(static_cast<kmem_cache*>(s)); },
+              g_caches[c].s);
         }
         break;
       }
@@ -356,6 +357,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       case 12: {  // misuse: the same object freed twice in a row
         int c = pick_cache(in);
         if (c < 0) break;
+        // A second object keeps the slab in the cache: the double free must then be found as
+        // such (with its slab released, the free can only be called an invalid pointer).
+        void* keep = kmem_cache_alloc(g_caches[c].s, 0);
         void* p = kmem_cache_alloc(g_caches[c].s, 0);
         kmem_cache_free(g_caches[c].s, p);
         char first[96];
@@ -365,7 +369,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         static void* obj;
         s = g_caches[c].s;
         obj = p;
-        expect_one(first, [](void*) { kmem_cache_free(s, obj); }, nullptr);
+        expect_one(
+            first, [](void*) { kmem_cache_free(s, obj); }, nullptr);
+        kmem_cache_free(g_caches[c].s, keep);
         break;
       }
       case 13: {  // misuse: interior pointer, or the wrong cache
@@ -385,7 +391,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           obj = static_cast<char*>(l.p) + 1;
           snprintf(first, sizeof first, "uslub: BUG %s: Invalid pointer", kmem_cache_name(s));
         }
-        expect_one(first, [](void*) { kmem_cache_free(s, obj); }, nullptr);
+        expect_one(
+            first, [](void*) { kmem_cache_free(s, obj); }, nullptr);
         break;
       }
       default:

@@ -104,8 +104,9 @@ const topology& topo() {
   int expected = 0;
   if (once.compare_exchange_strong(expected, 1)) {
     read_topology(&g_real);
-    detail::g_nr_cpu_ids = g_real.nr_cpus;
-    detail::g_rseq_usable = __rseq_size > 0;  // 20 or 32 depending on glibc; cpu_id is at 4
+    __atomic_store_n(&detail::g_nr_cpu_ids, g_real.nr_cpus, __ATOMIC_RELAXED);
+    __atomic_store_n(&detail::g_rseq_usable, __rseq_size > 0,
+                     __ATOMIC_RELAXED);  // 20 or 32 depending on glibc; cpu_id is at 4
     g_topo.store(&g_real, std::memory_order_release);
   } else {
     while (!(t = g_topo.load(std::memory_order_acquire))) sched_yield();
@@ -139,7 +140,7 @@ int cpu_to_node(unsigned cpu) {
 }
 bool rseq_available() {
   topo();
-  return detail::g_rseq_usable;
+  return __atomic_load_n(&detail::g_rseq_usable, __ATOMIC_RELAXED);
 }
 
 void set_fake_topology(unsigned nr_nodes, const int* map, unsigned nr_map) {

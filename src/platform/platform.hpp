@@ -98,7 +98,7 @@ namespace uslub::platform {
 // glibc >= 2.35 keeps the kernel-updated struct rseq at thread pointer + __rseq_offset; its
 // cpu_id field (offset 4) is negative when registration failed or is disabled.
 USLUB_ALWAYS_INLINE unsigned current_cpu() {
-  if (USLUB_LIKELY(detail::g_rseq_usable)) {
+  if (USLUB_LIKELY(__atomic_load_n(&detail::g_rseq_usable, __ATOMIC_RELAXED))) {
     const auto* area = static_cast<const char*>(__builtin_thread_pointer()) + __rseq_offset;
     int cpu = __atomic_load_n(reinterpret_cast<const int*>(area + 4), __ATOMIC_RELAXED);
     if (USLUB_LIKELY(cpu >= 0)) return static_cast<unsigned>(cpu);

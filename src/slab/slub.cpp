@@ -577,6 +577,20 @@ page* slab_free_check(kmem_cache* s, const void* obj, const char* caller) {
 void slab_free_report(kmem_cache* s, const void* obj, const char* caller) {
   page* slab = virt_to_slab(obj);
   if (!slab) {
+    // Memory of uslub's heap that is no slab now: most often a slab that was released after
+    // its last object was freed, i.e. a double free or a free after the cache was shrunk (the
+    // fuzzer's first finding: the report used to say only "not an object").
+    auto off = reinterpret_cast<std::uintptr_t>(obj) & (SECTION_SIZE - 1);
+    if (lookup_section(obj) && off >= MEMMAP_BYTES) {
+      page* head = virt_to_page(obj);
+      bool free_block = page_flags(head) & (PG_buddy | PG_pcp | PG_isolated);
+      report_bug(s->name, free_block ? "Object already free" : "Invalid pointer",
+                 "%s(%p): uslub memory that is not a slab now (%s)\n", caller, obj,
+                 free_block ? "its slab was released after its last object was freed: a double "
+                              "free or a use after free"
+                            : "a released slab, or a block that never held this cache's objects");
+      return;
+    }
     report_bug(s->name, "Invalid pointer", "%s(%p): not an object of any uslub slab\n", caller,
                obj);
     return;
