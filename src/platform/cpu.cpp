@@ -22,6 +22,7 @@ long get_nprocs_conf_raw();
 
 namespace detail {
 bool g_rseq_usable = false;
+std::ptrdiff_t g_rseq_offset = 0;
 unsigned g_nr_cpu_ids = 0;
 }  // namespace detail
 
@@ -105,6 +106,7 @@ const topology& topo() {
   if (once.compare_exchange_strong(expected, 1)) {
     read_topology(&g_real);
     __atomic_store_n(&detail::g_nr_cpu_ids, g_real.nr_cpus, __ATOMIC_RELAXED);
+    __atomic_store_n(&detail::g_rseq_offset, __rseq_offset, __ATOMIC_RELAXED);
     __atomic_store_n(&detail::g_rseq_usable, __rseq_size > 0,
                      __ATOMIC_RELAXED);  // 20 or 32 depending on glibc; cpu_id is at 4
     g_topo.store(&g_real, std::memory_order_release);

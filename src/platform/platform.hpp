@@ -77,6 +77,10 @@ void set_fake_topology(unsigned nr_nodes, const int* map, unsigned nr_map);
 
 namespace detail {
 extern bool g_rseq_usable;
+// glibc's __rseq_offset, copied at start-up into our own (hidden, PC-relative) variable: the
+// fast paths load it with one instruction instead of two through the GOT.  Valid once
+// g_rseq_usable is true.
+extern std::ptrdiff_t g_rseq_offset;
 extern unsigned g_nr_cpu_ids;
 unsigned current_cpu_slow();
 }  // namespace detail
@@ -99,7 +103,8 @@ namespace uslub::platform {
 // cpu_id field (offset 4) is negative when registration failed or is disabled.
 USLUB_ALWAYS_INLINE unsigned current_cpu() {
   if (USLUB_LIKELY(__atomic_load_n(&detail::g_rseq_usable, __ATOMIC_RELAXED))) {
-    const auto* area = static_cast<const char*>(__builtin_thread_pointer()) + __rseq_offset;
+    const auto* area = static_cast<const char*>(__builtin_thread_pointer()) +
+                       __atomic_load_n(&detail::g_rseq_offset, __ATOMIC_RELAXED);
     int cpu = __atomic_load_n(reinterpret_cast<const int*>(area + 4), __ATOMIC_RELAXED);
     if (USLUB_LIKELY(cpu >= 0)) return static_cast<unsigned>(cpu);
   }

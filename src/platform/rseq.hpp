@@ -55,7 +55,8 @@ inline constexpr std::uint32_t kRseqSig = 0x53053053;
 
 // The CPU rseq last saw this thread on (cpu_id_start: always a valid CPU number).
 USLUB_ALWAYS_INLINE unsigned rseq_cpu_start() {
-  const auto* area = static_cast<const char*>(__builtin_thread_pointer()) + __rseq_offset;
+  const auto* area = static_cast<const char*>(__builtin_thread_pointer()) +
+                     __atomic_load_n(&detail::g_rseq_offset, __ATOMIC_RELAXED);
   return __atomic_load_n(reinterpret_cast<const std::uint32_t*>(area), __ATOMIC_RELAXED);
 }
 
@@ -84,7 +85,8 @@ USLUB_ALWAYS_INLINE unsigned rseq_cpu_start() {
 // stack is empty (the caller's slow path).  Retries by itself when the sequence aborts.
 template <unsigned LockOff, unsigned MainOff, unsigned SizeOff, unsigned ObjsOff>
 USLUB_ALWAYS_INLINE void* rseq_percpu_pop(char* slots, std::size_t stride) {
-  std::uintptr_t rs = static_cast<std::uintptr_t>(__rseq_offset);
+  std::uintptr_t rs =
+      static_cast<std::uintptr_t>(__atomic_load_n(&detail::g_rseq_offset, __ATOMIC_RELAXED));
   void* obj;
   void* stack;
   std::uint64_t n;
@@ -121,7 +123,8 @@ slow:
 // stack is full, or obj is already on top of it (a double free: the caller reports it).
 template <unsigned LockOff, unsigned MainOff, unsigned SizeOff, unsigned CapOff, unsigned ObjsOff>
 USLUB_ALWAYS_INLINE bool rseq_percpu_push(char* slots, std::size_t stride, void* obj) {
-  std::uintptr_t rs = static_cast<std::uintptr_t>(__rseq_offset);
+  std::uintptr_t rs =
+      static_cast<std::uintptr_t>(__atomic_load_n(&detail::g_rseq_offset, __ATOMIC_RELAXED));
   void* stack;
   std::uint64_t n;
   unsigned cpu;
@@ -164,7 +167,8 @@ slow:
 // slot was locked, or -1 if that slot's lock is already held.
 template <unsigned LockOff>
 USLUB_ALWAYS_INLINE int rseq_lock_slot(char* slots, std::size_t stride) {
-  std::uintptr_t rs = static_cast<std::uintptr_t>(__rseq_offset);
+  std::uintptr_t rs =
+      static_cast<std::uintptr_t>(__atomic_load_n(&detail::g_rseq_offset, __ATOMIC_RELAXED));
   unsigned cpu;
   char* slot;
 restart:

@@ -452,12 +452,15 @@ int sheaves_init(kmem_cache* s, unsigned capacity) {
       new (&s->sheaf_stat[i]) std::atomic<std::uint64_t>(0);
   }
   s->sheaf_rseq = platform::rseq_sequences_usable();
+  s->sheaf_fast_alloc = USLUB_HAVE_RSEQ_ASM && s->sheaf_rseq && !s->sheaf_stat;
+  s->sheaf_fast_free = s->sheaf_fast_alloc && s->nr_nodes == 1;
   // Publish the capacity last: a cache is only used after kmem_cache_create returns.
   s->sheaf_capacity = capacity;
   return 0;
 }
 
 void sheaves_free(kmem_cache* s) {
+  s->sheaf_fast_alloc = s->sheaf_fast_free = false;
   if (!s->cpu_sheaves) return;
   global_page_allocator().free_pages_addr(s->cpu_sheaves, s->pcs_order);
   s->cpu_sheaves = nullptr;

@@ -71,29 +71,30 @@ USLUB_ALWAYS_INLINE bool sheaf_free_fast(kmem_cache* s, void* obj) {
 // The rseq halves alone, for the inline entry points (cache_alloc / cache_free): no call and
 // no locked instruction, so the hit path needs no stack frame; the locked fallback runs from
 // the out-of-line slow functions (which try sheaf_alloc_fast / sheaf_free_fast first).
-// Caches with statistics (SLAB_STATS) take the out-of-line path, which counts: the hit path
-// then needs nothing of s after the sequence, which keeps it within the caller-saved registers.
+// Only for caches with sheaf_fast_alloc / sheaf_fast_free (the caller checks): sheaves on rseq
+// and no statistics (caches with SLAB_STATS take the out-of-line path, which counts), so the hit
+// path needs nothing of s after the sequence.
 USLUB_ALWAYS_INLINE void* sheaf_alloc_rseq(kmem_cache* s) {
 #if USLUB_HAVE_RSEQ_ASM
-  if (USLUB_LIKELY(s->sheaf_rseq) && USLUB_LIKELY(s->sheaf_stat == nullptr))
-    return platform::rseq_percpu_pop<offsetof(slub_percpu_sheaves, lock),
-                                     offsetof(slub_percpu_sheaves, main),
-                                     offsetof(slab_sheaf, size), offsetof(slab_sheaf, objects)>(
-        reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves));
-#endif
+  return platform::rseq_percpu_pop<offsetof(slub_percpu_sheaves, lock),
+                                   offsetof(slub_percpu_sheaves, main), offsetof(slab_sheaf, size),
+                                   offsetof(slab_sheaf, objects)>(
+      reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves));
+#else
   (void)s;
   return nullptr;
+#endif
 }
 USLUB_ALWAYS_INLINE bool sheaf_free_rseq(kmem_cache* s, void* obj) {
 #if USLUB_HAVE_RSEQ_ASM
-  if (USLUB_LIKELY(s->sheaf_rseq) && USLUB_LIKELY(s->sheaf_stat == nullptr))
-    return platform::rseq_percpu_push<
-        offsetof(slub_percpu_sheaves, lock), offsetof(slub_percpu_sheaves, main),
-        offsetof(slab_sheaf, size), offsetof(slab_sheaf, capacity), offsetof(slab_sheaf, objects)>(
-        reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves), obj);
-#endif
+  return platform::rseq_percpu_push<offsetof(slub_percpu_sheaves, lock),
+                                    offsetof(slub_percpu_sheaves, main), offsetof(slab_sheaf, size),
+                                    offsetof(slab_sheaf, capacity), offsetof(slab_sheaf, objects)>(
+      reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves), obj);
+#else
   (void)s, (void)obj;
   return false;
+#endif
 }
 
 }  // namespace uslub

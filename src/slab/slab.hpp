@@ -125,7 +125,11 @@ struct kmem_cache {
   using kmem_cache_node = uslub::kmem_cache_node;
   using page_allocator = uslub::page_allocator;
   using list_head = uslub::list_head;
-  kmem_cache_cpu* cpu_slab;         // nr_cpu_ids slots
+  // Hot fields first: the fast paths read only the first two cache lines of kmem_cache.
+  uslub::slub_percpu_sheaves* cpu_sheaves;  // null: the classic per-CPU slab fast path
+  bool sheaf_fast_alloc;     // sheaves on rseq, no statistics: the inline alloc hit path applies
+  bool sheaf_fast_free;      // ... and one node: the inline free hit path applies
+  kmem_cache_cpu* cpu_slab;  // nr_cpu_ids slots
   kmem_cache_cpu_stats* cpu_stats;  // nullptr unless SLAB_STATS
   slab_flags_t flags;
   unsigned size;         // object stride in the slab
@@ -154,8 +158,7 @@ struct kmem_cache {
   list_head list;                          // slab_mutex: slab_caches
   std::atomic<std::uint64_t> slab_gen{0};  // bumped per slab created/freed (validate)
   char name[48];
-  // Sheaves (sheaf.hpp): null cpu_sheaves means the classic per-CPU slab fast path.
-  uslub::slub_percpu_sheaves* cpu_sheaves;
+  // Sheaves (sheaf.hpp); cpu_sheaves is at the top.
   std::atomic<std::uint64_t>* sheaf_stat;  // nr_cpus * NR_SHEAF_STAT_ITEMS, or null
   unsigned sheaf_capacity;                 // capacity of new sheaves
   unsigned pcs_order;                      // page order of the cpu_sheaves block
