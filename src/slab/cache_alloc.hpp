@@ -36,7 +36,7 @@ USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node,
                                       std::size_t orig_size = 0) {
   if (USLUB_LIKELY(s->sheaf_fast_alloc) && USLUB_LIKELY((gfp | (node >= 0)) == 0)) {
     if (void* obj = sheaf_alloc_rseq(s); USLUB_LIKELY(obj)) {
-      *free_key_word(s, obj) = 0;
+      if (!USLUB_NO_FREE_CHECKS) *free_key_word(s, obj) = 0;
       return obj;
     }
   }
@@ -46,9 +46,11 @@ USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node,
 // slab must be obj's slab (slab_free_check_inline or virt_to_slab).
 USLUB_ALWAYS_INLINE void cache_free(kmem_cache* s, page* slab, void* obj) {
   if (USLUB_LIKELY(s->sheaf_fast_free)) {
-    std::uintptr_t* key = free_key_word(s, obj);
-    if (USLUB_UNLIKELY(*key == free_key(s, obj))) return sheaf_free_suspect(s, slab, obj);
-    *key = free_key(s, obj);
+    if (!USLUB_NO_FREE_CHECKS) {  // (benchmark builds measure the checks' cost without them)
+      std::uintptr_t* key = free_key_word(s, obj);
+      if (USLUB_UNLIKELY(*key == free_key(s, obj))) return sheaf_free_suspect(s, slab, obj);
+      *key = free_key(s, obj);
+    }
     if (USLUB_LIKELY(sheaf_free_rseq(s, obj))) return;
   } else if (s->cpu_sheaves && s->nr_nodes == 1) {  // sheaves off the inline path: same key
     std::uintptr_t* key = free_key_word(s, obj);
