@@ -10,6 +10,7 @@
 // mmap/munmap calls happen outside it (no lock across a system call); the table itself grows by
 // mapping a new array outside the lock and swapping it in under the lock.
 #include <errno.h>
+#include <sys/mman.h>
 
 #include <cstring>
 
@@ -148,6 +149,39 @@ void* huge_alloc(std::size_t size, std::size_t align, bool zero) {
   }
   huge_total.fetch_add(map_len, std::memory_order_relaxed);
   return reinterpret_cast<void*>(a);
+}
+
+// Resizes a huge block with mremap (no copy; the kernel moves page-table entries), keeping it
+// huge.  nullptr if p is not a whole-mapping huge block or the remap fails: the caller then
+// allocates and copies.  The entry leaves the table while the mapping changes (a concurrent
+// free of p would be the program's bug).
+void* huge_realloc(const void* p, std::size_t new_size) {
+  if (new_size <= MAX_ORDER_BYTES) return nullptr;
+  std::size_t new_len = align_up(new_size, PAGE_SIZE);
+  if (new_len < new_size) return nullptr;
+  huge_lock.lock();
+  huge_entry* e = find(reinterpret_cast<std::uintptr_t>(p));
+  if (!e || e->addr != e->map) {
+    huge_lock.unlock();
+    return nullptr;
+  }
+  huge_entry old = *e;
+  e->addr = 1;  // tombstone while remapping
+  huge_lock.unlock();
+  void* q = mremap(reinterpret_cast<void*>(old.map), old.map_len, new_len, MREMAP_MAYMOVE);
+  if (q == MAP_FAILED || !insert({reinterpret_cast<std::uintptr_t>(q), new_len,
+                                  reinterpret_cast<std::uintptr_t>(q), new_len})) {
+    if (q != MAP_FAILED) {  // cannot record the new mapping: give it back, keep nothing
+      munmap(q, new_len);
+      huge_total.fetch_sub(old.map_len, std::memory_order_relaxed);
+      return nullptr;
+    }
+    insert(old);  // unchanged mapping: put it back
+    return nullptr;
+  }
+  huge_total.fetch_add(new_len, std::memory_order_relaxed);
+  huge_total.fetch_sub(old.map_len, std::memory_order_relaxed);
+  return q;
 }
 
 bool huge_free(const void* p) {

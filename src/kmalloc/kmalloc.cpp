@@ -225,6 +225,13 @@ void* krealloc(const void* p, size_t new_size, uslub_gfp_t gfp) {
   // caches: the red zone must follow the new size).
   if (new_size <= have && (new_size > have / 2 || have <= 16) && !kmalloc_debug_object(p))
     return const_cast<void*>(p);
+  if (have > MAX_ORDER_BYTES && new_size > MAX_ORDER_BYTES) {  // huge to huge: mremap, no copy
+    if (void* q = huge_realloc(p, new_size)) {
+      if ((gfp & __GFP_ZERO) && new_size > have)
+        memset(static_cast<char*>(q) + have, 0, new_size - have);
+      return q;
+    }
+  }
   void* q = kmalloc_inline(new_size, gfp & ~__GFP_ZERO);
   if (!q) return nullptr;
   memcpy(q, p, new_size < have ? new_size : have);

@@ -63,10 +63,11 @@ kfree_rcu_stats kfree_rcu_get_stats();
 
 // Huge blocks (> MAX_ORDER_BYTES): huge.cpp
 void* huge_alloc(std::size_t size, std::size_t align, bool zero);
-bool huge_free(const void* p);         // false if p is not a huge block
-std::size_t huge_size(const void* p);  // 0 if p is not a huge block
-std::size_t huge_bytes();              // total mapped (live and cached)
-std::size_t huge_trim();               // unmaps the cache of freed blocks; bytes released
+bool huge_free(const void* p);                            // false if p is not a huge block
+void* huge_realloc(const void* p, std::size_t new_size);  // mremap; nullptr if not done
+std::size_t huge_size(const void* p);                     // 0 if p is not a huge block
+std::size_t huge_bytes();                                 // total mapped (live and cached)
+std::size_t huge_trim();  // unmaps the cache of freed blocks; bytes released
 
 // KFENCE's sampled allocation (kfence.hpp), out of line: falls back to the size class.
 USLUB_SLOWPATH void* kmalloc_kfence(std::size_t size, gfp_t gfp);

@@ -94,3 +94,22 @@ TEST(CxxApi, CacheAllocatorAndResource) {
 }
 
 }  // namespace uslub::test
+
+TEST(Kmalloc, HugeReallocRemapsWithoutLosingContents) {
+  std::size_t sz = std::size_t{6} << 20;
+  auto* p = static_cast<unsigned char*>(kmalloc(sz, 0));
+  ASSERT_NE(p, nullptr);
+  for (std::size_t i = 0; i < sz; i += 4096) p[i] = static_cast<unsigned char>(i >> 12);
+  auto* q = static_cast<unsigned char*>(krealloc(p, std::size_t{40} << 20, 0));  // grow: mremap
+  ASSERT_NE(q, nullptr);
+  EXPECT_GE(ksize(q), std::size_t{40} << 20);
+  for (std::size_t i = 0; i < sz; i += 4096) ASSERT_EQ(q[i], static_cast<unsigned char>(i >> 12));
+  q[(std::size_t{40} << 20) - 1] = 1;  // the new tail is usable
+  auto* r = static_cast<unsigned char*>(krealloc(q, std::size_t{5} << 20, 0));  // shrink
+  ASSERT_NE(r, nullptr);
+  for (std::size_t i = 0; i < (std::size_t{5} << 20); i += 4096)
+    ASSERT_EQ(r[i], static_cast<unsigned char>(i >> 12));
+  uslub::test::report_capture cap;
+  kfree(r);
+  EXPECT_EQ(cap.count(), 0u);
+}
