@@ -69,8 +69,9 @@ struct libdw {
 };
 
 std::mutex symbolize_lock;
-libdw g_dw;                          // symbolize_lock
-thread_local int t_symbolizing = 0;  // > 0 while this thread is inside libdw
+libdw g_dw;  // symbolize_lock
+__attribute__((tls_model("initial-exec"))) thread_local int t_symbolizing =
+    0;  // > 0 while this thread is inside libdw
 
 template <class F>
 bool sym(void* h, const char* name, F* out) {

@@ -42,16 +42,15 @@
 //   t_held      thread-local (initial-exec TLS: no __tls_get_addr, which may call malloc).
 //
 // Allocation-free: static tables (256 classes, 256 x 256 adjacency bitmaps, 2048 edge records),
-// stacks taken with _Unwind_Backtrace and symbolised with dladdr.  glibc's backtrace() is not
-// used: its first call dlopen()s libgcc_s, which mallocs, and the acquire path runs inside the
-// allocator with its locks held (that deadlocked the malloc tests).  Cost per acquire: a class
-// lookup (one hashed probe) and one bitmap test per lock already held; the graph lock, the DFS
-// and the unwinding run once per new dependency (and per acquisition along a gated one).
-#include <dlfcn.h>
+// stacks taken with _Unwind_Backtrace and symbolised with dladdr (base/stacktrace).  glibc's
+// backtrace() is not used: its first call dlopen()s libgcc_s, which mallocs, and the acquire path
+// runs inside the allocator with its locks held (that deadlocked the malloc tests).  Cost per
+// acquire: a class lookup (one hashed probe) and one bitmap test per lock already held; the graph
+// lock, the DFS and the unwinding run once per new dependency (and per acquisition along a gated
+// one).
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
-#include <unwind.h>
 
 #include <atomic>
 #include <cstdarg>
@@ -60,6 +59,7 @@
 #include <cstring>
 
 #include "base/report.hpp"
+#include "base/stacktrace.hpp"
 #include "sync/lockdep.hpp"
 
 #if USLUB_LOCKDEP
@@ -169,63 +169,24 @@ bool has_edge(int a, int b) {
 
 // ---- stacks ----------------------------------------------------------------------------------
 
-struct unwind_state {
-  stack_trace* t;
-  int skip;
-};
-
-_Unwind_Reason_Code unwind_one(struct _Unwind_Context* ctx, void* arg) {
-  auto* st = static_cast<unwind_state*>(arg);
-  void* ip = reinterpret_cast<void*>(_Unwind_GetIP(ctx));
-  if (!ip) return _URC_END_OF_STACK;
-  if (st->skip > 0) {
-    --st->skip;
-    return _URC_NO_REASON;
-  }
-  st->t->frames[st->t->depth++] = ip;
-  return st->t->depth == kFrames ? _URC_END_OF_STACK : _URC_NO_REASON;
-}
-
-// Fills t with the call stack, dropping save_stack itself and `skip` more frames (lockdep's).
+// Stacks: base/stacktrace (the unwinder, and dladdr-only symbolisation here: a lockdep report
+// is printed with the allocator's own locks held, so it must not allocate).
 USLUB_NOINLINE void save_stack(stack_trace* t, int skip) {
-  t->depth = 0;
-  unwind_state st{t, skip + 1};
-  _Unwind_Backtrace(unwind_one, &st);
+  t->depth = static_cast<int>(capture_stack(t->frames, kFrames, static_cast<unsigned>(skip) + 1));
 }
 
-// Appends "module+0xoff [symbol+0xoff]" for the code address pc; dladdr does not allocate.  The
-// offset is for `addr2line -Cfie module 0xoff` (test executables export no symbols, so often
-// the module offset is all there is).
-std::size_t append_pc(char* buf, std::size_t len, const void* pc) {
-  Dl_info info{};
-  int n;
-  auto at = reinterpret_cast<std::uintptr_t>(pc);
-  if (pc && dladdr(pc, &info) && info.dli_fname) {
-    const char* mod = strrchr(info.dli_fname, '/');
-    mod = mod ? mod + 1 : info.dli_fname;
-    auto off = static_cast<unsigned long>(at - reinterpret_cast<std::uintptr_t>(info.dli_fbase));
-    if (info.dli_sname)
-      n = snprintf(
-          buf + len, kReportBuf - len, "%s+0x%lx [%s+0x%lx]", mod, off, info.dli_sname,
-          static_cast<unsigned long>(at - reinterpret_cast<std::uintptr_t>(info.dli_saddr)));
-    else
-      n = snprintf(buf + len, kReportBuf - len, "%s+0x%lx", mod, off);
-  } else {
-    n = snprintf(buf + len, kReportBuf - len, "%p", pc);
-  }
-  if (n > 0) len += static_cast<std::size_t>(n);
+std::size_t append_pc(char* buf, std::size_t len, const void* return_address) {
+  symbolize_without_allocating(true);
+  symbolize_pc(return_address, buf + len, kReportBuf - len);
+  symbolize_without_allocating(false);
+  len += strlen(buf + len);
   return len < kReportBuf ? len : kReportBuf - 1;
 }
 
-// One "  #i ..." line per frame.  Frames are return addresses; the line printed is for the call
-// instruction (address - 1), so addr2line names the calling line.
 std::size_t append_stack(char* buf, std::size_t len, const stack_trace* t) {
-  for (int i = 0; i < t->depth && len + 200 < kReportBuf; ++i) {
-    len += static_cast<std::size_t>(snprintf(buf + len, kReportBuf - len, "  #%d ", i));
-    len = append_pc(buf, len, static_cast<const char*>(t->frames[i]) - 1);
-    buf[len++] = '\n';
-  }
-  if (len >= kReportBuf) len = kReportBuf - 1;
+  symbolize_without_allocating(true);
+  len = uslub::append_stack(buf, len, kReportBuf, t->frames, static_cast<unsigned>(t->depth), "  ");
+  symbolize_without_allocating(false);
   return len;
 }
 
@@ -354,7 +315,7 @@ std::size_t compose_report(char* buf, int prev, int cur, const void* lock, const
   for (int i = 0; i < t_nheld && i < kMaxHeld; ++i) {
     put("  #%d %s (%p) taken at ", i, t_held[i].cls >= 0 ? class_name(t_held[i].cls) : "-",
         t_held[i].lock);
-    l = append_pc(buf, l, static_cast<const char*>(t_held[i].ip) - 1);
+    l = append_pc(buf, l, t_held[i].ip);
     put("\n");
   }
   put("stack of this acquisition (%s -> %s):\n", class_name(prev), class_name(cur));
