@@ -39,10 +39,15 @@ USLUB_NOINLINE void register_fork_handlers() {
     platform::register_atfork(slab_fork_prepare, slab_fork_parent, slab_fork_child);
 }
 
+// The fork handlers are registered by a constructor when the library is loaded (and, for a
+// program that allocates before constructors run, by the first aligned allocation): the
+// malloc hit path then has nothing to check and can tail-call its slow half.
 USLUB_ALWAYS_INLINE void* do_malloc(size_t size, gfp_t gfp) {
-  void* p = kmalloc_inline(size, gfp);
-  if (USLUB_UNLIKELY(g_atfork.load(std::memory_order_relaxed) == 0) && p) register_fork_handlers();
-  return p;
+  return kmalloc_inline(size, gfp);
+}
+
+__attribute__((constructor)) void register_fork_handlers_at_load() {
+  register_fork_handlers();
 }
 
 void* do_aligned(size_t align, size_t size) {

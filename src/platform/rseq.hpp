@@ -54,15 +54,16 @@ USLUB_ALWAYS_INLINE void rseq_note_abort() {
 inline constexpr std::uint32_t kRseqSig = 0x53053053;
 
 // The CPU rseq last saw this thread on (cpu_id_start: always a valid CPU number).
-USLUB_ALWAYS_INLINE unsigned rseq_cpu_start() {
-  const auto* area = static_cast<const char*>(__builtin_thread_pointer()) +
-                     __atomic_load_n(&detail::g_rseq_offset, __ATOMIC_RELAXED);
+// rs: detail::g_rseq_offset (the sequences read it once; it never changes after start-up, and
+// these sequences are not compiled under TSan, so a plain load suffices).
+USLUB_ALWAYS_INLINE unsigned rseq_cpu_start(std::uintptr_t rs) {
+  const auto* area = static_cast<const char*>(__builtin_thread_pointer()) + rs;
   return __atomic_load_n(reinterpret_cast<const std::uint32_t*>(area), __ATOMIC_RELAXED);
 }
 
 // The rseq_cs table entry and the abort stub of one sequence.  %l[abort] is the C label to
 // restart at; labels: 1 start, 2 post-commit, 3 descriptor, 4 abort ip.
-#define USLUB_RSEQ_PROLOGUE                                                  \
+#define USLUB_RSEQ_PROLOGUE_CPU                                              \
   ".pushsection __rseq_cs, \"aw\"\n\t"                                       \
   ".balign 32\n\t"                                                           \
   "3:\n\t"                                                                   \
@@ -81,24 +82,43 @@ USLUB_ALWAYS_INLINE unsigned rseq_cpu_start() {
   "cmpl %[cpu], %%fs:4(%[rs])\n\t" /* still on the slot's CPU? */            \
   "jnz 4b\n\t"
 
+// The same, but the sequence itself reads cpu_id after it has started (a migration from then
+// on aborts it) and leaves this CPU's slot in %rax: no CPU number or slot register is needed
+// before the sequence, which keeps the fast paths within the caller-saved registers.
+#define USLUB_RSEQ_PROLOGUE_SLOT                                             \
+  ".pushsection __rseq_cs, \"aw\"\n\t"                                       \
+  ".balign 32\n\t"                                                           \
+  "3:\n\t"                                                                   \
+  ".long 0, 0\n\t"                                                           \
+  ".quad 1f, (2f - 1f), 4f\n\t"                                              \
+  ".popsection\n\t"                                                          \
+  ".pushsection __rseq_failure, \"ax\"\n\t"                                  \
+  ".byte 0x0f, 0xb9, 0x3d\n\t" /* ud1 <sig>(%%rip), %%edi: never executed */ \
+  ".long 0x53053053\n\t"                                                     \
+  "4:\n\t"                                                                   \
+  "jmp %l[abort]\n\t"                                                        \
+  ".popsection\n\t"                                                          \
+  "leaq 3b(%%rip), %%rax\n\t"                                                \
+  "movq %%rax, %%fs:8(%[rs])\n\t" /* rseq->rseq_cs = &descriptor */          \
+  "1:\n\t"                                                                   \
+  "movl %%fs:4(%[rs]), %%eax\n\t" /* cpu_id, inside the sequence */          \
+  "imulq %[stride], %%rax\n\t"                                               \
+  "addq %[slots], %%rax\n\t" /* rax = this CPU's slot */
+
 // Pops from the slot of `cpu`.  Returns the object, or nullptr if the slot is locked or its
 // stack is empty (the caller's slow path).  Retries by itself when the sequence aborts.
-template <unsigned LockOff, unsigned MainOff, unsigned SizeOff, unsigned ObjsOff>
-USLUB_ALWAYS_INLINE void* rseq_percpu_pop(char* slots, std::size_t stride) {
-  std::uintptr_t rs =
-      static_cast<std::uintptr_t>(__atomic_load_n(&detail::g_rseq_offset, __ATOMIC_RELAXED));
+template <unsigned LockOff, unsigned MainOff, unsigned SizeOff, unsigned ObjsOff,
+          std::size_t Stride>
+USLUB_ALWAYS_INLINE void* rseq_percpu_pop(char* slots) {
+  std::uintptr_t rs = static_cast<std::uintptr_t>(detail::g_rseq_offset);
   void* obj;
   void* stack;
   std::uint64_t n;
-  unsigned cpu;
-  char* slot;
 restart:
-  cpu = rseq_cpu_start();
-  slot = slots + cpu * stride;
-  asm volatile goto(USLUB_RSEQ_PROLOGUE
-                    "cmpl $0, %c[lock](%[slot])\n\t"
+  asm volatile goto(USLUB_RSEQ_PROLOGUE_SLOT
+                    "cmpl $0, %c[lock](%%rax)\n\t"
                     "jnz %l[slow]\n\t"
-                    "movq %c[main](%[slot]), %[stack]\n\t"
+                    "movq %c[main](%%rax), %[stack]\n\t"
                     "movl %c[size](%[stack]), %k[n]\n\t"
                     "testl %k[n], %k[n]\n\t"
                     "jz %l[slow]\n\t"
@@ -107,7 +127,7 @@ restart:
                     "movl %k[n], %c[size](%[stack])\n\t"  // commit
                     "2:\n\t"
                     : [obj] "=&r"(obj), [stack] "=&r"(stack), [n] "=&r"(n)
-                    : [rs] "r"(rs), [cpu] "r"(cpu), [slot] "r"(slot), [lock] "i"(LockOff),
+                    : [rs] "r"(rs), [slots] "r"(slots), [stride] "i"(Stride), [lock] "i"(LockOff),
                       [main] "i"(MainOff), [size] "i"(SizeOff), [objs] "i"(ObjsOff)
                     : "rax", "memory", "cc"
                     : abort, slow);
@@ -121,22 +141,18 @@ slow:
 
 // Pushes obj onto the slot of the current CPU.  Returns false if the slot is locked, its
 // stack is full, or obj is already on top of it (a double free: the caller reports it).
-template <unsigned LockOff, unsigned MainOff, unsigned SizeOff, unsigned CapOff, unsigned ObjsOff>
-USLUB_ALWAYS_INLINE bool rseq_percpu_push(char* slots, std::size_t stride, void* obj) {
-  std::uintptr_t rs =
-      static_cast<std::uintptr_t>(__atomic_load_n(&detail::g_rseq_offset, __ATOMIC_RELAXED));
+template <unsigned LockOff, unsigned MainOff, unsigned SizeOff, unsigned CapOff, unsigned ObjsOff,
+          std::size_t Stride>
+USLUB_ALWAYS_INLINE bool rseq_percpu_push(char* slots, void* obj) {
+  std::uintptr_t rs = static_cast<std::uintptr_t>(detail::g_rseq_offset);
   void* stack;
   std::uint64_t n;
-  unsigned cpu;
-  char* slot;
 restart:
-  cpu = rseq_cpu_start();
-  slot = slots + cpu * stride;
   asm volatile goto(
-      USLUB_RSEQ_PROLOGUE
-      "cmpl $0, %c[lock](%[slot])\n\t"
+      USLUB_RSEQ_PROLOGUE_SLOT
+      "cmpl $0, %c[lock](%%rax)\n\t"
       "jnz %l[slow]\n\t"
-      "movq %c[main](%[slot]), %[stack]\n\t"
+      "movq %c[main](%%rax), %[stack]\n\t"
       "movl %c[size](%[stack]), %k[n]\n\t"
       "cmpl %c[cap](%[stack]), %k[n]\n\t"
       "jae %l[slow]\n\t"
@@ -150,7 +166,7 @@ restart:
       "movl %k[n], %c[size](%[stack])\n\t"  // commit
       "2:\n\t"
       : [stack] "=&r"(stack), [n] "=&r"(n)
-      : [rs] "r"(rs), [cpu] "r"(cpu), [slot] "r"(slot), [obj] "r"(obj), [lock] "i"(LockOff),
+      : [rs] "r"(rs), [slots] "r"(slots), [stride] "i"(Stride), [obj] "r"(obj), [lock] "i"(LockOff),
         [main] "i"(MainOff), [size] "i"(SizeOff), [cap] "i"(CapOff), [objs] "i"(ObjsOff)
       : "rax", "memory", "cc"
       : abort, slow);
@@ -167,14 +183,13 @@ slow:
 // slot was locked, or -1 if that slot's lock is already held.
 template <unsigned LockOff>
 USLUB_ALWAYS_INLINE int rseq_lock_slot(char* slots, std::size_t stride) {
-  std::uintptr_t rs =
-      static_cast<std::uintptr_t>(__atomic_load_n(&detail::g_rseq_offset, __ATOMIC_RELAXED));
+  std::uintptr_t rs = static_cast<std::uintptr_t>(detail::g_rseq_offset);
   unsigned cpu;
   char* slot;
 restart:
-  cpu = rseq_cpu_start();
+  cpu = rseq_cpu_start(rs);
   slot = slots + cpu * stride;
-  asm volatile goto(USLUB_RSEQ_PROLOGUE
+  asm volatile goto(USLUB_RSEQ_PROLOGUE_CPU
                     "xorl %%eax, %%eax\n\t"
                     "movl $1, %%ecx\n\t"
                     "lock cmpxchgl %%ecx, %c[lock](%[slot])\n\t"  // commit: 0 -> 1

@@ -30,8 +30,8 @@ USLUB_ALWAYS_INLINE void* sheaf_alloc_fast(kmem_cache* s) {
     void* obj =
         platform::rseq_percpu_pop<offsetof(slub_percpu_sheaves, lock),
                                   offsetof(slub_percpu_sheaves, main), offsetof(slab_sheaf, size),
-                                  offsetof(slab_sheaf, objects)>(
-            reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves));
+                                  offsetof(slab_sheaf, objects), sizeof(slub_percpu_sheaves)>(
+            reinterpret_cast<char*>(s->cpu_sheaves));
     if (USLUB_LIKELY(obj)) sheaf_stat_inc(s, SHEAF_ALLOC_HIT);
     return obj;
   }
@@ -52,8 +52,9 @@ USLUB_ALWAYS_INLINE bool sheaf_free_fast(kmem_cache* s, void* obj) {
     bool ok =
         platform::rseq_percpu_push<offsetof(slub_percpu_sheaves, lock),
                                    offsetof(slub_percpu_sheaves, main), offsetof(slab_sheaf, size),
-                                   offsetof(slab_sheaf, capacity), offsetof(slab_sheaf, objects)>(
-            reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves), obj);
+                                   offsetof(slab_sheaf, capacity), offsetof(slab_sheaf, objects),
+                                   sizeof(slub_percpu_sheaves)>(
+            reinterpret_cast<char*>(s->cpu_sheaves), obj);
     if (USLUB_LIKELY(ok)) sheaf_stat_inc(s, SHEAF_FREE_HIT);
     return ok;
   }
@@ -78,8 +79,8 @@ USLUB_ALWAYS_INLINE void* sheaf_alloc_rseq(kmem_cache* s) {
 #if USLUB_HAVE_RSEQ_ASM
   return platform::rseq_percpu_pop<offsetof(slub_percpu_sheaves, lock),
                                    offsetof(slub_percpu_sheaves, main), offsetof(slab_sheaf, size),
-                                   offsetof(slab_sheaf, objects)>(
-      reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves));
+                                   offsetof(slab_sheaf, objects), sizeof(slub_percpu_sheaves)>(
+      reinterpret_cast<char*>(s->cpu_sheaves));
 #else
   (void)s;
   return nullptr;
@@ -89,8 +90,9 @@ USLUB_ALWAYS_INLINE bool sheaf_free_rseq(kmem_cache* s, void* obj) {
 #if USLUB_HAVE_RSEQ_ASM
   return platform::rseq_percpu_push<offsetof(slub_percpu_sheaves, lock),
                                     offsetof(slub_percpu_sheaves, main), offsetof(slab_sheaf, size),
-                                    offsetof(slab_sheaf, capacity), offsetof(slab_sheaf, objects)>(
-      reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves), obj);
+                                    offsetof(slab_sheaf, capacity), offsetof(slab_sheaf, objects),
+                                    sizeof(slub_percpu_sheaves)>(
+      reinterpret_cast<char*>(s->cpu_sheaves), obj);
 #else
   (void)s, (void)obj;
   return false;

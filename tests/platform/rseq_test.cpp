@@ -54,10 +54,10 @@ TEST_F(Rseq, PushThenPopOnOneThread) {
   }
   char* base = reinterpret_cast<char*>(slots.data());
   int x[3];
-  EXPECT_EQ((platform::rseq_percpu_pop<kLock, kMain, kSize, kObjs>(base, sizeof(slot_t))), nullptr);
+  EXPECT_EQ((platform::rseq_percpu_pop<kLock, kMain, kSize, kObjs, sizeof(slot_t)>(base)), nullptr);
   for (int& v : x)
     EXPECT_TRUE((
-        platform::rseq_percpu_push<kLock, kMain, kSize, kCapOff, kObjs>(base, sizeof(slot_t), &v)));
+        platform::rseq_percpu_push<kLock, kMain, kSize, kCapOff, kObjs, sizeof(slot_t)>(base, &v)));
   unsigned total = 0;
   for (auto& s : stacks) total += s.size;
   EXPECT_EQ(total, 3u);
@@ -113,13 +113,13 @@ TEST_F(Rseq, ManyThreadsAndASignalStormNeverLoseOrDuplicate) {
         if (!mine.empty() && (i & 1)) {
           uintptr_t tok = mine.back();
           holder[tok - 1].store(0);
-          if (platform::rseq_percpu_push<kLock, kMain, kSize, kCapOff, kObjs>(
-                  base, sizeof(slot_t), reinterpret_cast<void*>(tok)))
+          if (platform::rseq_percpu_push<kLock, kMain, kSize, kCapOff, kObjs, sizeof(slot_t)>(
+                  base, reinterpret_cast<void*>(tok)))
             mine.pop_back();
           else
             holder[tok - 1].store(1);
         } else {
-          void* p = platform::rseq_percpu_pop<kLock, kMain, kSize, kObjs>(base, sizeof(slot_t));
+          void* p = platform::rseq_percpu_pop<kLock, kMain, kSize, kObjs, sizeof(slot_t)>(base);
           if (p) {
             uintptr_t tok = reinterpret_cast<uintptr_t>(p);
             if (holder[tok - 1].exchange(1) != 0) dup++;
