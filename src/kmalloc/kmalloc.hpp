@@ -88,8 +88,7 @@ USLUB_ALWAYS_INLINE page* kfree_slab_check(const void* p, kmem_cache** sp) {
   page* slab = virt_to_slab(p);
   if (USLUB_UNLIKELY(!slab)) return nullptr;
   auto* s = static_cast<kmem_cache*>(__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED));
-  auto off = static_cast<std::size_t>(static_cast<const char*>(p) -
-                                      static_cast<const char*>(page_address(slab)));
+  auto off = slab_offset(slab, p);
   std::size_t idx = (off * s->reciprocal_size) >> 32;
   if (!USLUB_NO_FREE_CHECKS && USLUB_UNLIKELY(idx * s->size + s->red_left_pad != off))
     return nullptr;

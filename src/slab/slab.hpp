@@ -285,6 +285,13 @@ USLUB_ALWAYS_INLINE page* virt_to_slab(const void* obj) {
   return (f & PG_slab) ? p : nullptr;
 }
 
+// obj's offset in its slab.  Slabs are buddy blocks, aligned to their own size, so this is a
+// mask of the address: no arithmetic on the descriptor's position.
+USLUB_ALWAYS_INLINE std::size_t slab_offset(const page* slab, const void* obj) {
+  std::size_t bytes = PAGE_SIZE << __atomic_load_n(&slab->order, __ATOMIC_RELAXED);
+  return reinterpret_cast<std::uintptr_t>(obj) & (bytes - 1);
+}
+
 // ---- slab counters and node partial lists ----------------------------------------------
 
 USLUB_ALWAYS_INLINE slab_counters load_counters(const page* slab) {
@@ -326,8 +333,7 @@ USLUB_ALWAYS_INLINE page* slab_free_check_inline(kmem_cache* s, const void* obj,
   page* slab = virt_to_slab(obj);
   if (USLUB_LIKELY(slab) &&
       USLUB_LIKELY(__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED) == s)) {
-    auto off = static_cast<std::size_t>(static_cast<const char*>(obj) -
-                                        static_cast<const char*>(page_address(slab)));
+    auto off = slab_offset(slab, obj);
     // Multiply by the reciprocal instead of dividing (exact for multiples of size).
     std::size_t idx = (off * s->reciprocal_size) >> 32;
     // -DUSLUB_NO_FREE_CHECKS=1 (benchmark builds only) drops the boundary check to measure it.
