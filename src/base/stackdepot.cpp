@@ -103,4 +103,11 @@ std::size_t stack_depot_bytes() {
   return g_bytes.load(std::memory_order_relaxed);
 }
 
+void stack_depot_fork_prepare() {
+  depot_lock.lock();
+}
+void stack_depot_fork_release() {
+  depot_lock.unlock();  // the child's only thread is the one that locked it
+}
+
 }  // namespace uslub

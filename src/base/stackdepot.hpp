@@ -21,5 +21,9 @@ depot_stack_handle_t stack_depot_save(void* const* pcs, unsigned n);
 unsigned stack_depot_fetch(depot_stack_handle_t h, void* const** pcs);
 // Bytes mapped by the depot (statistics).
 std::size_t stack_depot_bytes();
+// fork: prepare takes depot_lock (a leaf: nothing is taken under it), parent and child release
+// it, so a child never inherits it held by a thread that does not exist there.
+void stack_depot_fork_prepare();
+void stack_depot_fork_release();
 
 }  // namespace uslub

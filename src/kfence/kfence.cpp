@@ -57,6 +57,7 @@ std::atomic<unsigned> g_flip{0};
 std::atomic<unsigned long> g_allocs{0}, g_frees{0}, g_full{0}, g_in_use{0};
 struct sigaction g_old_segv;
 thread_local long t_countdown = 0;
+thread_local bool t_counting = false;  // false until the thread's first countdown is drawn
 
 char* object_page(unsigned i) {
   return g_pool + kPage * (2 * std::size_t{i} + 1);
@@ -220,11 +221,17 @@ bool kfence_should_sample() {
   std::uint32_t n = __atomic_load_n(&detail::g_kfence_sample, __ATOMIC_RELAXED);
   // The next sample in [1, 2n): one in n on average, not in lockstep across threads.
   t_countdown = 1 + static_cast<long>(platform::random_u64() % (2 * std::uint64_t{n} - 1 + !n));
+  // A thread's first allocation is not special: its first countdown starts at random too (with
+  // thousands of short-lived threads, sampling each one's first allocation would fill the pool).
+  if (USLUB_UNLIKELY(!t_counting)) {
+    t_counting = true;
+    return n == 1;
+  }
   return n != 0;
 }
 
-void* kfence_alloc(std::size_t size, bool zero) {
-  if (!g_pool || size > kPage) return nullptr;
+void* kfence_alloc(std::size_t size, std::size_t align, bool zero) {
+  if (!g_pool || size > kPage || align > kPage || (align & (align - 1))) return nullptr;
   kfence_track tr;
   fill_track(&tr);
   unsigned i;
@@ -251,9 +258,10 @@ void* kfence_alloc(std::size_t size, bool zero) {
     kfence_lock.unlock();
     return nullptr;
   }
-  std::size_t span = (size + 15) & ~std::size_t{15};
-  if (!span) span = 16;
-  m.right = g_flip.fetch_add(1, std::memory_order_relaxed) & 1;
+  if (align < 16) align = 16;
+  std::size_t span = (size + align - 1) & ~(align - 1);  // right-aligned end: still aligned
+  if (!span) span = align;
+  m.right = span <= kPage && (g_flip.fetch_add(1, std::memory_order_relaxed) & 1);
   m.addr = reinterpret_cast<std::uintptr_t>(m.right ? pg + kPage - span : pg);
   m.size = size;
   m.alloc = tr;
@@ -339,6 +347,13 @@ void kfence_free(const void* p) {
 
 kfence_stats kfence_get_stats() {
   return {g_allocs.load(), g_frees.load(), g_full.load(), g_in_use.load()};
+}
+
+void kfence_fork_prepare() {
+  kfence_lock.lock();
+}
+void kfence_fork_release() {
+  kfence_lock.unlock();
 }
 
 }  // namespace uslub

@@ -15,10 +15,12 @@
 // between every two; reserved once with mmap at start-up when the mode is on.  A full pool
 // (every slot in use) makes kfence_alloc fail: the caller falls back to its normal path.
 //
-// Cost when off: one load and a never-taken branch in kmalloc (kfence_enabled()), nothing on
-// free (pool addresses are recognised on the slow path, after the slab lookup failed).  When
-// on: a per-thread countdown in kmalloc; a sampled allocation costs two mprotect calls (alloc
-// and free).
+// Cost when off: nothing.  kmalloc's fast path tests one word, g_kmalloc_ready, which is 2
+// when kmalloc is up and KFENCE off; turning KFENCE on (kmalloc_kfence_init) makes it 3, so
+// every kmalloc takes the out-of-line kmalloc_slow, which runs the per-thread countdown.  Frees
+// pay nothing either: pool addresses are recognised on kfree's slow path, after the slab lookup
+// failed.  When on: the countdown per kmalloc; a sampled allocation costs two mprotect calls
+// (alloc and free), which split and merge the pool's VMA (docs/kfence.md has the figures).
 //
 // Locking: kfence_lock (spinlock_t, class "kfence_lock") protects the slot table and the free
 // FIFO; mprotect is called outside it (a slot in transit belongs to its caller).  The fault
@@ -36,25 +38,31 @@ namespace detail {
 extern std::uint32_t g_kfence_sample;  // 0: off; written once at start-up
 }
 
-// The one test on kmalloc's fast path.
+// Is sampling on?  (kmalloc's slow path asks; its fast path only reads g_kmalloc_ready.)
 USLUB_ALWAYS_INLINE bool kfence_enabled() {
   return USLUB_UNLIKELY(__atomic_load_n(&detail::g_kfence_sample, __ATOMIC_RELAXED) != 0);
 }
 
 // Reads USLUB_KFENCE_SAMPLE / USLUB_KFENCE_POOL_PAGES once (kmalloc_init calls it).
 void kfence_init_from_env();
-// Turns the mode on with this sample rate and pool size (tests); false if it cannot.
+// Turns the mode on with this sample rate and pool size, or off with sample 0 (the pool
+// stays); false if it cannot.  Use kmalloc_kfence_init, which also switches kmalloc's path.
 bool kfence_init(std::uint32_t sample, unsigned pool_objects);
 
 // Should this allocation be sampled?  (Per-thread countdown; call only if kfence_enabled().)
 bool kfence_should_sample();
-// A guarded object of size bytes (<= PAGE_SIZE), or nullptr (pool full, too big).
-void* kfence_alloc(std::size_t size, bool zero);
+// A guarded object of size bytes (<= PAGE_SIZE) aligned to align (a power of two <= PAGE_SIZE;
+// 16 at least), or nullptr (pool full, too big).
+void* kfence_alloc(std::size_t size, std::size_t align, bool zero);
 bool is_kfence_address(const void* p);
 // Frees a pool object (reports invalid and double frees).  p must satisfy is_kfence_address.
 void kfence_free(const void* p);
 // The requested size of a live pool object, 0 if p is not one.
 std::size_t kfence_ksize(const void* p);
+
+// fork: prepare takes kfence_lock (a leaf), parent and child release it.
+void kfence_fork_prepare();
+void kfence_fork_release();
 
 struct kfence_stats {
   unsigned long allocs, frees, pool_full, objects_in_use;

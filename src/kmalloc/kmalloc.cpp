@@ -28,7 +28,7 @@ static void build_classes(unsigned* sizes, unsigned* nr) {
 void kmalloc_init() {
   int expected = 0;
   if (!g_kmalloc_ready.compare_exchange_strong(expected, 1)) {
-    while (g_kmalloc_ready.load(std::memory_order_acquire) != 2) sched_yield();
+    while (g_kmalloc_ready.load(std::memory_order_acquire) < 2) sched_yield();
     return;
   }
   kmalloc_state& k = g_kmalloc;
@@ -50,14 +50,24 @@ void kmalloc_init() {
     while (k.sizes[c] < size) ++c;
     k.index[slot] = static_cast<std::uint8_t>(c);
   }
-  g_kmalloc_ready.store(2, std::memory_order_release);
+  g_kmalloc_ready.store(kfence_enabled() ? 3 : 2, std::memory_order_release);
 }
 
-void* kmalloc_kfence(std::size_t size, gfp_t gfp) {
-  if (void* p = kfence_alloc(size, gfp & __GFP_ZERO)) return p;
-  if (g_kmalloc_ready.load(std::memory_order_acquire) != 2) kmalloc_init();
-  return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE, size);
+bool kmalloc_kfence_init(std::uint32_t sample, unsigned pool_objects) {
+  if (g_kmalloc_ready.load(std::memory_order_acquire) < 2) kmalloc_init();
+  if (!kfence_init(sample, pool_objects)) return false;
+  g_kmalloc_ready.store(sample ? 3 : 2, std::memory_order_release);
+  return true;
 }
+
+namespace {
+// A sampled allocation, or nullptr: the caller goes on with its normal path.
+USLUB_ALWAYS_INLINE void* kfence_sampled(std::size_t size, std::size_t align, gfp_t gfp) {
+  if (kfence_enabled() && size <= PAGE_SIZE && align <= PAGE_SIZE && kfence_should_sample())
+    return kfence_alloc(size, align, gfp & __GFP_ZERO);
+  return nullptr;
+}
+}  // namespace
 
 void* kmalloc_large(std::size_t size, gfp_t gfp, std::size_t align) {
   std::size_t need = size > align ? size : align;
@@ -76,11 +86,13 @@ void* kmalloc_large(std::size_t size, gfp_t gfp, std::size_t align) {
 }
 
 void* kmalloc_slow(std::size_t size, gfp_t gfp) {
-  if (g_kmalloc_ready.load(std::memory_order_acquire) != 2) {
+  int ready = g_kmalloc_ready.load(std::memory_order_acquire);
+  if (ready < 2) {
     kmalloc_init();
-    if (size <= KMALLOC_MAX_CACHE_SIZE)
-      return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE, size);
+    ready = g_kmalloc_ready.load(std::memory_order_acquire);
   }
+  if (ready == 3)
+    if (void* p = kfence_sampled(size, 16, gfp)) return p;
   if (size <= KMALLOC_MAX_CACHE_SIZE)
     return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE, size);
   if (size > (std::size_t{1} << 47)) {
@@ -95,7 +107,8 @@ void* kmalloc_slow(std::size_t size, gfp_t gfp) {
 void* kmalloc_aligned(std::size_t size, std::size_t align, gfp_t gfp) {
   // Every class above 8 is a multiple of 16: a size of at least align is enough.
   if (align <= 16) return kmalloc_inline(size < align ? align : size, gfp);
-  if (g_kmalloc_ready.load(std::memory_order_acquire) != 2) kmalloc_init();
+  if (g_kmalloc_ready.load(std::memory_order_acquire) < 2) kmalloc_init();
+  if (void* p = kfence_sampled(size, align, gfp)) return p;
   std::size_t need = roundup_pow_of_two(size > align ? size : align);
   if (need <= KMALLOC_MAX_CACHE_SIZE) {
     // A power-of-two class: objects sit at multiples of their size in size-aligned slabs.

@@ -35,7 +35,9 @@ struct kmalloc_state {
   std::uint8_t index[KMALLOC_MAX_CACHE_SIZE / 8 + 1];
 };
 extern kmalloc_state g_kmalloc;
-extern std::atomic<int> g_kmalloc_ready;  // 2 once initialised
+// 0 before kmalloc_init, 1 during it, 2 once initialised, 3 initialised with KFENCE sampling
+// on (every kmalloc then takes kmalloc_slow, where the sampling countdown runs).
+extern std::atomic<int> g_kmalloc_ready;
 
 USLUB_SLOWPATH void kmalloc_init();
 
@@ -69,12 +71,11 @@ std::size_t huge_size(const void* p);                     // 0 if p is not a hug
 std::size_t huge_bytes();                                 // total mapped (live and cached)
 std::size_t huge_trim();  // unmaps the cache of freed blocks; bytes released
 
-// KFENCE's sampled allocation (kfence.hpp), out of line: falls back to the size class.
-USLUB_SLOWPATH void* kmalloc_kfence(std::size_t size, gfp_t gfp);
+// KFENCE on (sample > 0: one kmalloc in sample per thread) or off (0) for kmalloc and malloc;
+// false if the guarded pool cannot be mapped.
+bool kmalloc_kfence_init(std::uint32_t sample, unsigned pool_objects);
 
 USLUB_ALWAYS_INLINE void* kmalloc_inline(std::size_t size, gfp_t gfp) {
-  if (kfence_enabled() && size <= PAGE_SIZE && kfence_should_sample())
-    return kmalloc_kfence(size, gfp);
   if (USLUB_LIKELY(size <= KMALLOC_MAX_CACHE_SIZE) &&
       USLUB_LIKELY(g_kmalloc_ready.load(std::memory_order_acquire) ==
                    2))  // acquire: free on x86, pairs with kmalloc_init

@@ -14,8 +14,9 @@
 //
 // Fork: prepare takes every slab and page-allocator lock in the documented order
 // (slab_fork_prepare: slab_mutex -> flush_mutex -> sheaf slots/barns -> list_locks -> CPU
-// slots -> page allocator), parent and child release them; the child then owns a consistent
-// heap.  No per-thread state exists, so threads that exit leak nothing.
+// slots -> page allocator -> stack depot, then kfence_lock), parent and child release them; the
+// child then owns a consistent heap.  No per-thread state exists, so threads that exit leak
+// nothing.
 #include <errno.h>
 #include <malloc.h>
 #include <unistd.h>
@@ -33,10 +34,24 @@ namespace {
 
 std::atomic<int> g_atfork{0};
 
+// kfence_lock is a leaf: taken after every slab and page lock, released first.
+void malloc_fork_prepare() {
+  slab_fork_prepare();
+  kfence_fork_prepare();
+}
+void malloc_fork_parent() {
+  kfence_fork_release();
+  slab_fork_parent();
+}
+void malloc_fork_child() {
+  kfence_fork_release();
+  slab_fork_child();
+}
+
 USLUB_NOINLINE void register_fork_handlers() {
   int expected = 0;
   if (g_atfork.compare_exchange_strong(expected, 1))
-    platform::register_atfork(slab_fork_prepare, slab_fork_parent, slab_fork_child);
+    platform::register_atfork(malloc_fork_prepare, malloc_fork_parent, malloc_fork_child);
 }
 
 // The fork handlers are registered by a constructor when the library is loaded (and, for a

@@ -14,6 +14,7 @@
 
 #include "base/bits.hpp"
 #include "base/check.hpp"
+#include "base/stackdepot.hpp"
 #include "rcu/rcu.hpp"
 #include "slab/debug.hpp"
 #include "slab/sheaf.hpp"
@@ -307,9 +308,11 @@ void slab_fork_prepare() {
     for (unsigned c = 0; c < s->nr_cpus; ++c) s->cpu_slab[c].lock.lock_wait();
   }
   global_page_allocator().fork_prepare();
+  stack_depot_fork_prepare();  // a leaf: only mmap under it
 }
 
 static void slab_fork_release() {
+  stack_depot_fork_release();
   global_page_allocator().fork_release();
   for (list_head* l = slab_caches.prev; l != &slab_caches; l = l->prev) {
     kmem_cache* s = list_entry<kmem_cache, &kmem_cache::list>(l);

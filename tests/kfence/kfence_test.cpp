@@ -26,7 +26,7 @@ std::string hexp(const void* p) {
 // Allocates until a right- (or left-) aligned object comes out.
 unsigned char* kfence_obj(std::size_t size, bool right) {
   for (int i = 0; i < 4; ++i) {
-    auto* p = static_cast<unsigned char*>(kfence_alloc(size, false));
+    auto* p = static_cast<unsigned char*>(kfence_alloc(size, 16, false));
     if (!p) return nullptr;
     bool is_right = (reinterpret_cast<std::uintptr_t>(p) + ((size + 15) & ~15ul)) % 4096 == 0;
     if (is_right == right) return p;
@@ -35,7 +35,7 @@ unsigned char* kfence_obj(std::size_t size, bool right) {
 }
 
 TEST(KfenceDeathTest, OverflowByOneByteFaultsAndIsReported) {
-  ASSERT_TRUE(kfence_init(1, 16));
+  ASSERT_TRUE(kmalloc_kfence_init(1, 16));
   unsigned char* p = kfence_obj(64, true);
   ASSERT_NE(p, nullptr);
   std::string first = "uslub: BUG kfence: Out-of-bounds access";
@@ -45,7 +45,7 @@ TEST(KfenceDeathTest, OverflowByOneByteFaultsAndIsReported) {
 }
 
 TEST(KfenceDeathTest, UnderflowOfALeftAlignedObjectFaults) {
-  ASSERT_TRUE(kfence_init(1, 16));
+  ASSERT_TRUE(kmalloc_kfence_init(1, 16));
   unsigned char* p = kfence_obj(100, false);
   ASSERT_NE(p, nullptr);
   EXPECT_DEATH({ g_sink = reinterpret_cast<void*>(static_cast<volatile unsigned char*>(p)[-1]); },
@@ -54,8 +54,8 @@ TEST(KfenceDeathTest, UnderflowOfALeftAlignedObjectFaults) {
 }
 
 TEST(KfenceDeathTest, UseAfterFreeFaultsAndReportsTheFreeingStack) {
-  ASSERT_TRUE(kfence_init(1, 16));
-  auto* p = static_cast<unsigned char*>(kfence_alloc(40, true));
+  ASSERT_TRUE(kmalloc_kfence_init(1, 16));
+  auto* p = static_cast<unsigned char*>(kfence_alloc(40, 16, true));
   ASSERT_NE(p, nullptr);
   kfence_free(p);
   EXPECT_DEATH({ g_sink = reinterpret_cast<void*>(static_cast<volatile unsigned char*>(p)[8]); },
@@ -64,7 +64,7 @@ TEST(KfenceDeathTest, UseAfterFreeFaultsAndReportsTheFreeingStack) {
 }
 
 TEST(Kfence, DoubleFreeInteriorFreeAndSlackCorruptionAreReported) {
-  ASSERT_TRUE(kfence_init(1, 16));
+  ASSERT_TRUE(kmalloc_kfence_init(1, 16));
   test::report_capture cap;
   unsigned char* p = kfence_obj(20, true);  // 12 bytes of slack before the guard page
   ASSERT_NE(p, nullptr);
@@ -79,7 +79,7 @@ TEST(Kfence, DoubleFreeInteriorFreeAndSlackCorruptionAreReported) {
 }
 
 TEST(Kfence, KmallocSamplesAtTheRateAndKfreeKsizeRecogniseThePool) {
-  ASSERT_TRUE(kfence_init(10, 255));
+  ASSERT_TRUE(kmalloc_kfence_init(10, 255));
   std::vector<void*> v;
   int in_pool = 0;
   for (int i = 0; i < 2000; ++i) {
@@ -99,8 +99,37 @@ TEST(Kfence, KmallocSamplesAtTheRateAndKfreeKsizeRecogniseThePool) {
   EXPECT_EQ(kfence_get_stats().objects_in_use, 0u);
 }
 
+TEST(Kfence, AlignedAllocationsAreSampledAndKeepTheirAlignment) {
+  ASSERT_TRUE(kmalloc_kfence_init(1, 64));
+  std::vector<void*> v;
+  for (std::size_t align : {32ul, 64ul, 256ul, 1024ul, 4096ul})
+    for (std::size_t size : {1ul, 40ul, 100ul, 1000ul}) {
+      void* p = kmalloc_aligned(size, align, 0);
+      ASSERT_NE(p, nullptr);
+      EXPECT_TRUE(is_kfence_address(p)) << size << "/" << align;
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % align, 0u) << size << "/" << align;
+      EXPECT_EQ(ksize(p), size);
+      memset(p, 0x5a, size);
+      v.push_back(p);
+    }
+  test::report_capture cap;
+  for (void* p : v) kfree(p);
+  EXPECT_EQ(cap.count(), 0u) << "the canary around an aligned object was intact";
+  kmalloc_kfence_init(0, 0);
+  void* p = kmalloc(48, 0);
+  EXPECT_FALSE(is_kfence_address(p)) << "sampling off again";
+  kfree(p);
+}
+
+TEST(Kfence, OffMeansKmallocsFastPathWord) {
+  ASSERT_TRUE(kmalloc_kfence_init(5, 64));
+  EXPECT_EQ(g_kmalloc_ready.load(), 3) << "every kmalloc goes through the sampling slow path";
+  ASSERT_TRUE(kmalloc_kfence_init(0, 0));
+  EXPECT_EQ(g_kmalloc_ready.load(), 2) << "off: the fast path's one test passes again";
+}
+
 TEST(Kfence, AFullPoolFallsBackToTheNormalAllocator) {
-  ASSERT_TRUE(kfence_init(1, 4));
+  ASSERT_TRUE(kmalloc_kfence_init(1, 4));
   std::vector<void*> v;
   for (int i = 0; i < 10; ++i) v.push_back(kmalloc(32, 0));
   int in_pool = 0;
@@ -111,7 +140,7 @@ TEST(Kfence, AFullPoolFallsBackToTheNormalAllocator) {
 }
 
 TEST(KfenceStress, ManyThreadsSampleHalfTheirAllocations) {
-  ASSERT_TRUE(kfence_init(2, 64));
+  ASSERT_TRUE(kmalloc_kfence_init(2, 64));
   test::report_capture cap;
   std::vector<std::thread> ts;
   for (int t = 0; t < 8; ++t)

@@ -217,6 +217,40 @@ TEST(Malloc, ForkFromSeveralAllocatingThreads) {
   for (auto& t : ts) t.join();
 }
 
+// KFENCE's slot lock and the stack depot's lock are in the fork handlers: a child forked while
+// other threads sample allocations (one in two here) must be able to sample and free too.
+TEST(Malloc, ForkWhileKfenceSamplesInOtherThreads) {
+  ASSERT_TRUE(kmalloc_kfence_init(2, 64));
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 3; ++t)
+    ts.emplace_back([&] {
+      while (!stop.load()) {
+        std::vector<void*> v;
+        for (int i = 0; i < 16; ++i) v.push_back(malloc(24 + i * 100));
+        for (void* p : v) free(p);
+      }
+    });
+  for (int i = 0; i < 30; ++i) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      alarm(20);  // a deadlocked child dies of SIGALRM instead of hanging the test
+      std::vector<void*> v;
+      for (int k = 0; k < 200; ++k) v.push_back(malloc(k % 700 + 1));
+      unsigned long sampled = kfence_get_stats().allocs;
+      for (void* p : v) free(p);
+      _exit(sampled > 0 ? 0 : 3);
+    }
+    int status;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  }
+  stop = true;
+  for (auto& t : ts) t.join();
+  kmalloc_kfence_init(0, 0);  // sampling off again for the other tests
+}
+
 TEST(Malloc, ThousandsOfShortLivedThreadsDoNotGrowTheHeap) {
   auto run = [] {
     for (int round = 0; round < 10; ++round) {
