@@ -15,19 +15,9 @@ namespace uslub {
 // orig_size: what kmalloc was asked for (0: the object size); debug caches track it.
 void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node, std::size_t orig_size = 0);
 
-// The free key (glibc's tcache e->key, for sheaves): a free of a sheaf cache stores
-// secret ^ address in the object's free-pointer word and an allocation from a sheaf clears it,
-// so a free that finds the key is a double free unless the program happened to write exactly
-// that value there; sheaf_free_suspect() settles it by searching this CPU's sheaves.  This
-// catches a double free of an object still in a sheaf, not only one freed twice in a row.
-// (Objects on slab free lists hold an encoded free pointer in that word, never the key.)
-USLUB_ALWAYS_INLINE std::uintptr_t* free_key_word(const kmem_cache* s, void* obj) {
-  return reinterpret_cast<std::uintptr_t*>(static_cast<char*>(obj) + s->offset);
-}
-USLUB_ALWAYS_INLINE std::uintptr_t free_key(const kmem_cache* s, const void* obj) {
-  return s->random ^ reinterpret_cast<std::uintptr_t>(obj);
-}
-USLUB_SLOWPATH void sheaf_free_suspect(kmem_cache* s, page* slab, void* obj);
+// An object popped by the inline path had no free key (sheaf.hpp): reported and dropped;
+// allocates another.
+USLUB_SLOWPATH void* sheaf_alloc_rejected(kmem_cache* s, void* obj, std::size_t orig_size);
 void cache_free_slow(kmem_cache* s, page* slab, void* obj);
 
 // The fast path is the sheaf pop alone; everything else (zeroing, node requests, the classic
@@ -36,7 +26,12 @@ USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node,
                                       std::size_t orig_size = 0) {
   if (USLUB_LIKELY(s->sheaf_fast_alloc) && USLUB_LIKELY((gfp | (node >= 0)) == 0)) {
     if (void* obj = sheaf_alloc_rseq(s); USLUB_LIKELY(obj)) {
-      if (!USLUB_NO_FREE_CHECKS) *free_key_word(s, obj) = 0;
+      if (!USLUB_NO_FREE_CHECKS) {  // the free key (sheaf.hpp): verified and cleared here
+        std::uintptr_t* key = free_key_word(s, obj);
+        if (USLUB_UNLIKELY(*key != free_key(s, obj)))
+          return sheaf_alloc_rejected(s, obj, orig_size);
+        *key = 0;
+      }
       return obj;
     }
   }
@@ -46,16 +41,12 @@ USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node,
 // slab must be obj's slab (slab_free_check_inline or virt_to_slab).
 USLUB_ALWAYS_INLINE void cache_free(kmem_cache* s, page* slab, void* obj) {
   if (USLUB_LIKELY(s->sheaf_fast_free)) {
-    if (!USLUB_NO_FREE_CHECKS) {  // (benchmark builds measure the checks' cost without them)
-      std::uintptr_t* key = free_key_word(s, obj);
-      if (USLUB_UNLIKELY(*key == free_key(s, obj))) return sheaf_free_suspect(s, slab, obj);
-      *key = free_key(s, obj);
-    }
+    // The free key (sheaf.hpp): a store, no load of the object.  (Benchmark builds measure
+    // the checks' cost without them.)
+    if (!USLUB_NO_FREE_CHECKS) *free_key_word(s, obj) = free_key(s, obj);
     if (USLUB_LIKELY(sheaf_free_rseq(s, obj))) return;
-  } else if (s->cpu_sheaves && s->nr_nodes == 1) {  // sheaves off the inline path: same key
-    std::uintptr_t* key = free_key_word(s, obj);
-    if (USLUB_UNLIKELY(*key == free_key(s, obj))) return sheaf_free_suspect(s, slab, obj);
-    *key = free_key(s, obj);
+  } else if (s->cpu_sheaves) {  // sheaves off the inline path: same key
+    *free_key_word(s, obj) = free_key(s, obj);
   }
   cache_free_slow(s, slab, obj);
 }

@@ -80,12 +80,23 @@ void sheaf_delete(kmem_cache* s, slab_sheaf* sh) {
 }
 
 // Returns the objects of a sheaf to their slabs (kmem_cache_free_bulk: detached freelists).
+// Each object's free key is checked and cleared first: a second copy of an object (freed twice
+// while in the sheaves) finds it cleared and is left out, never freed twice into a slab.
 void sheaf_flush(kmem_cache* s, slab_sheaf* sh) {
   if (sh->size) {
-    kmem_cache_free_bulk_impl(s, sh->size, sh->objects);
+    unsigned n = 0;
+    for (unsigned i = 0; i < sh->size; ++i)
+      if (sheaf_take_object(s, sh->objects[i])) sh->objects[n++] = sh->objects[i];
+    if (n) kmem_cache_free_bulk_impl(s, n, sh->objects);
     sh->size = 0;
     sheaf_stat_inc(s, SHEAF_FLUSH);
   }
+}
+
+// Objects a refill takes from the slabs into a sheaf get the free key (sheaf.hpp).
+void sheaf_set_keys(kmem_cache* s, void** objects, unsigned n) {
+  if (USLUB_NO_FREE_CHECKS) return;
+  for (unsigned i = 0; i < n; ++i) *free_key_word(s, objects[i]) = free_key(s, objects[i]);
 }
 
 // ---- the barn ---------------------------------------------------------------------------
@@ -147,6 +158,27 @@ void flush_alien(kmem_cache* s, void** objs, unsigned n) {
 
 }  // namespace
 
+void sheaf_report_keyless(kmem_cache* s, void* obj, std::uintptr_t seen) {
+  // A free pointer in the word (an object of the same slab, or the list end) means the first
+  // copy went back to the slab through a flush: freed twice as well.
+  auto at = reinterpret_cast<std::uintptr_t>(obj) + s->offset;
+  void* next = freeptr_decode(s, seen, at);
+  page* slab = virt_to_slab(obj);
+  bool linked = seen != 0 && slab &&
+                (next == nullptr || (virt_to_slab(next) == slab &&
+                                     (slab_offset(slab, next) - s->red_left_pad) % s->size == 0));
+  if (seen == 0 || linked)
+    report_bug(s->name, "Object already free",
+               "object %p came out of a sheaf a second time: it was freed twice (the first "
+               "copy %s); this copy is dropped\n",
+               obj, linked ? "is on its slab's free list" : "was handed out again");
+  else
+    report_bug(s->name, "Freepointer corrupt",
+               "object %p in a sheaf lost its free key (word at offset %u is %#lx): written "
+               "after it was freed, or freed twice and written by its new owner; dropped\n",
+               obj, s->offset, static_cast<unsigned long>(seen));
+}
+
 void sheaf_stat_inc_slow(const kmem_cache* s, sheaf_stat_item si) {
   auto& c = s->sheaf_stat[this_cpu_index(s) * NR_SHEAF_STAT_ITEMS + si];
   c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -184,6 +216,7 @@ void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp) {
       void* obj = full->objects[--full->size];
       pcs_unlock(pcs);
       if (retire) sheaf_retire(s, retire);
+      if (!sheaf_take_object(s, obj)) return slab_alloc_core(s, gfp & ~__GFP_ZERO, NUMA_NO_NODE);
       return obj;
     }
     pcs_unlock(pcs);
@@ -200,6 +233,7 @@ void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp) {
     }
     sheaf_stat_inc(s, SHEAF_REFILL);
     sh->size = sh->capacity - 1;
+    sheaf_set_keys(s, sh->objects, sh->size);
     void* obj = sh->objects[sh->size];
     pcs = pcs_lock_local(s);  // possibly another CPU now
     slab_sheaf* retire = sh;
@@ -227,28 +261,8 @@ void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp) {
   main = pcs->main;
   void* obj = main->size ? main->objects[--main->size] : nullptr;
   pcs_unlock(pcs);
-  return obj ? obj : slab_alloc_core(s, gfp & ~__GFP_ZERO, NUMA_NO_NODE);
-}
-
-// The object carries the free key (cache_alloc.hpp): is it in this CPU's sheaves?
-void sheaf_free_suspect(kmem_cache* s, page* slab, void* obj) {
-  bool found = false;
-  int cpu = -1;
-  if (slub_percpu_sheaves* pcs = pcs_lock_local(s)) {
-    cpu = static_cast<int>(pcs - s->cpu_sheaves);
-    for (slab_sheaf* sh : {pcs->main, pcs->spare})
-      for (unsigned i = 0; sh && i < sh->size && !found; ++i) found = sh->objects[i] == obj;
-    pcs_unlock(pcs);
-  }
-  if (found) {
-    report_bug(s->name, "Object already free", "object %p freed twice (still in CPU %d's sheaf)\n",
-               obj, cpu);
-    return;
-  }
-  // The program stored the key's value itself, or the object is in another CPU's sheaf (a
-  // double free this check cannot see, as glibc's tcache cannot see another thread's): free.
-  if (s->nr_nodes == 1 && sheaf_free_fast(s, obj)) return;
-  sheaf_free_slow(s, slab, obj);
+  if (obj && sheaf_take_object(s, obj)) return obj;
+  return slab_alloc_core(s, gfp & ~__GFP_ZERO, NUMA_NO_NODE);
 }
 
 void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {

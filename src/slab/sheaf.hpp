@@ -108,4 +108,38 @@ void sheaf_fork_release(kmem_cache* s);
 void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp);
 void sheaf_free_slow(kmem_cache* s, page* slab, void* obj);
 
+// The free key (glibc's tcache e->key, made cheaper): every object in a sheaf carries
+// secret ^ address in its free-pointer word (s->offset, outside the object for caches with a
+// constructor or SLAB_TYPESAFE_BY_RCU).  A free only STORES the key; nothing on the free path
+// reads the object, so a free of a cold object (a random one in a large working set) costs a
+// store-buffer entry, not a cache-miss stall.  The key is verified where an object leaves a
+// sheaf: an allocation checks it and clears the word (to 0), a flush to the slabs checks and
+// clears each object first.  So an object freed twice while in the sheaves (the second free
+// not in a row: that one the sequences catch at once) is caught when its second copy comes
+// out, before it can be handed out twice, and a write into a free object's key word (use
+// after free) is caught there too.  The cost: the report comes at that later allocation or
+// flush, not at the second free.  Objects on slab free lists hold an encoded free pointer in
+// that word, never the key; refills write the key into the objects they put in a sheaf.
+USLUB_ALWAYS_INLINE std::uintptr_t* free_key_word(const kmem_cache* s, void* obj) {
+  return reinterpret_cast<std::uintptr_t*>(static_cast<char*>(obj) + s->offset);
+}
+USLUB_ALWAYS_INLINE std::uintptr_t free_key(const kmem_cache* s, const void* obj) {
+  return s->random ^ reinterpret_cast<std::uintptr_t>(obj);
+}
+// An object came out of a sheaf without its key: reports it (Object already free if the word
+// holds the 0 an allocation leaves, Freepointer corrupt otherwise).  The caller drops it.
+USLUB_SLOWPATH void sheaf_report_keyless(kmem_cache* s, void* obj, std::uintptr_t seen);
+// Checks and clears the key of an object taken from a sheaf; false (reported) if it must not
+// be used.
+USLUB_ALWAYS_INLINE bool sheaf_take_object(kmem_cache* s, void* obj) {
+  if (USLUB_NO_FREE_CHECKS) return true;
+  std::uintptr_t* key = free_key_word(s, obj);
+  if (USLUB_UNLIKELY(*key != free_key(s, obj))) {
+    sheaf_report_keyless(s, obj, *key);
+    return false;
+  }
+  *key = 0;
+  return true;
+}
+
 }  // namespace uslub

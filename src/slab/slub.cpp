@@ -612,9 +612,10 @@ void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node, std::size_t orig_size
   if (kmem_cache_debug(s)) return debug_slab_alloc(s, gfp, node, orig_size);
   void* obj;
   if (s->cpu_sheaves && node < 0) {
-    obj = sheaf_alloc_fast(s);
-    if (!obj) obj = sheaf_alloc_slow(s, gfp);
-    if (obj) *free_key_word(s, obj) = 0;  // see free_key()
+    do obj = sheaf_alloc_fast(s);
+    while (obj && !sheaf_take_object(s, obj));  // a keyless object is reported and dropped
+    if (!obj) obj = sheaf_alloc_slow(s, gfp);   // checks what it takes from sheaves itself
+    if (obj) *free_key_word(s, obj) = 0;        // (core objects: no encoded pointer left)
   } else {
     obj = slab_alloc_node(s, gfp, node);
   }
@@ -622,8 +623,14 @@ void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node, std::size_t orig_size
   return obj;
 }
 
+void* sheaf_alloc_rejected(kmem_cache* s, void* obj, std::size_t orig_size) {
+  sheaf_report_keyless(s, obj, *free_key_word(s, obj));
+  return cache_alloc_slow(s, 0, NUMA_NO_NODE, orig_size);
+}
+
 void cache_free_slow(kmem_cache* s, page* slab, void* obj) {
   if (s->cpu_sheaves) {
+    *free_key_word(s, obj) = free_key(s, obj);  // every object in a sheaf carries it
     if (s->nr_nodes == 1 && sheaf_free_fast(s, obj)) return;
     return sheaf_free_slow(s, slab, obj);
   }
