@@ -1,18 +1,19 @@
 // kfree_rcu batching (the kernel's kfree_rcu_cpu / kvfree_rcu_bulk_data): objects waiting for a
 // grace period are collected per CPU in page-sized arrays; a full array (or one older than
-// kKfreeRcuDelayMs, found by the monitor thread) is handed to call_rcu as one callback, which
-// frees its objects with the bulk free path, grouped by cache.
+// kKfreeRcuDelayMs, found by RCU's monitor thread through our monitor hook) is handed to
+// call_rcu as one callback, which frees its objects with the bulk free path, grouped by cache.
 //
 // Locking: krc->lock (a spinlock_t per CPU slot, class "kfree_rcu_cpu->lock") protects the
 // slot's open batch.  Taken with no other uslub lock held; inside it only the page allocator is
 // called (which never calls back), never liburcu: a full batch is detached under the lock and
-// queued after it is dropped.  The monitor thread (started on the first kfree_rcu) wakes every
-// kKfreeRcuDelayMs while batches are open.  Memory held while waiting: at most one open batch
-// per CPU slot plus the batches in flight (one grace period's worth), each one page.
+// queued after it is dropped.  Fork: RCU's prepare handler (after its gate is closed) takes
+// every krc->lock in slot order, parent and child release them.  Memory held while waiting: at most
+// one open batch per CPU slot plus the batches in flight (one grace period's worth), each one page.
 //
 // Fallbacks: no page for a batch -> kfree_rcu uses the object's own rcu_head (call_rcu per
 // object); the headless form waits for a grace period (synchronize_rcu) and frees at once.
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 #include <uslub/rcu.h>
 
@@ -47,8 +48,6 @@ struct alignas(kDestructiveLine) kfree_rcu_cpu {
 
 kfree_rcu_cpu g_krc[kMaxSlots];
 std::atomic<long> g_pending{0}, g_peak{0};
-std::atomic<int> g_monitor{0};  // 0 none, 1 running
-std::atomic<std::uint32_t> g_monitor_wake{0};
 std::atomic<int> g_hook{0};
 
 kfree_rcu_cpu* this_krc() {
@@ -103,34 +102,17 @@ void flush_all_batches(bool all) {
   }
 }
 
-void* monitor(void*) {
-  rcu_register_thread();
-  for (;;) {
-    std::uint32_t v = g_monitor_wake.load(std::memory_order_acquire);
-    flush_all_batches(false);
-    if (g_pending.load(std::memory_order_relaxed) == 0)
-      platform::futex_wait(&g_monitor_wake, v);  // until the next kfree_rcu
-    else
-      usleep(kKfreeRcuDelayMs * 1000);
-  }
-  return nullptr;
+// RCU's monitor: queues batches older than kKfreeRcuDelayMs; true while objects are pending.
+bool monitor_hook() {
+  flush_all_batches(false);
+  return g_pending.load(std::memory_order_relaxed) != 0;
 }
 
-void child_after_fork() {
-  g_monitor.store(0, std::memory_order_relaxed);  // the thread did not survive the fork
+void fork_prepare() {
+  for (auto& krc : g_krc) krc.lock.lock();
 }
-
-void start_monitor() {
-  int expected = 0;
-  if (!g_monitor.compare_exchange_strong(expected, 1)) return;
-  static std::atomic<int> atfork{0};
-  if (atfork.exchange(1) == 0) platform::register_atfork(nullptr, nullptr, child_after_fork);
-  pthread_t t;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  if (pthread_create(&t, &attr, monitor, nullptr) != 0) g_monitor.store(0);
-  pthread_attr_destroy(&attr);
+void fork_release() {
+  for (unsigned i = kMaxSlots; i-- > 0;) g_krc[i].lock.unlock();
 }
 
 void barrier_hook() {
@@ -141,10 +123,23 @@ void kvfree_fn(void* p) {
   kfree(p);
 }
 
+USLUB_NOINLINE void set_up() {
+  int expected = 0;
+  if (g_hook.compare_exchange_strong(expected, 1)) {
+    rcu_init();
+    rcu_add_barrier_hook(&barrier_hook);
+    rcu_add_monitor_hook(&monitor_hook);
+    rcu_add_fork_hooks(&fork_prepare, &fork_release, &fork_release);
+    rcu_set_kvfree(&kvfree_fn);
+    g_hook.store(2, std::memory_order_release);
+    return;
+  }
+  while (g_hook.load(std::memory_order_acquire) != 2) sched_yield();
+}
+
 // Queues ptr; false if no batch page could be had.
 bool kfree_rcu_queue(void* ptr) {
-  if (USLUB_UNLIKELY(g_hook.load(std::memory_order_relaxed) == 0) && g_hook.exchange(1) == 0)
-    rcu_add_barrier_hook(&barrier_hook), rcu_set_kvfree(&kvfree_fn);
+  if (USLUB_UNLIKELY(g_hook.load(std::memory_order_acquire) != 2)) set_up();
   kfree_rcu_cpu* krc = this_krc();
   kfree_rcu_batch* full = nullptr;
   krc->lock.lock();
@@ -170,11 +165,7 @@ bool kfree_rcu_queue(void* ptr) {
        p > peak && !g_peak.compare_exchange_weak(peak, p);) {
   }
   if (full) call_rcu(&full->rh, &free_batch);
-  if (USLUB_UNLIKELY(g_monitor.load(std::memory_order_relaxed) == 0)) start_monitor();
-  if (p == 1) {
-    g_monitor_wake.fetch_add(1, std::memory_order_release);
-    platform::futex_wake(&g_monitor_wake, 1);
-  }
+  if (p == 1) rcu_kick_monitor();
   return true;
 }
 

@@ -252,6 +252,7 @@ kmem_cache* kmem_cache_create_on(page_allocator* pa, const char* name, std::size
     return nullptr;
   }
   slab_init();
+  if (flags & SLAB_TYPESAFE_BY_RCU) rcu_init();  // its slabs' freeing goes through call_rcu
   if (!pa) pa = &global_page_allocator();
   if (pa->nr_zones() > boot_node_capacity(&global_page_allocator())) {
     errno = EINVAL;

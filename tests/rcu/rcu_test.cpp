@@ -72,6 +72,38 @@ TEST(Rcu, NestedReadSectionsAndMisuseReports) {
   EXPECT_EQ(cap.first_line(1), "uslub: BUG rcu: Unbalanced rcu_read_unlock");
 }
 
+// A callback that queues the next one: call_rcu from liburcu's callback thread must neither
+// register that thread a second time nor deadlock, and rcu_barrier waits for the whole chain.
+struct chain_link {
+  uslub_rcu_head rh;
+  int left;
+};
+std::atomic<int> g_links{0};
+void chain_cb(uslub_rcu_head* h) {
+  auto* l = reinterpret_cast<chain_link*>(h);
+  g_links.fetch_add(1);
+  uslub_rcu_read_lock();  // a read section in a callback is fine too
+  uslub_rcu_read_unlock();
+  if (l->left > 0) {
+    auto* next = new chain_link{{}, l->left - 1};
+    uslub_call_rcu(&next->rh, &chain_cb);
+  }
+  delete l;
+}
+
+TEST(Rcu, CallRcuFromACallbackAndBarrierWaitsForTheChain) {
+  constexpr int kChain = 50;
+  g_links = 0;
+  for (int c = 0; c < 3; ++c) {
+    auto* first = new chain_link{{}, kChain - 1};
+    uslub_call_rcu(&first->rh, &chain_cb);
+  }
+  uslub_rcu_barrier();
+  EXPECT_EQ(g_links.load(), 3 * kChain);
+  std::thread t([] { uslub_synchronize_rcu(); });  // registration still works
+  t.join();
+}
+
 TEST(KfreeRcu, BatchesAreFreedWithTheBulkPathAfterAGracePeriod) {
   kmem_cache* s = kmem_cache_create("rcu-nodes", sizeof(node), 0, SLAB_NO_MERGE, nullptr);
   std::vector<node*> v;
