@@ -1,5 +1,7 @@
 // RCU over liburcu (src/rcu), kfree_rcu batching (src/kmalloc/kfree_rcu.cpp), SLAB_TYPESAFE_BY_RCU
 // slab freeing and the fragment allocator (src/page/page_frag.hpp): unit tests.
+#include <errno.h>
+#include <uslub/frag.h>
 #include <uslub/rcu.h>
 #include <uslub/slab.h>
 
@@ -215,6 +217,41 @@ TEST(Frag, DeferredFragmentIsNotReusedUntilAGracePeriodEnds) {
   EXPECT_EQ(pool->nr_pending.load(), 0);
   EXPECT_EQ(pool->nr_pages.load(), 0);  // now all free and none pending
   EXPECT_TRUE(frag_pool_destroy(pool));
+}
+
+TEST(Frag, DeferredFragmentsEndWithoutAnyFurtherCallIntoThePool) {
+  frag_pool* pool = frag_pool_create(8);
+  std::vector<void*> f;
+  for (int i = 0; i < 24; ++i) f.push_back(frag_alloc(pool));
+  EXPECT_EQ(pool->nr_pages.load(), 3);
+  for (void* p : f) frag_free_defer(pool, p);
+  // No rcu_barrier (which would queue the open batch itself), no pool call: the monitor must.
+  uslub_synchronize_rcu();
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (pool->nr_pages.load() != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(2ms);
+  EXPECT_EQ(pool->nr_pending.load(), 0);
+  EXPECT_EQ(pool->nr_pages.load(), 0);  // every page back to the page allocator
+  EXPECT_TRUE(frag_pool_destroy(pool));
+}
+
+TEST(Frag, TheCApi) {
+  uslub_frag_pool* pool = uslub_frag_pool_create(4);
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(uslub_frag_size(pool), PAGE_SIZE / 4);
+  void* a = uslub_frag_alloc(pool);
+  void* b = uslub_frag_alloc(pool);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  uslub_frag_free(pool, a);
+  uslub_frag_free_defer(pool, b);
+  {
+    test::report_capture cap;
+    uslub_frag_pool* bad = uslub_frag_pool_create(5);
+    EXPECT_EQ(bad, nullptr);
+    EXPECT_EQ(errno, EINVAL);
+  }
+  EXPECT_EQ(uslub_frag_pool_destroy(pool), 0);  // waits for b's grace period
 }
 
 TEST(Frag, ManyPendingFragmentsOfOnePageInSeveralBatches) {
