@@ -7,11 +7,18 @@
 // slot's open batch.  Taken with no other uslub lock held; inside it only the page allocator is
 // called (which never calls back), never liburcu: a full batch is detached under the lock and
 // queued after it is dropped.  Fork: RCU's prepare handler (after its gate is closed) takes
-// every krc->lock in slot order, parent and child release them.  Memory held while waiting: at most
-// one open batch per CPU slot plus the batches in flight (one grace period's worth), each one page.
+// every krc->lock in slot order, parent and child release them.  The in-flight count is waited
+// on with a futex (g_batches_wake), with no lock held.
 //
-// Fallbacks: no page for a batch -> kfree_rcu uses the object's own rcu_head (call_rcu per
-// object); the headless form waits for a grace period (synchronize_rcu) and frees at once.
+// Memory bound: at most one open batch per CPU slot plus the batches in flight; when more than
+// kKfreeRcuMaxBatches are in flight a producer waits until the callbacks bring them back under
+// the limit, unless it is inside a read section or an RCU callback (waiting there could wait
+// for itself): those go on, so the bound holds for producers outside read sections.
+//
+// Fallbacks when no page can be had for a batch: kfree_rcu uses the object's own rcu_head
+// (call_rcu per object, never sleeps).  The headless form waits for a grace period
+// (synchronize_rcu) and frees at once; inside a read section or a callback it cannot wait, so
+// the object is leaked, with a one-time report ("kfree_rcu: Headless object leaked").
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
@@ -20,6 +27,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "base/report.hpp"
 #include "kmalloc/kmalloc.hpp"
 #include "platform/platform.hpp"
 #include "rcu/rcu.hpp"
@@ -47,8 +55,17 @@ struct alignas(kDestructiveLine) kfree_rcu_cpu {
 };
 
 kfree_rcu_cpu g_krc[kMaxSlots];
-std::atomic<long> g_pending{0}, g_peak{0};
+std::atomic<long> g_pending{0}, g_peak{0}, g_batches{0}, g_peak_batches{0};
+std::atomic<std::uint32_t> g_batches_wake{0};  // bumped when g_batches drops to the limit
 std::atomic<int> g_hook{0};
+std::atomic<bool> g_leak_reported{false};
+std::atomic<bool> g_fail_batches{false};  // tests
+
+void raise_peak(std::atomic<long>& peak, long v) {
+  for (long p = peak.load(std::memory_order_relaxed);
+       v > p && !peak.compare_exchange_weak(p, v, std::memory_order_relaxed);) {
+  }
+}
 
 kfree_rcu_cpu* this_krc() {
   return &g_krc[platform::current_cpu() % kMaxSlots];
@@ -80,6 +97,15 @@ void free_batch(rcu_head* rh) {
   kfree_bulk(b->n, b->ptrs);
   g_pending.fetch_sub(b->n, std::memory_order_relaxed);
   global_page_allocator().free_pages_addr(b, 0);
+  if (g_batches.fetch_sub(1, std::memory_order_release) - 1 <= kKfreeRcuMaxBatches) {
+    g_batches_wake.fetch_add(1, std::memory_order_release);
+    platform::futex_wake(&g_batches_wake, INT32_MAX);
+  }
+}
+
+void queue_batch(kfree_rcu_batch* b) {
+  raise_peak(g_peak_batches, g_batches.fetch_add(1, std::memory_order_relaxed) + 1);
+  call_rcu(&b->rh, &free_batch);
 }
 
 // Detaches the open batch of krc if `all` or it is old enough.  Context: krc->lock.
@@ -98,7 +124,7 @@ void flush_all_batches(bool all) {
     krc.lock.lock();
     kfree_rcu_batch* b = detach(&krc, all, now);
     krc.lock.unlock();
-    if (b) call_rcu(&b->rh, &free_batch);
+    if (b) queue_batch(b);
   }
 }
 
@@ -113,6 +139,17 @@ void fork_prepare() {
 }
 void fork_release() {
   for (unsigned i = kMaxSlots; i-- > 0;) g_krc[i].lock.unlock();
+}
+
+// A producer outside any read section waits while too many batches are in flight (their
+// callbacks bring the count down: nothing they wait for can be waiting for us).
+void throttle() {
+  if (rcu_read_lock_held() || rcu_in_callback()) return;  // could wait for ourselves: go on
+  for (;;) {
+    std::uint32_t v = g_batches_wake.load(std::memory_order_acquire);
+    if (g_batches.load(std::memory_order_acquire) <= kKfreeRcuMaxBatches) return;
+    platform::futex_wait(&g_batches_wake, v);
+  }
 }
 
 void barrier_hook() {
@@ -144,7 +181,9 @@ bool kfree_rcu_queue(void* ptr) {
   kfree_rcu_batch* full = nullptr;
   krc->lock.lock();
   if (!krc->cur) {
-    auto* b = static_cast<kfree_rcu_batch*>(global_page_allocator().alloc_pages_addr(0));
+    auto* b = USLUB_UNLIKELY(g_fail_batches.load(std::memory_order_relaxed))
+                  ? nullptr
+                  : static_cast<kfree_rcu_batch*>(global_page_allocator().alloc_pages_addr(0));
     if (!b) {
       krc->lock.unlock();
       return false;
@@ -161,10 +200,11 @@ bool kfree_rcu_queue(void* ptr) {
   }
   krc->lock.unlock();
   long p = g_pending.fetch_add(1, std::memory_order_relaxed) + 1;
-  for (long peak = g_peak.load(std::memory_order_relaxed);
-       p > peak && !g_peak.compare_exchange_weak(peak, p);) {
+  raise_peak(g_peak, p);
+  if (full) {
+    queue_batch(full);
+    if (USLUB_UNLIKELY(g_batches.load(std::memory_order_relaxed) > kKfreeRcuMaxBatches)) throttle();
   }
-  if (full) call_rcu(&full->rh, &free_batch);
   if (p == 1) rcu_kick_monitor();
   return true;
 }
@@ -172,7 +212,16 @@ bool kfree_rcu_queue(void* ptr) {
 }  // namespace
 
 kfree_rcu_stats kfree_rcu_get_stats() {
-  return {g_pending.load(), g_peak.load()};
+  return {g_pending.load(), g_peak.load(), g_batches.load(), g_peak_batches.load()};
+}
+
+void kfree_rcu_fail_batches_for_test(bool on) {
+  g_fail_batches.store(on);
+}
+
+void kvfree_rcu_barrier() {
+  if (g_pending.load(std::memory_order_acquire) == 0) return;
+  rcu_barrier();  // its hook queues every open batch first
 }
 
 }  // namespace uslub
@@ -196,6 +245,16 @@ void uslub_kfree_rcu_offset(void* ptr, size_t head_offset) {
 void uslub_kfree_rcu_mightsleep(void* ptr) {
   if (!ptr) return;
   if (kfree_rcu_queue(ptr)) return;
+  if (rcu_read_lock_held() || rcu_in_callback()) {
+    // synchronize_rcu would wait for this very section (or the callback thread): leak.
+    if (!g_leak_reported.exchange(true))
+      report_bug("kfree_rcu", "Headless object leaked",
+                 "kvfree_rcu_mightsleep(%p): no memory for a batch inside a read section or "
+                 "an RCU callback, where it cannot wait for a grace period; the object is "
+                 "leaked (reported once)\n",
+                 ptr);
+    return;
+  }
   synchronize_rcu();
   kfree(ptr);
 }

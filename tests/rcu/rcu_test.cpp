@@ -157,6 +157,71 @@ TEST(KfreeRcu, UnflushedBatchesAreQueuedByTheMonitorWithoutABarrier) {
   kmem_cache_destroy(s);
 }
 
+TEST(KfreeRcu, CacheDestroyWaitsForQueuedObjects) {
+  kmem_cache* s = kmem_cache_create("rcu-destroy", sizeof(node), 0, SLAB_NO_MERGE, nullptr);
+  for (int i = 0; i < 2000; ++i) kfree_rcu(static_cast<node*>(kmem_cache_alloc(s, 0)), rh);
+  test::report_capture cap;
+  kmem_cache_destroy(s);  // flushes the batches and waits: no "Objects remaining on destroy"
+  EXPECT_EQ(cap.count(), 0u);
+  EXPECT_EQ(kfree_rcu_get_stats().pending, 0);
+}
+
+// Blocks liburcu's callback thread for a while, so that batches pile up behind it.
+std::atomic<int> g_blocked{0};
+void block_cb(uslub_rcu_head*) {
+  g_blocked = 1;
+  std::this_thread::sleep_for(300ms);
+  g_blocked = 2;
+}
+
+TEST(KfreeRcu, BatchesInFlightAreBoundedUnderAProducerStorm) {
+  uslub_rcu_barrier();
+  uslub_rcu_head h;
+  g_blocked = 0;
+  uslub_call_rcu(&h, &block_cb);
+  while (g_blocked.load() == 0) std::this_thread::sleep_for(1ms);
+  constexpr int kThreads = 4, kPerThread = 150000;  // ~1200 batches if nothing waited
+  long before = kfree_rcu_get_stats().peak_batches;
+  std::vector<std::thread> producers;
+  for (int t = 0; t < kThreads; ++t)
+    producers.emplace_back([] {
+      for (int i = 0; i < kPerThread; ++i) kvfree_rcu_mightsleep(kmalloc(32, 0));
+    });
+  for (auto& t : producers) t.join();
+  kfree_rcu_stats st = kfree_rcu_get_stats();
+  EXPECT_LE(st.peak_batches, kKfreeRcuMaxBatches + 64 + kThreads);
+  EXPECT_GE(st.peak_batches, before);
+  EXPECT_EQ(g_blocked.load(), 2);  // the producers did wait for the callbacks
+  uslub_rcu_barrier();
+  EXPECT_EQ(kfree_rcu_get_stats().pending, 0);
+  EXPECT_EQ(kfree_rcu_get_stats().batches, 0);
+}
+
+TEST(KfreeRcu, NoBatchMemoryInsideAReadSectionNeverWaits) {
+  kmem_cache* s = kmem_cache_create("rcu-oom", sizeof(node), 0, SLAB_NO_MERGE, nullptr);
+  uslub_rcu_barrier();
+  test::report_capture cap;
+  kfree_rcu_fail_batches_for_test(true);
+  uslub_rcu_read_lock();
+  // With a head: the object's own head, queued with call_rcu.
+  for (int i = 0; i < 10; ++i) kfree_rcu(static_cast<node*>(kmem_cache_alloc(s, 0)), rh);
+  // Headless: cannot wait here; leaked, reported once.
+  kvfree_rcu_mightsleep(kmalloc(48, 0));
+  kvfree_rcu_mightsleep(kmalloc(48, 0));
+  uslub_rcu_read_unlock();
+  // Outside a section the headless form waits for a grace period and frees at once.
+  kvfree_rcu_mightsleep(kmalloc(48, 0));
+  kfree_rcu_fail_batches_for_test(false);
+  uslub_rcu_barrier();
+  ASSERT_EQ(cap.count(), 1u);
+  EXPECT_EQ(cap.first_line(0), "uslub: BUG kfree_rcu: Headless object leaked");
+  kmem_cache_shrink(s);
+  kmem_cache_info info;
+  kmem_cache_get_info(s, &info);
+  EXPECT_EQ(info.active_objs, 0u);
+  kmem_cache_destroy(s);
+}
+
 // ---- SLAB_TYPESAFE_BY_RCU --------------------------------------------------------------
 
 TEST(TypesafeByRcu, SlabPagesGoBackOnlyAfterAGracePeriod) {
