@@ -224,6 +224,58 @@ TEST(KfreeRcu, NoBatchMemoryInsideAReadSectionNeverWaits) {
 
 // ---- SLAB_TYPESAFE_BY_RCU --------------------------------------------------------------
 
+// A reader that found PG_slab set before the slab was discarded goes on to read slab_cache
+// (kfree, ksize): during the grace period it must still be the cache, not the rcu_head.
+TEST(TypesafeByRcu, DiscardedSlabKeepsItsCacheUntilTheGracePeriodEnds) {
+  kmem_cache* s = kmem_cache_create("rcu-typesafe-desc", 256, 0, SLAB_TYPESAFE_BY_RCU, nullptr);
+  std::vector<void*> v;
+  for (int i = 0; i < 100; ++i) v.push_back(kmem_cache_alloc(s, 0));
+  page* head = compound_head(virt_to_page(v[0]));
+  uslub_rcu_read_lock();
+  for (void* p : v) kmem_cache_free(s, p);
+  kmem_cache_shrink(s);
+  EXPECT_FALSE(page_flags(head) & PG_slab);
+  EXPECT_EQ(__atomic_load_n(&head->slab_cache, __ATOMIC_RELAXED), static_cast<void*>(s));
+  uslub_rcu_read_unlock();
+  uslub_rcu_barrier();
+  kmem_cache_destroy(s);
+}
+
+TEST(TypesafeByRcu, ReadersCallKsizeOnObjectsOfSlabsBeingDiscarded) {
+  kmem_cache* s = kmem_cache_create("rcu-typesafe-ksize", 256, 0, SLAB_TYPESAFE_BY_RCU, nullptr);
+  constexpr int kSlots = 512;
+  std::atomic<void*> table[kSlots] = {};
+  std::atomic<bool> stop{false};
+  std::atomic<long> bad{0}, seen{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 2; ++r)
+    readers.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        uslub_rcu_read_lock();
+        for (auto& slot : table) {
+          void* p = slot.load(std::memory_order_acquire);
+          if (!p) continue;
+          std::size_t k = ksize(p);  // 256 while a slab, 0 once discarded: never a crash
+          if (k != 0 && k != 256) bad.fetch_add(1);
+          seen.fetch_add(1, std::memory_order_relaxed);
+        }
+        uslub_rcu_read_unlock();
+      }
+    });
+  auto end = std::chrono::steady_clock::now() + 500ms;
+  while (std::chrono::steady_clock::now() < end) {
+    for (auto& slot : table) slot.store(kmem_cache_alloc(s, 0), std::memory_order_release);
+    for (auto& slot : table) kmem_cache_free(s, slot.exchange(nullptr));
+    kmem_cache_shrink(s);  // every slab is discarded while the readers may hold pointers
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(seen.load(), 0);
+  uslub_rcu_barrier();
+  kmem_cache_destroy(s);
+}
+
 TEST(TypesafeByRcu, SlabPagesGoBackOnlyAfterAGracePeriod) {
   page_allocator& pa = global_page_allocator();
   kmem_cache* s = kmem_cache_create("rcu-typesafe", 512, 0, SLAB_TYPESAFE_BY_RCU, nullptr);
