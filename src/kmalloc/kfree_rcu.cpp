@@ -1,24 +1,33 @@
 // kfree_rcu batching (the kernel's kfree_rcu_cpu / kvfree_rcu_bulk_data): objects waiting for a
 // grace period are collected per CPU in page-sized arrays; a full array (or one older than
-// kKfreeRcuDelayMs, found by the monitor thread) is handed to call_rcu as one callback, which
-// frees its objects with the bulk free path, grouped by cache.
+// kKfreeRcuDelayMs, found by RCU's monitor thread through our monitor hook) is handed to
+// call_rcu as one callback, which frees its objects with the bulk free path, grouped by cache.
 //
 // Locking: krc->lock (a spinlock_t per CPU slot, class "kfree_rcu_cpu->lock") protects the
 // slot's open batch.  Taken with no other uslub lock held; inside it only the page allocator is
 // called (which never calls back), never liburcu: a full batch is detached under the lock and
-// queued after it is dropped.  The monitor thread (started on the first kfree_rcu) wakes every
-// kKfreeRcuDelayMs while batches are open.  Memory held while waiting: at most one open batch
-// per CPU slot plus the batches in flight (one grace period's worth), each one page.
+// queued after it is dropped.  Fork: RCU's prepare handler (after its gate is closed) takes
+// every krc->lock in slot order, parent and child release them.  The in-flight count is waited
+// on with a futex (g_batches_wake), with no lock held.
 //
-// Fallbacks: no page for a batch -> kfree_rcu uses the object's own rcu_head (call_rcu per
-// object); the headless form waits for a grace period (synchronize_rcu) and frees at once.
+// Memory bound: at most one open batch per CPU slot plus the batches in flight; when more than
+// kKfreeRcuMaxBatches are in flight a producer waits until the callbacks bring them back under
+// the limit, unless it is inside a read section or an RCU callback (waiting there could wait
+// for itself): those go on, so the bound holds for producers outside read sections.
+//
+// Fallbacks when no page can be had for a batch: kfree_rcu uses the object's own rcu_head
+// (call_rcu per object, never sleeps).  The headless form waits for a grace period
+// (synchronize_rcu) and frees at once; inside a read section or a callback it cannot wait, so
+// the object is leaked, with a one-time report ("kfree_rcu: Headless object leaked").
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 #include <uslub/rcu.h>
 
 #include <atomic>
 #include <cstring>
 
+#include "base/report.hpp"
 #include "kmalloc/kmalloc.hpp"
 #include "platform/platform.hpp"
 #include "rcu/rcu.hpp"
@@ -46,10 +55,17 @@ struct alignas(kDestructiveLine) kfree_rcu_cpu {
 };
 
 kfree_rcu_cpu g_krc[kMaxSlots];
-std::atomic<long> g_pending{0}, g_peak{0};
-std::atomic<int> g_monitor{0};  // 0 none, 1 running
-std::atomic<std::uint32_t> g_monitor_wake{0};
+std::atomic<long> g_pending{0}, g_peak{0}, g_batches{0}, g_peak_batches{0};
+std::atomic<std::uint32_t> g_batches_wake{0};  // bumped when g_batches drops to the limit
 std::atomic<int> g_hook{0};
+std::atomic<bool> g_leak_reported{false};
+std::atomic<bool> g_fail_batches{false};  // tests
+
+void raise_peak(std::atomic<long>& peak, long v) {
+  for (long p = peak.load(std::memory_order_relaxed);
+       v > p && !peak.compare_exchange_weak(p, v, std::memory_order_relaxed);) {
+  }
+}
 
 kfree_rcu_cpu* this_krc() {
   return &g_krc[platform::current_cpu() % kMaxSlots];
@@ -81,6 +97,15 @@ void free_batch(rcu_head* rh) {
   kfree_bulk(b->n, b->ptrs);
   g_pending.fetch_sub(b->n, std::memory_order_relaxed);
   global_page_allocator().free_pages_addr(b, 0);
+  if (g_batches.fetch_sub(1, std::memory_order_release) - 1 <= kKfreeRcuMaxBatches) {
+    g_batches_wake.fetch_add(1, std::memory_order_release);
+    platform::futex_wake(&g_batches_wake, INT32_MAX);
+  }
+}
+
+void queue_batch(kfree_rcu_batch* b) {
+  raise_peak(g_peak_batches, g_batches.fetch_add(1, std::memory_order_relaxed) + 1);
+  call_rcu(&b->rh, &free_batch);
 }
 
 // Detaches the open batch of krc if `all` or it is old enough.  Context: krc->lock.
@@ -99,38 +124,32 @@ void flush_all_batches(bool all) {
     krc.lock.lock();
     kfree_rcu_batch* b = detach(&krc, all, now);
     krc.lock.unlock();
-    if (b) call_rcu(&b->rh, &free_batch);
+    if (b) queue_batch(b);
   }
 }
 
-void* monitor(void*) {
-  rcu_register_thread();
+// RCU's monitor: queues batches older than kKfreeRcuDelayMs; true while objects are pending.
+bool monitor_hook() {
+  flush_all_batches(false);
+  return g_pending.load(std::memory_order_relaxed) != 0;
+}
+
+void fork_prepare() {
+  for (auto& krc : g_krc) krc.lock.lock();
+}
+void fork_release() {
+  for (unsigned i = kMaxSlots; i-- > 0;) g_krc[i].lock.unlock();
+}
+
+// A producer outside any read section waits while too many batches are in flight (their
+// callbacks bring the count down: nothing they wait for can be waiting for us).
+void throttle() {
+  if (rcu_read_lock_held() || rcu_in_callback()) return;  // could wait for ourselves: go on
   for (;;) {
-    std::uint32_t v = g_monitor_wake.load(std::memory_order_acquire);
-    flush_all_batches(false);
-    if (g_pending.load(std::memory_order_relaxed) == 0)
-      platform::futex_wait(&g_monitor_wake, v);  // until the next kfree_rcu
-    else
-      usleep(kKfreeRcuDelayMs * 1000);
+    std::uint32_t v = g_batches_wake.load(std::memory_order_acquire);
+    if (g_batches.load(std::memory_order_acquire) <= kKfreeRcuMaxBatches) return;
+    platform::futex_wait(&g_batches_wake, v);
   }
-  return nullptr;
-}
-
-void child_after_fork() {
-  g_monitor.store(0, std::memory_order_relaxed);  // the thread did not survive the fork
-}
-
-void start_monitor() {
-  int expected = 0;
-  if (!g_monitor.compare_exchange_strong(expected, 1)) return;
-  static std::atomic<int> atfork{0};
-  if (atfork.exchange(1) == 0) platform::register_atfork(nullptr, nullptr, child_after_fork);
-  pthread_t t;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  if (pthread_create(&t, &attr, monitor, nullptr) != 0) g_monitor.store(0);
-  pthread_attr_destroy(&attr);
 }
 
 void barrier_hook() {
@@ -141,15 +160,30 @@ void kvfree_fn(void* p) {
   kfree(p);
 }
 
+USLUB_NOINLINE void set_up() {
+  int expected = 0;
+  if (g_hook.compare_exchange_strong(expected, 1)) {
+    rcu_init();
+    rcu_add_barrier_hook(&barrier_hook);
+    rcu_add_monitor_hook(&monitor_hook);
+    rcu_add_fork_hooks(&fork_prepare, &fork_release, &fork_release);
+    rcu_set_kvfree(&kvfree_fn);
+    g_hook.store(2, std::memory_order_release);
+    return;
+  }
+  while (g_hook.load(std::memory_order_acquire) != 2) sched_yield();
+}
+
 // Queues ptr; false if no batch page could be had.
 bool kfree_rcu_queue(void* ptr) {
-  if (USLUB_UNLIKELY(g_hook.load(std::memory_order_relaxed) == 0) && g_hook.exchange(1) == 0)
-    rcu_add_barrier_hook(&barrier_hook), rcu_set_kvfree(&kvfree_fn);
+  if (USLUB_UNLIKELY(g_hook.load(std::memory_order_acquire) != 2)) set_up();
   kfree_rcu_cpu* krc = this_krc();
   kfree_rcu_batch* full = nullptr;
   krc->lock.lock();
   if (!krc->cur) {
-    auto* b = static_cast<kfree_rcu_batch*>(global_page_allocator().alloc_pages_addr(0));
+    auto* b = USLUB_UNLIKELY(g_fail_batches.load(std::memory_order_relaxed))
+                  ? nullptr
+                  : static_cast<kfree_rcu_batch*>(global_page_allocator().alloc_pages_addr(0));
     if (!b) {
       krc->lock.unlock();
       return false;
@@ -166,22 +200,28 @@ bool kfree_rcu_queue(void* ptr) {
   }
   krc->lock.unlock();
   long p = g_pending.fetch_add(1, std::memory_order_relaxed) + 1;
-  for (long peak = g_peak.load(std::memory_order_relaxed);
-       p > peak && !g_peak.compare_exchange_weak(peak, p);) {
+  raise_peak(g_peak, p);
+  if (full) {
+    queue_batch(full);
+    if (USLUB_UNLIKELY(g_batches.load(std::memory_order_relaxed) > kKfreeRcuMaxBatches)) throttle();
   }
-  if (full) call_rcu(&full->rh, &free_batch);
-  if (USLUB_UNLIKELY(g_monitor.load(std::memory_order_relaxed) == 0)) start_monitor();
-  if (p == 1) {
-    g_monitor_wake.fetch_add(1, std::memory_order_release);
-    platform::futex_wake(&g_monitor_wake, 1);
-  }
+  if (p == 1) rcu_kick_monitor();
   return true;
 }
 
 }  // namespace
 
 kfree_rcu_stats kfree_rcu_get_stats() {
-  return {g_pending.load(), g_peak.load()};
+  return {g_pending.load(), g_peak.load(), g_batches.load(), g_peak_batches.load()};
+}
+
+void kfree_rcu_fail_batches_for_test(bool on) {
+  g_fail_batches.store(on);
+}
+
+void kvfree_rcu_barrier() {
+  if (g_pending.load(std::memory_order_acquire) == 0) return;
+  rcu_barrier();  // its hook queues every open batch first
 }
 
 }  // namespace uslub
@@ -205,6 +245,16 @@ void uslub_kfree_rcu_offset(void* ptr, size_t head_offset) {
 void uslub_kfree_rcu_mightsleep(void* ptr) {
   if (!ptr) return;
   if (kfree_rcu_queue(ptr)) return;
+  if (rcu_read_lock_held() || rcu_in_callback()) {
+    // synchronize_rcu would wait for this very section (or the callback thread): leak.
+    if (!g_leak_reported.exchange(true))
+      report_bug("kfree_rcu", "Headless object leaked",
+                 "kvfree_rcu_mightsleep(%p): no memory for a batch inside a read section or "
+                 "an RCU callback, where it cannot wait for a grace period; the object is "
+                 "leaked (reported once)\n",
+                 ptr);
+    return;
+  }
   synchronize_rcu();
   kfree(ptr);
 }

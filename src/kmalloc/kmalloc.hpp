@@ -58,10 +58,15 @@ void* kmalloc_aligned(std::size_t size, std::size_t align, gfp_t gfp);
 bool kmalloc_owns(const void* p);
 
 // kfree_rcu (kfree_rcu.cpp): objects waiting for a grace period now, and the most ever.
+// batches: page batches handed to call_rcu and not yet freed (peak_batches: the most ever).
 struct kfree_rcu_stats {
-  long pending, peak;
+  long pending, peak, batches, peak_batches;
 };
 kfree_rcu_stats kfree_rcu_get_stats();
+// More batches than this in flight: a producer outside any read section waits for them.
+inline constexpr long kKfreeRcuMaxBatches = 256;
+// Tests: while on, kfree_rcu finds no page for a new batch (its out-of-memory fallbacks).
+void kfree_rcu_fail_batches_for_test(bool on);
 
 // Huge blocks (> MAX_ORDER_BYTES): huge.cpp
 void* huge_alloc(std::size_t size, std::size_t align, bool zero);

@@ -15,8 +15,10 @@
 // Fork: prepare takes every slab and page-allocator lock in the documented order
 // (slab_fork_prepare: slab_mutex -> flush_mutex -> sheaf slots/barns -> list_locks -> CPU
 // slots -> page allocator -> stack depot, then kfence_lock), parent and child release them; the
-// child then owns a consistent heap.  No per-thread state exists, so threads that exit leak
-// nothing.
+// child then owns a consistent heap.  RCU's handlers (src/rcu/rcu.hpp) are registered right
+// after ours, so its prepare (pause the call_rcu threads, close the RCU fork gate, kfree_rcu's
+// and the frag pools' locks) runs before malloc_fork_prepare and its parent/child after
+// ours.  No per-thread state exists, so threads that exit leak nothing.
 #include <errno.h>
 #include <malloc.h>
 #include <unistd.h>
@@ -27,6 +29,7 @@
 
 #include "base/bits.hpp"
 #include "kmalloc/kmalloc.hpp"
+#include "rcu/rcu.hpp"
 
 using namespace uslub;
 
@@ -50,8 +53,13 @@ void malloc_fork_child() {
 
 USLUB_NOINLINE void register_fork_handlers() {
   int expected = 0;
-  if (g_atfork.compare_exchange_strong(expected, 1))
+  if (g_atfork.compare_exchange_strong(expected, 1)) {
     platform::register_atfork(malloc_fork_prepare, malloc_fork_parent, malloc_fork_child);
+    // RCU's handlers after ours: its prepare runs first (pthread_atfork runs prepare handlers
+    // in reverse order) and pauses the call_rcu threads, whose callbacks free into the slab
+    // layer, before malloc_fork_prepare takes the slab locks; its parent/child run last.
+    rcu_register_fork_handlers();
+  }
 }
 
 // The fork handlers are registered by a constructor when the library is loaded (and, for a

@@ -1,7 +1,10 @@
 // The fragment allocator.  Design, locking and the races it excludes: page_frag.hpp.
 #include "page/page_frag.hpp"
 
+#include <uslub/frag.h>
+
 #include <errno.h>
+#include <sched.h>
 
 #include <new>
 
@@ -17,6 +20,7 @@ constinit lock_class_key pools_lock_key{"frag_pools_lock"};
 constinit spinlock_t g_pools_lock{&pools_lock_key};
 constinit list_head g_pools{&g_pools, &g_pools};  // g_pools_lock
 std::atomic<int> g_hook{0};
+std::atomic<bool> g_leak_reported{false};
 }  // namespace
 
 struct frag_batch {
@@ -126,17 +130,21 @@ frag_batch* take_open(frag_pool* pool, bool all) {
   return b;
 }
 
-void flush_pools() {  // rcu_barrier's hook: the open batches, queued with no lock held
+// Queues the open batches (every one if `all`, else those older than kFragDeferDelayMs) with
+// no lock held; returns true if an open batch remains.
+bool flush_pools(bool all) {
   frag_batch* taken = nullptr;
+  bool open_left = false;
   {
     lock_guard<spinlock_t> g(g_pools_lock);
     for (list_head* l = g_pools.next; l != &g_pools; l = l->next) {
       frag_pool* pool = list_entry<frag_pool, &frag_pool::pools>(l);
       pool->lock.lock();
-      if (frag_batch* b = take_open(pool, true)) {
+      if (frag_batch* b = take_open(pool, all)) {
         b->rh.next_ = taken;  // a private chain until call_rcu takes the head over
         taken = b;
       }
+      if (pool->open && pool->open->n) open_left = true;
       pool->lock.unlock();
     }
   }
@@ -144,6 +152,41 @@ void flush_pools() {  // rcu_barrier's hook: the open batches, queued with no lo
     taken = static_cast<frag_batch*>(b->rh.next_);
     call_rcu(&b->rh, &end_deferral);
   }
+  return open_left;
+}
+
+void barrier_hook() {  // rcu_barrier: every open batch
+  flush_pools(true);
+}
+
+bool monitor_hook() {  // RCU's monitor thread: the old ones
+  return flush_pools(false);
+}
+
+// Fork (run by RCU's prepare handler after its gate is closed): g_pools_lock, then every
+// pool's lock; released in the reverse order.
+void fork_prepare() {
+  g_pools_lock.lock();
+  for (list_head* l = g_pools.next; l != &g_pools; l = l->next)
+    list_entry<frag_pool, &frag_pool::pools>(l)->lock.lock();
+}
+void fork_release() {
+  for (list_head* l = g_pools.prev; l != &g_pools; l = l->prev)
+    list_entry<frag_pool, &frag_pool::pools>(l)->lock.unlock();
+  g_pools_lock.unlock();
+}
+
+void set_up() {
+  int expected = 0;
+  if (g_hook.compare_exchange_strong(expected, 1)) {
+    rcu_init();
+    rcu_add_barrier_hook(&barrier_hook);
+    rcu_add_monitor_hook(&monitor_hook);
+    rcu_add_fork_hooks(&fork_prepare, &fork_release, &fork_release);
+    g_hook.store(2, std::memory_order_release);
+    return;
+  }
+  while (g_hook.load(std::memory_order_acquire) != 2) sched_yield();
 }
 
 }  // namespace
@@ -168,7 +211,7 @@ frag_pool* frag_pool_create(unsigned nr_frags, page_allocator* pa) {
                                    static_cast<unsigned>(PAGE_SIZE / nr_frags),
                                    pa};
   INIT_LIST_HEAD(&pool->partial);
-  if (g_hook.exchange(1) == 0) rcu_add_barrier_hook(&flush_pools);
+  if (g_hook.load(std::memory_order_acquire) != 2) set_up();
   lock_guard<spinlock_t> g(g_pools_lock);
   list_add(&pool->pools, &g_pools);
   return pool;
@@ -242,17 +285,29 @@ void frag_free_defer(frag_pool* pool, void* frag) {
                frag, idx);
     return;
   }
+  bool opened = false;
   if (!pool->open) {
     auto* b = static_cast<frag_batch*>(pool->pa->alloc_pages_addr(0));
-    if (!b) {  // no memory for a batch: wait for a grace period here, then free
+    if (!b) {
       pool->lock.unlock();
-      synchronize_rcu();
+      if (rcu_read_lock_held() || rcu_in_callback()) {
+        // Cannot wait for a grace period here (it would wait for this section): the fragment
+        // stays allocated for good.
+        if (!g_leak_reported.exchange(true))
+          report_bug("frag_pool", "Fragment leaked",
+                     "frag_free_defer(%p): no memory for a batch inside a read section or an "
+                     "RCU callback; the fragment is leaked (reported once)\n",
+                     frag);
+        return;
+      }
+      synchronize_rcu();  // no memory for a batch: wait for a grace period here, then free
       return frag_free(pool, frag);
     }
     b->pool = pool;
     b->n = 0;
     b->opened_ms = platform::coarse_ms();
     pool->open = b;
+    opened = true;
   }
   set_bits(p, allocated(p) & ~(1u << idx), pending(p) | (1u << idx));
   settle(pool, p);  // neither free nor newly reusable: at most leaves the list
@@ -264,6 +319,7 @@ void frag_free_defer(frag_pool* pool, void* frag) {
   pool->nr_pending.fetch_add(1, std::memory_order_relaxed);
   if (full) call_rcu(&full->rh, &end_deferral);
   if (late) call_rcu(&late->rh, &end_deferral);
+  if (opened) rcu_kick_monitor();  // queues it after kFragDeferDelayMs if nobody else does
 }
 
 bool frag_pool_destroy(frag_pool* pool) {
@@ -283,3 +339,35 @@ bool frag_pool_destroy(frag_pool* pool) {
 }
 
 }  // namespace uslub
+
+using namespace uslub;
+
+extern "C" {
+
+struct uslub_frag_pool* uslub_frag_pool_create(unsigned int nr_frags) {
+  return reinterpret_cast<uslub_frag_pool*>(frag_pool_create(nr_frags));
+}
+
+int uslub_frag_pool_destroy(struct uslub_frag_pool* pool) {
+  if (frag_pool_destroy(reinterpret_cast<frag_pool*>(pool))) return 0;
+  errno = EBUSY;
+  return -1;
+}
+
+size_t uslub_frag_size(const struct uslub_frag_pool* pool) {
+  return reinterpret_cast<const frag_pool*>(pool)->frag_size;
+}
+
+void* uslub_frag_alloc(struct uslub_frag_pool* pool) {
+  return frag_alloc(reinterpret_cast<frag_pool*>(pool));
+}
+
+void uslub_frag_free(struct uslub_frag_pool* pool, void* frag) {
+  frag_free(reinterpret_cast<frag_pool*>(pool), frag);
+}
+
+void uslub_frag_free_defer(struct uslub_frag_pool* pool, void* frag) {
+  frag_free_defer(reinterpret_cast<frag_pool*>(pool), frag);
+}
+
+}  // extern "C"

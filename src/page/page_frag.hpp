@@ -3,6 +3,7 @@
 // fragment in the page descriptor, a list of pages that have a free fragment, and
 // frag_free_defer(), which makes a fragment reusable only after an RCU grace period.  A page
 // goes back to the page allocator when all its fragments are free and none is pending.
+// C API: include/uslub/frag.h (uslub_frag_*, thin wrappers at the end of page_frag.cpp).
 //
 // Page descriptor use (PG_frag pages): slab_cache = the pool; counters = allocated bits (low
 // 32) | pending bits (high 32); lru = link on pool->partial; slab_private = 1 while on it.
@@ -10,7 +11,9 @@
 // Locking: pool->lock (spinlock_t, class "frag_pool->lock") protects pool->partial, every
 // descriptor's bits and list membership, and the pool's open deferral batch.  Only the page
 // allocator is called under it (it never calls back); call_rcu is called after it is dropped.
-// Nothing is lockless.
+// g_pools_lock ("frag_pools_lock") protects the list of pools and nests outside pool->lock.
+// Nothing is lockless.  Fork: RCU's prepare handler takes g_pools_lock then every pool->lock
+// (after its fork gate is closed); parent and child release them.
 //
 // The races of seed 002 and why they cannot happen here:
 //   - list maintenance against concurrent deferred frees: the RCU callback that ends a
@@ -24,8 +27,12 @@
 //     to the open batch before that batch is passed to call_rcu, so the batch's grace period
 //     starts after every one of its entries was deferred.
 // Latency: the open batch is queued when full, by any operation on the pool that finds it
-// older than kFragDeferDelayMs, and by rcu_barrier() (so pending fragments are bounded by one
-// batch per pool between operations).
+// older than kFragDeferDelayMs, by RCU's monitor thread (kicked when a batch is opened; it
+// queues batches older than kFragDeferDelayMs even if nobody calls into the pool again) and
+// by rcu_barrier().  So every deferred fragment ends its deferral, and a page whose fragments
+// are then all free goes back to the page allocator, without further calls.
+// No batch memory: frag_free_defer waits for a grace period and frees; inside a read section
+// or an RCU callback it cannot wait, and leaks the fragment (reported once).
 #pragma once
 
 #include <atomic>

@@ -7,14 +7,21 @@
 #endif
 #include "rcu/rcu.hpp"
 
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+#include <urcu/static/urcu-memb.h>  // struct urcu_reader and its TLS (the child's registry clean-up)
 #include <urcu/urcu-memb.h>
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
+#include <new>
 
 #include "base/compiler.hpp"
 #include "base/report.hpp"
 #include "platform/platform.hpp"
+#include "sync/spinlock.hpp"
 
 #if USLUB_TSAN
 #include <sanitizer/tsan_interface.h>
@@ -24,23 +31,139 @@ namespace uslub {
 namespace {
 
 static_assert(sizeof(::rcu_head) == 2 * sizeof(void*), "liburcu's rcu_head");
+static_assert(sizeof(rcu_head16) == sizeof(::rcu_head) &&
+              offsetof(rcu_head16, func) == offsetof(::rcu_head, func));
 static_assert(offsetof(uslub_rcu_head, next_) == 0 && sizeof(uslub_rcu_head) == 24);
 
 thread_local bool t_registered = false;
+thread_local bool t_callback = false;  // one of liburcu's call_rcu threads
 thread_local int t_nesting = 0;
+thread_local int t_gate = 0;  // depth of gate_enter
 
-std::atomic<unsigned long> g_queued{0}, g_run{0}, g_sync{0};
-std::atomic<int> g_atfork{0};
+std::atomic<unsigned long> g_queued{0}, g_run{0}, g_sync{0}, g_chained{0};
+std::atomic<int> g_atfork{0}, g_init{0};
+std::atomic<bool> g_used{false};  // RCU was used: the fork handlers have work
+bool g_fork_skipped = false;      // prepare saw a read section: parent/child skip RCU's part
 constexpr int kMaxHooks = 4;
 std::atomic<void (*)()> g_hooks[kMaxHooks];
+std::atomic<bool (*)()> g_mon_hooks[kMaxHooks];
+struct fork_hooks {
+  void (*prepare)(), (*parent)(), (*child)();
+};
+fork_hooks g_fork_hooks[kMaxHooks];
+std::atomic<int> g_nfork_hooks{0};
 std::atomic<void (*)(void*)> g_kvfree{nullptr};
 
 #if USLUB_TSAN
 char g_tsan_gp;  // the sync object of read sections and grace periods
 #endif
 
+// ---- the fork gate ------------------------------------------------------------------------
+// Low bits: holders.  kDraining: a fork waits for the holders to leave; only threads inside a
+// read section may still enter.  kClosed: the forking thread owns it; nobody enters.
+constexpr std::uint32_t kDraining = 1u << 30, kClosed = 1u << 31, kHolders = kDraining - 1;
+std::atomic<std::uint32_t> g_gate{0};
+
+void gate_enter() {
+  if (t_gate++ > 0) return;
+  for (;;) {
+    std::uint32_t v = g_gate.load(std::memory_order_acquire);
+    if ((v & kClosed) || ((v & kDraining) && t_nesting == 0)) {
+      platform::futex_wait(&g_gate, v);
+      continue;
+    }
+    if (g_gate.compare_exchange_weak(v, v + 1, std::memory_order_acquire)) return;
+  }
+}
+
+void gate_exit() {
+  if (--t_gate > 0) return;
+  std::uint32_t v = g_gate.fetch_sub(1, std::memory_order_release) - 1;
+  if ((v & kDraining) && (v & kHolders) == 0) platform::futex_wake(&g_gate, INT32_MAX);
+}
+
+struct gate_guard {
+  gate_guard() { gate_enter(); }
+  ~gate_guard() { gate_exit(); }
+  gate_guard(const gate_guard&) = delete;
+  gate_guard& operator=(const gate_guard&) = delete;
+};
+
+void gate_close() {
+  g_gate.fetch_or(kDraining, std::memory_order_acq_rel);
+  for (;;) {
+    std::uint32_t v = g_gate.load(std::memory_order_acquire);
+    if ((v & kHolders) == 0) {
+      if (g_gate.compare_exchange_weak(v, kClosed, std::memory_order_acq_rel)) return;
+      continue;
+    }
+    platform::futex_wait(&g_gate, v);
+  }
+}
+
+void gate_open() {
+  g_gate.store(0, std::memory_order_release);
+  platform::futex_wake(&g_gate, INT32_MAX);
+}
+
+// ---- registered readers -------------------------------------------------------------------
+// Every thread registered through us, so that the child of a fork can remove the readers of
+// the threads that did not survive it from liburcu's registry.
+struct reader_rec {
+  urcu_reader* reader;
+  pid_t tid;
+  reader_rec *prev, *next;
+};
+constinit lock_class_key readers_lock_key{"rcu_readers_lock"};
+constinit spinlock_t g_readers_lock{&readers_lock_key};
+reader_rec* g_readers = nullptr;  // g_readers_lock
+thread_local reader_rec t_rec;
+
+void readers_add() {
+  t_rec.reader = &URCU_TLS(urcu_memb_reader);
+  t_rec.tid = platform::thread_id();
+  lock_guard<spinlock_t> g(g_readers_lock);
+  t_rec.prev = nullptr;
+  t_rec.next = g_readers;
+  if (g_readers) g_readers->prev = &t_rec;
+  g_readers = &t_rec;
+}
+
+void readers_del(reader_rec* r) {  // Context: g_readers_lock (or the single-threaded child)
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    g_readers = r->next;
+  if (r->next) r->next->prev = r->prev;
+}
+
+// Child of a fork: the readers of every other thread leave liburcu's registry.  No lock of
+// liburcu's is held (the gate was closed over the fork).
+void readers_clean_child() {
+  reader_rec* r = g_readers;
+  while (r) {
+    reader_rec* next = r->next;
+    if (r != &t_rec) {
+      urcu_reader* u = r->reader;
+      u->ctr = 0;  // not in a read section
+      if (u->registered) {
+        cds_list_del(&u->node);
+        u->registered = 0;
+      }
+      readers_del(r);
+    }
+    r = next;
+  }
+  new (&g_readers_lock) spinlock_t(&readers_lock_key);
+}
+
 void unregister_at_exit(void*) {
-  if (t_registered) {
+  if (t_registered && !t_callback) {
+    gate_guard g;
+    {
+      lock_guard<spinlock_t> l(g_readers_lock);
+      readers_del(&t_rec);
+    }
     urcu_memb_unregister_thread();
     t_registered = false;
   }
@@ -51,27 +174,95 @@ platform::thread_exit_hook& exit_hook() {
   return hook;
 }
 
+// ---- the monitor --------------------------------------------------------------------------
+std::atomic<int> g_monitor{0};  // 0 none, 1 running
+std::atomic<std::uint32_t> g_monitor_wake{0};
+
+void* monitor(void*) {
+  for (;;) {
+    std::uint32_t v = g_monitor_wake.load(std::memory_order_acquire);
+    bool busy = false;
+    for (auto& h : g_mon_hooks)
+      if (auto fn = h.load(std::memory_order_acquire)) busy |= fn();
+    if (!busy)
+      platform::futex_wait(&g_monitor_wake, v);  // until the next kick
+    else
+      usleep(kMonitorPeriodMs * 1000);
+  }
+  return nullptr;
+}
+
+void start_monitor() {
+  int expected = 0;
+  if (!g_monitor.compare_exchange_strong(expected, 1)) return;
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&t, &attr, monitor, nullptr) != 0) g_monitor.store(0);
+  pthread_attr_destroy(&attr);
+}
+
+// ---- fork ---------------------------------------------------------------------------------
+int nfork_hooks() {
+  return g_nfork_hooks.load(std::memory_order_acquire);
+}
+
 void fork_prepare() {
-  urcu_memb_call_rcu_before_fork();
+  g_fork_skipped = false;
+  if (g_used.load(std::memory_order_acquire)) {
+    if (USLUB_UNLIKELY(t_nesting > 0)) {
+      report_bug("rcu", "fork in a read-side section",
+                 "fork() inside rcu_read_lock(): RCU's fork protocol is skipped, RCU in the "
+                 "child may hang\n");
+      g_fork_skipped = true;
+    } else {
+      urcu_memb_call_rcu_before_fork();
+      gate_close();
+    }
+  }
+  for (int i = 0; i < nfork_hooks(); ++i)
+    if (g_fork_hooks[i].prepare) g_fork_hooks[i].prepare();
 }
+
 void fork_parent() {
-  urcu_memb_call_rcu_after_fork_parent();
+  for (int i = nfork_hooks(); i-- > 0;)
+    if (g_fork_hooks[i].parent) g_fork_hooks[i].parent();
+  if (g_used.load(std::memory_order_acquire) && !g_fork_skipped) {
+    gate_open();
+    urcu_memb_call_rcu_after_fork_parent();
+  }
 }
+
 void fork_child() {
-  urcu_memb_call_rcu_after_fork_child();
+  for (int i = nfork_hooks(); i-- > 0;)
+    if (g_fork_hooks[i].child) g_fork_hooks[i].child();
+  if (g_used.load(std::memory_order_acquire) && !g_fork_skipped) {
+    readers_clean_child();
+    gate_open();
+    urcu_memb_call_rcu_after_fork_child();
+  }
+  // The monitor did not survive the fork: a new one, if there was one.
+  if (g_monitor.exchange(0, std::memory_order_relaxed)) start_monitor();
 }
 
 USLUB_NOINLINE void register_slow() {
-  int expected = 0;
-  if (g_atfork.compare_exchange_strong(expected, 1))
-    platform::register_atfork(fork_prepare, fork_parent, fork_child);
+  rcu_init();
+  gate_guard g;
   urcu_memb_register_thread();
   t_registered = true;
+  readers_add();
   exit_hook().arm(reinterpret_cast<void*>(1));
 }
 
 USLUB_ALWAYS_INLINE void ensure_registered() {
   if (USLUB_UNLIKELY(!t_registered)) register_slow();
+}
+
+void mark_callback_thread() {
+  // liburcu registered this thread itself: never again, and never unregister it.
+  t_callback = true;
+  t_registered = true;
 }
 
 // liburcu's callback: ours, which calls the caller's.
@@ -81,6 +272,7 @@ void trampoline(::rcu_head* h) {
   __tsan_acquire(head);
   __tsan_acquire(&g_tsan_gp);
 #endif
+  if (USLUB_UNLIKELY(!t_callback)) mark_callback_thread();
   g_run.fetch_add(1, std::memory_order_relaxed);
   auto f = reinterpret_cast<std::uintptr_t>(head->func);
   if (f < kMaxKvfreeOffset)
@@ -92,10 +284,46 @@ void trampoline(::rcu_head* h) {
 #endif
 }
 
+void queue(::rcu_head* head, void (*fn)(::rcu_head*)) {
+  ensure_registered();
+  if (t_callback) g_chained.fetch_add(1, std::memory_order_relaxed);
+  g_queued.fetch_add(1, std::memory_order_relaxed);
+#if USLUB_TSAN
+  __tsan_release(head);
+#endif
+  gate_guard g;
+  urcu_memb_call_rcu(head, fn);
+}
+
 }  // namespace
+
+void rcu_register_fork_handlers() {
+  int expected = 0;
+  if (g_atfork.compare_exchange_strong(expected, 1))
+    platform::register_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+void rcu_init() {
+  if (USLUB_LIKELY(g_init.load(std::memory_order_acquire) == 2)) return;
+  rcu_register_fork_handlers();
+  int expected = 0;
+  if (g_init.compare_exchange_strong(expected, 1)) {
+    // The default callback thread now, outside the gate: a later call_rcu never takes
+    // liburcu's call_rcu_mutex, which call_rcu_before_fork holds across a fork.
+    urcu_memb_get_default_call_rcu_data();
+    g_used.store(true, std::memory_order_release);
+    g_init.store(2, std::memory_order_release);
+    return;
+  }
+  while (g_init.load(std::memory_order_acquire) != 2) sched_yield();
+}
 
 void rcu_register_thread() {
   ensure_registered();
+}
+
+bool rcu_in_callback() {
+  return t_callback;
 }
 
 void rcu_read_lock() {
@@ -121,13 +349,22 @@ bool rcu_read_lock_held() {
 }
 
 void call_rcu(rcu_head* head, rcu_callback_t func) {
-  ensure_registered();
   head->func = func;
-  g_queued.fetch_add(1, std::memory_order_relaxed);
+  queue(reinterpret_cast<::rcu_head*>(head), &trampoline);
+}
+
+void call_rcu16(rcu_head16* head, void (*func)(rcu_head16*)) {
+  queue(reinterpret_cast<::rcu_head*>(head), reinterpret_cast<void (*)(::rcu_head*)>(func));
+}
+
+void rcu_callback16_enter(rcu_head16* head) {
 #if USLUB_TSAN
-  __tsan_release(head);
+  __tsan_acquire(head);
+  __tsan_acquire(&g_tsan_gp);
 #endif
-  urcu_memb_call_rcu(reinterpret_cast<::rcu_head*>(head), &trampoline);
+  (void)head;
+  if (USLUB_UNLIKELY(!t_callback)) mark_callback_thread();
+  g_run.fetch_add(1, std::memory_order_relaxed);
 }
 
 void call_rcu_kvfree(rcu_head* head, std::size_t offset) {
@@ -146,17 +383,31 @@ void synchronize_rcu() {
   }
   ensure_registered();
   g_sync.fetch_add(1, std::memory_order_relaxed);
-  urcu_memb_synchronize_rcu();
+  {
+    gate_guard g;
+    urcu_memb_synchronize_rcu();
+  }
 #if USLUB_TSAN
   __tsan_acquire(&g_tsan_gp);
 #endif
 }
 
 void rcu_barrier() {
+  if (USLUB_UNLIKELY(t_nesting > 0 || t_callback)) {
+    report_bug("rcu", "rcu_barrier in a read-side section or a callback",
+               "rcu_barrier() would wait for itself\n");
+    return;
+  }
   ensure_registered();
   for (auto& h : g_hooks)
     if (auto fn = h.load(std::memory_order_acquire)) fn();
-  urcu_memb_barrier();
+  // Rounds until no callback queued another during one: a round waits for every callback
+  // queued before it, so the last round leaves no callback queued by a callback behind.
+  for (;;) {
+    unsigned long chained = g_chained.load(std::memory_order_acquire);
+    urcu_memb_barrier();
+    if (g_chained.load(std::memory_order_acquire) == chained) break;
+  }
 #if USLUB_TSAN
   __tsan_acquire(&g_tsan_gp);
 #endif
@@ -169,6 +420,34 @@ void rcu_add_barrier_hook(void (*fn)()) {
     if (h.compare_exchange_strong(expected, fn)) return;
   }
   panic("rcu_add_barrier_hook: more than %d hooks", kMaxHooks);
+}
+
+void rcu_add_monitor_hook(bool (*fn)()) {
+  for (auto& h : g_mon_hooks) {
+    bool (*expected)() = nullptr;
+    if (h.load() == fn) return;
+    if (h.compare_exchange_strong(expected, fn)) return;
+  }
+  panic("rcu_add_monitor_hook: more than %d hooks", kMaxHooks);
+}
+
+void rcu_kick_monitor() {
+  if (USLUB_UNLIKELY(g_monitor.load(std::memory_order_relaxed) == 0)) start_monitor();
+  g_monitor_wake.fetch_add(1, std::memory_order_release);
+  platform::futex_wake(&g_monitor_wake, 1);
+}
+
+void rcu_add_fork_hooks(void (*prepare)(), void (*parent)(), void (*child)()) {
+  // Called once per subsystem at its set-up, under its own once-flag.
+  static constinit lock_class_key key{"rcu_fork_hooks_lock"};
+  static constinit spinlock_t lock{&key};
+  lock_guard<spinlock_t> g(lock);
+  int n = g_nfork_hooks.load(std::memory_order_relaxed);
+  for (int i = 0; i < n; ++i)
+    if (g_fork_hooks[i].prepare == prepare && g_fork_hooks[i].child == child) return;
+  if (n == kMaxHooks) panic("rcu_add_fork_hooks: more than %d hooks", kMaxHooks);
+  g_fork_hooks[n] = {prepare, parent, child};
+  g_nfork_hooks.store(n + 1, std::memory_order_release);
 }
 
 rcu_stats rcu_get_stats() {

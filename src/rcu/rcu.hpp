@@ -3,19 +3,42 @@
 // Why liburcu, and how it is made to fit a malloc library (docs/rcu.md has the long form):
 //   - memb readers cost two TLS stores and compiler barriers (no fence: the writer's
 //     membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) orders them), so read sections are cheap;
-//   - initialisation is lazy and allocation-safe: nothing runs before the first RCU call, and
-//     liburcu's own mallocs (its call_rcu thread's queues) may re-enter uslub's malloc because
+//   - initialisation is lazy and allocation-safe: nothing runs before the first RCU call
+//     (rcu_init: the default call_rcu thread is created then, so no later call_rcu ever takes
+//     liburcu's call_rcu_mutex), and liburcu's own mallocs may re-enter uslub's malloc because
 //     no uslub lock is held around any liburcu call;
 //   - threads that never register: every entry point registers the calling thread on first
-//     use (urcu_memb_register_thread) and a thread-exit hook unregisters it;
-//   - fork: the atfork handlers call liburcu's call_rcu_before_fork / after_fork_parent /
-//     after_fork_child, so the child gets a working callback thread.
+//     use (urcu_memb_register_thread) and a thread-exit hook unregisters it.  liburcu's own
+//     call_rcu threads are registered by liburcu: the callback trampoline marks them, so a
+//     callback may call call_rcu / rcu_read_lock without registering twice;
+//   - fork (docs/rcu.md "Fork"): a fork gate (g_gate) is held for read around every liburcu
+//     call that takes its registry/grace-period locks or enqueues a callback (register,
+//     unregister, synchronize_rcu, call_rcu).  The prepare handler, in this order: (1) liburcu's
+//     call_rcu_before_fork (pauses the callback threads between batches; they may still run
+//     callbacks that call call_rcu, the gate is open), (2) closes the gate: new entries wait,
+//     except from threads inside a read section while the gate drains (a synchronize_rcu
+//     holding the gate may be waiting for them), then everyone once it is closed, (3) the
+//     subsystems' fork hooks (kfree_rcu's krc locks, the frag pools' locks).  Parent: hooks
+//     released, gate opened, after_fork_parent.  Child: the same, plus every registered reader
+//     of a thread that does not exist in the child is removed from liburcu's registry (its
+//     read section, if it was in one, would block every grace period), after_fork_child (a new
+//     callback thread) and the monitor is restarted.  The handlers are registered by malloc's
+//     constructor right after slab_fork_*, so ours prepare first and release last
+//     (pthread_atfork runs prepare handlers in reverse); without the malloc layer, on first use.
+//     Forking from inside a read section is unsupported: reported, and the RCU part of the
+//     protocol is skipped (the child's RCU may then hang).
+//   - deferred work: one monitor thread (rcu_kick_monitor) runs the monitor hooks (kfree_rcu's
+//     and the fragment pools' batch flushes) every kMonitorPeriodMs while any reports open
+//     work, and sleeps on a futex otherwise.
 // ThreadSanitizer cannot see liburcu's (uninstrumented) grace periods, so TSan builds tell it:
 // every read-side section ends with a release on one sync object and every grace period ends
 // with an acquire of it; call_rcu releases on the head and the callback acquires it.
 //
-// Locking: none of uslub's locks is held while calling into liburcu.  rcu_barrier() first
-// runs the barrier hooks (kfree_rcu flushes its per-CPU batches), then liburcu's barrier.
+// Locking: none of uslub's locks is held while calling into liburcu.  g_readers_lock (spinlock,
+// class "rcu_readers_lock") protects the list of registered readers; taken inside the gate,
+// nothing is called under it.  rcu_barrier() first runs the barrier hooks (kfree_rcu and the
+// frag pools queue their open batches), then liburcu's barrier, in rounds until no callback
+// queued another one during a round (so a chain of callbacks is waited for).
 #pragma once
 
 #include <uslub/rcu.h>
@@ -35,6 +58,32 @@ void synchronize_rcu();
 void rcu_barrier();
 // Registers the calling thread now (the entry points above do it on first use).
 void rcu_register_thread();
+// Sets RCU up (fork handlers, the default callback thread) without registering the thread.
+void rcu_init();
+// Registers the fork handlers (no other set-up); malloc's constructor calls it after its own.
+void rcu_register_fork_handlers();
+// Is the calling thread one of liburcu's callback threads?
+bool rcu_in_callback();
+
+// A 16-byte head (liburcu's own layout) for descriptors with no room for rcu_head: func is
+// called directly by liburcu, and must start with rcu_callback16_enter(head).
+struct rcu_head16 {
+  rcu_head16* next;
+  void (*func)(rcu_head16*);
+};
+void call_rcu16(rcu_head16* head, void (*func)(rcu_head16*));
+void rcu_callback16_enter(rcu_head16* head);
+
+// The deferred-work monitor: fn is called every kMonitorPeriodMs by the monitor thread while
+// one of the hooks returns true (open work remains); rcu_kick_monitor wakes it (starting it
+// on first use) after work was opened.
+inline constexpr unsigned kMonitorPeriodMs = 5;
+void rcu_add_monitor_hook(bool (*fn)());
+void rcu_kick_monitor();
+
+// Fork hooks of the subsystems built on RCU (take their locks / release them), run by RCU's
+// atfork handlers after the gate is closed (prepare) and before it opens (parent, child).
+void rcu_add_fork_hooks(void (*prepare)(), void (*parent)(), void (*child)());
 
 // kfree_rcu's fallback (the kernel's kvfree_call_rcu with a head): func's slot holds the
 // head's offset in the object (< kMaxKvfreeOffset); after a grace period the object start is
@@ -42,6 +91,11 @@ void rcu_register_thread();
 inline constexpr std::size_t kMaxKvfreeOffset = 4096;
 void call_rcu_kvfree(rcu_head* head, std::size_t offset);
 void rcu_set_kvfree(void (*fn)(void*));
+
+// kvfree_rcu_barrier (defined by kfree_rcu.cpp): every object passed to kfree_rcu before the
+// call has been freed (the open batches are queued, then rcu_barrier).  Returns at once if
+// none is pending.  kmem_cache_destroy calls it.
+void kvfree_rcu_barrier();
 
 // Hooks run at the start of rcu_barrier() (at most a few, registered once at start-up).
 void rcu_add_barrier_hook(void (*fn)());

@@ -253,6 +253,7 @@ kmem_cache* kmem_cache_create_on(page_allocator* pa, const char* name, std::size
     return nullptr;
   }
   slab_init();
+  if (flags & SLAB_TYPESAFE_BY_RCU) rcu_init();  // its slabs' freeing goes through call_rcu
   if (!pa) pa = &global_page_allocator();
   if (pa->nr_zones() > boot_node_capacity(&global_page_allocator())) {
     errno = EINVAL;
@@ -426,6 +427,9 @@ struct kmem_cache* kmem_cache_create_args(const char* name, size_t size,
 
 void kmem_cache_destroy(struct kmem_cache* s) {
   if (!s) return;
+  // Objects of s still queued by kfree_rcu are freed first (the kernel's kvfree_rcu_barrier
+  // in kmem_cache_destroy), before slab_mutex: the barrier's callbacks free into s.
+  if (!rcu_in_callback() && !rcu_read_lock_held()) kvfree_rcu_barrier();
   {
     lock_guard<spinlock_t> g(slab_mutex);
     if (--s->refcount > 0) return;

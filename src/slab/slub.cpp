@@ -106,15 +106,22 @@ page* allocate_slab(kmem_cache* s, gfp_t, int node, unsigned cpu) {
 // SLAB_TYPESAFE_BY_RCU: the slab leaves the cache now, but its pages go back to the page
 // allocator only after a grace period, so a reader inside rcu_read_lock() that still holds a
 // pointer into it reads memory of the same type (an object of this cache, free or reused),
-// never memory given to someone else.  The rcu_head overlays lru + slab_cache (the slab is on
-// no list and no longer PG_slab); the page allocator is kept in slab_private.
-static void rcu_free_slab(rcu_head* rh) {
+// never memory given to someone else.  During the grace period the descriptor keeps everything
+// a lockless reader may load (slab_cache, freelist, counters, order): a reader that saw PG_slab
+// before it was cleared goes on to read slab_cache (kfree, ksize, virt_to_cache) and must find
+// the cache.  The 16-byte rcu_head16 lives in lru, dead once the slab is on no list; the page
+// allocator is kept in slab_private (dead too: not a CPU partial slab).  The callback clears
+// slab_cache and frees the pages.
+static void rcu_free_slab(rcu_head16* rh) {
+  rcu_callback16_enter(rh);
   page* slab = reinterpret_cast<page*>(reinterpret_cast<char*>(rh) - offsetof(page, lru));
   auto* pa = reinterpret_cast<page_allocator*>(slab->slab_private);
+  __atomic_store_n(&slab->slab_cache, nullptr, __ATOMIC_RELAXED);
   pa->free_pages(slab, slab->order);
 }
-static_assert(offsetof(page, slab_cache) == offsetof(page, lru) + sizeof(list_head) &&
-              sizeof(rcu_head) <= sizeof(list_head) + sizeof(void*));
+static_assert(sizeof(rcu_head16) <= sizeof(list_head) &&
+                  offsetof(page, lru) + sizeof(rcu_head16) <= offsetof(page, slab_cache),
+              "the rcu_head of a slab waiting for a grace period must stay inside lru");
 
 void discard_slab(kmem_cache* s, page* slab) {
   kmem_cache_node* n = get_node(s, slab_nid(slab));
@@ -122,12 +129,12 @@ void discard_slab(kmem_cache* s, page* slab) {
   n->total_objects.fetch_sub(load_counters(slab).objects, std::memory_order_relaxed);
   s->slab_gen.fetch_add(1, std::memory_order_relaxed);
   set_page_flags(slab, page_flags(slab) & ~PG_slab);
-  __atomic_store_n(&slab->slab_cache, nullptr, __ATOMIC_RELAXED);
   if (USLUB_UNLIKELY(s->flags & SLAB_TYPESAFE_BY_RCU)) {
     slab->slab_private = reinterpret_cast<std::uint64_t>(s->pa);
-    call_rcu(reinterpret_cast<rcu_head*>(&slab->lru), &rcu_free_slab);
+    call_rcu16(reinterpret_cast<rcu_head16*>(&slab->lru), &rcu_free_slab);
     return;
   }
+  __atomic_store_n(&slab->slab_cache, nullptr, __ATOMIC_RELAXED);
   s->pa->free_pages(slab, slab->order);
 }
 

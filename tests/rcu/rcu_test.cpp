@@ -1,5 +1,7 @@
 // RCU over liburcu (src/rcu), kfree_rcu batching (src/kmalloc/kfree_rcu.cpp), SLAB_TYPESAFE_BY_RCU
 // slab freeing and the fragment allocator (src/page/page_frag.hpp): unit tests.
+#include <errno.h>
+#include <uslub/frag.h>
 #include <uslub/rcu.h>
 #include <uslub/slab.h>
 
@@ -72,6 +74,38 @@ TEST(Rcu, NestedReadSectionsAndMisuseReports) {
   EXPECT_EQ(cap.first_line(1), "uslub: BUG rcu: Unbalanced rcu_read_unlock");
 }
 
+// A callback that queues the next one: call_rcu from liburcu's callback thread must neither
+// register that thread a second time nor deadlock, and rcu_barrier waits for the whole chain.
+struct chain_link {
+  uslub_rcu_head rh;
+  int left;
+};
+std::atomic<int> g_links{0};
+void chain_cb(uslub_rcu_head* h) {
+  auto* l = reinterpret_cast<chain_link*>(h);
+  g_links.fetch_add(1);
+  uslub_rcu_read_lock();  // a read section in a callback is fine too
+  uslub_rcu_read_unlock();
+  if (l->left > 0) {
+    auto* next = new chain_link{{}, l->left - 1};
+    uslub_call_rcu(&next->rh, &chain_cb);
+  }
+  delete l;
+}
+
+TEST(Rcu, CallRcuFromACallbackAndBarrierWaitsForTheChain) {
+  constexpr int kChain = 50;
+  g_links = 0;
+  for (int c = 0; c < 3; ++c) {
+    auto* first = new chain_link{{}, kChain - 1};
+    uslub_call_rcu(&first->rh, &chain_cb);
+  }
+  uslub_rcu_barrier();
+  EXPECT_EQ(g_links.load(), 3 * kChain);
+  std::thread t([] { uslub_synchronize_rcu(); });  // registration still works
+  t.join();
+}
+
 TEST(KfreeRcu, BatchesAreFreedWithTheBulkPathAfterAGracePeriod) {
   kmem_cache* s = kmem_cache_create("rcu-nodes", sizeof(node), 0, SLAB_NO_MERGE, nullptr);
   std::vector<node*> v;
@@ -123,7 +157,124 @@ TEST(KfreeRcu, UnflushedBatchesAreQueuedByTheMonitorWithoutABarrier) {
   kmem_cache_destroy(s);
 }
 
+TEST(KfreeRcu, CacheDestroyWaitsForQueuedObjects) {
+  kmem_cache* s = kmem_cache_create("rcu-destroy", sizeof(node), 0, SLAB_NO_MERGE, nullptr);
+  for (int i = 0; i < 2000; ++i) kfree_rcu(static_cast<node*>(kmem_cache_alloc(s, 0)), rh);
+  test::report_capture cap;
+  kmem_cache_destroy(s);  // flushes the batches and waits: no "Objects remaining on destroy"
+  EXPECT_EQ(cap.count(), 0u);
+  EXPECT_EQ(kfree_rcu_get_stats().pending, 0);
+}
+
+// Blocks liburcu's callback thread for a while, so that batches pile up behind it.
+std::atomic<int> g_blocked{0};
+void block_cb(uslub_rcu_head*) {
+  g_blocked = 1;
+  std::this_thread::sleep_for(300ms);
+  g_blocked = 2;
+}
+
+TEST(KfreeRcu, BatchesInFlightAreBoundedUnderAProducerStorm) {
+  uslub_rcu_barrier();
+  uslub_rcu_head h;
+  g_blocked = 0;
+  uslub_call_rcu(&h, &block_cb);
+  while (g_blocked.load() == 0) std::this_thread::sleep_for(1ms);
+  constexpr int kThreads = 4, kPerThread = 150000;  // ~1200 batches if nothing waited
+  long before = kfree_rcu_get_stats().peak_batches;
+  std::vector<std::thread> producers;
+  for (int t = 0; t < kThreads; ++t)
+    producers.emplace_back([] {
+      for (int i = 0; i < kPerThread; ++i) kvfree_rcu_mightsleep(kmalloc(32, 0));
+    });
+  for (auto& t : producers) t.join();
+  kfree_rcu_stats st = kfree_rcu_get_stats();
+  EXPECT_LE(st.peak_batches, kKfreeRcuMaxBatches + 64 + kThreads);
+  EXPECT_GE(st.peak_batches, before);
+  EXPECT_EQ(g_blocked.load(), 2);  // the producers did wait for the callbacks
+  uslub_rcu_barrier();
+  EXPECT_EQ(kfree_rcu_get_stats().pending, 0);
+  EXPECT_EQ(kfree_rcu_get_stats().batches, 0);
+}
+
+TEST(KfreeRcu, NoBatchMemoryInsideAReadSectionNeverWaits) {
+  kmem_cache* s = kmem_cache_create("rcu-oom", sizeof(node), 0, SLAB_NO_MERGE, nullptr);
+  uslub_rcu_barrier();
+  test::report_capture cap;
+  kfree_rcu_fail_batches_for_test(true);
+  uslub_rcu_read_lock();
+  // With a head: the object's own head, queued with call_rcu.
+  for (int i = 0; i < 10; ++i) kfree_rcu(static_cast<node*>(kmem_cache_alloc(s, 0)), rh);
+  // Headless: cannot wait here; leaked, reported once.
+  kvfree_rcu_mightsleep(kmalloc(48, 0));
+  kvfree_rcu_mightsleep(kmalloc(48, 0));
+  uslub_rcu_read_unlock();
+  // Outside a section the headless form waits for a grace period and frees at once.
+  kvfree_rcu_mightsleep(kmalloc(48, 0));
+  kfree_rcu_fail_batches_for_test(false);
+  uslub_rcu_barrier();
+  ASSERT_EQ(cap.count(), 1u);
+  EXPECT_EQ(cap.first_line(0), "uslub: BUG kfree_rcu: Headless object leaked");
+  kmem_cache_shrink(s);
+  kmem_cache_info info;
+  kmem_cache_get_info(s, &info);
+  EXPECT_EQ(info.active_objs, 0u);
+  kmem_cache_destroy(s);
+}
+
 // ---- SLAB_TYPESAFE_BY_RCU --------------------------------------------------------------
+
+// A reader that found PG_slab set before the slab was discarded goes on to read slab_cache
+// (kfree, ksize): during the grace period it must still be the cache, not the rcu_head.
+TEST(TypesafeByRcu, DiscardedSlabKeepsItsCacheUntilTheGracePeriodEnds) {
+  kmem_cache* s = kmem_cache_create("rcu-typesafe-desc", 256, 0, SLAB_TYPESAFE_BY_RCU, nullptr);
+  std::vector<void*> v;
+  for (int i = 0; i < 100; ++i) v.push_back(kmem_cache_alloc(s, 0));
+  page* head = compound_head(virt_to_page(v[0]));
+  uslub_rcu_read_lock();
+  for (void* p : v) kmem_cache_free(s, p);
+  kmem_cache_shrink(s);
+  EXPECT_FALSE(page_flags(head) & PG_slab);
+  EXPECT_EQ(__atomic_load_n(&head->slab_cache, __ATOMIC_RELAXED), static_cast<void*>(s));
+  uslub_rcu_read_unlock();
+  uslub_rcu_barrier();
+  kmem_cache_destroy(s);
+}
+
+TEST(TypesafeByRcu, ReadersCallKsizeOnObjectsOfSlabsBeingDiscarded) {
+  kmem_cache* s = kmem_cache_create("rcu-typesafe-ksize", 256, 0, SLAB_TYPESAFE_BY_RCU, nullptr);
+  constexpr int kSlots = 512;
+  std::atomic<void*> table[kSlots] = {};
+  std::atomic<bool> stop{false};
+  std::atomic<long> bad{0}, seen{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 2; ++r)
+    readers.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        uslub_rcu_read_lock();
+        for (auto& slot : table) {
+          void* p = slot.load(std::memory_order_acquire);
+          if (!p) continue;
+          std::size_t k = ksize(p);  // 256 while a slab, 0 once discarded: never a crash
+          if (k != 0 && k != 256) bad.fetch_add(1);
+          seen.fetch_add(1, std::memory_order_relaxed);
+        }
+        uslub_rcu_read_unlock();
+      }
+    });
+  auto end = std::chrono::steady_clock::now() + 500ms;
+  while (std::chrono::steady_clock::now() < end) {
+    for (auto& slot : table) slot.store(kmem_cache_alloc(s, 0), std::memory_order_release);
+    for (auto& slot : table) kmem_cache_free(s, slot.exchange(nullptr));
+    kmem_cache_shrink(s);  // every slab is discarded while the readers may hold pointers
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(seen.load(), 0);
+  uslub_rcu_barrier();
+  kmem_cache_destroy(s);
+}
 
 TEST(TypesafeByRcu, SlabPagesGoBackOnlyAfterAGracePeriod) {
   page_allocator& pa = global_page_allocator();
@@ -183,6 +334,41 @@ TEST(Frag, DeferredFragmentIsNotReusedUntilAGracePeriodEnds) {
   EXPECT_EQ(pool->nr_pending.load(), 0);
   EXPECT_EQ(pool->nr_pages.load(), 0);  // now all free and none pending
   EXPECT_TRUE(frag_pool_destroy(pool));
+}
+
+TEST(Frag, DeferredFragmentsEndWithoutAnyFurtherCallIntoThePool) {
+  frag_pool* pool = frag_pool_create(8);
+  std::vector<void*> f;
+  for (int i = 0; i < 24; ++i) f.push_back(frag_alloc(pool));
+  EXPECT_EQ(pool->nr_pages.load(), 3);
+  for (void* p : f) frag_free_defer(pool, p);
+  // No rcu_barrier (which would queue the open batch itself), no pool call: the monitor must.
+  uslub_synchronize_rcu();
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (pool->nr_pages.load() != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(2ms);
+  EXPECT_EQ(pool->nr_pending.load(), 0);
+  EXPECT_EQ(pool->nr_pages.load(), 0);  // every page back to the page allocator
+  EXPECT_TRUE(frag_pool_destroy(pool));
+}
+
+TEST(Frag, TheCApi) {
+  uslub_frag_pool* pool = uslub_frag_pool_create(4);
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(uslub_frag_size(pool), PAGE_SIZE / 4);
+  void* a = uslub_frag_alloc(pool);
+  void* b = uslub_frag_alloc(pool);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  uslub_frag_free(pool, a);
+  uslub_frag_free_defer(pool, b);
+  {
+    test::report_capture cap;
+    uslub_frag_pool* bad = uslub_frag_pool_create(5);
+    EXPECT_EQ(bad, nullptr);
+    EXPECT_EQ(errno, EINVAL);
+  }
+  EXPECT_EQ(uslub_frag_pool_destroy(pool), 0);  // waits for b's grace period
 }
 
 TEST(Frag, ManyPendingFragmentsOfOnePageInSeveralBatches) {

@@ -1,0 +1,189 @@
+// fork() and RCU (src/rcu/rcu.hpp "fork"): forks from several threads while others are inside
+// read sections, register and unregister, call synchronize_rcu and queue call_rcu and
+// kfree_rcu work.  Neither the parent nor the child may hang: the child must be able to
+// synchronize_rcu, call_rcu, rcu_barrier, kfree_rcu and exit(0) within a deadline (alarm in
+// the child, a waitpid deadline in the parent).
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uslub/rcu.h>
+#include <uslub/slab.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+
+#include "kmalloc/kmalloc.hpp"
+#include "platform/platform.hpp"
+#include "rcu/rcu.hpp"
+#include "slab/slab.hpp"
+#include "test_support.hpp"
+
+namespace uslub {
+namespace {
+
+using namespace std::chrono_literals;
+
+// What the malloc drop-in's constructor does (this test links the core only): the slab
+// layer's fork handlers, then RCU's, so that RCU's prepare runs first.
+__attribute__((constructor)) void register_fork_handlers_like_malloc() {
+  platform::register_atfork(slab_fork_prepare, slab_fork_parent, slab_fork_child);
+  rcu_register_fork_handlers();
+}
+
+struct node {
+  long value;
+  uslub_rcu_head rh;
+};
+
+std::atomic<int> g_child_cb{0};
+void child_cb(uslub_rcu_head*) {
+  g_child_cb.fetch_add(1);
+}
+
+std::atomic<long> g_parent_cb{0};
+void parent_cb(uslub_rcu_head* h) {
+  g_parent_cb.fetch_add(1);
+  delete reinterpret_cast<node*>(reinterpret_cast<char*>(h) - offsetof(node, rh));
+}
+
+// What a child does: every RCU operation once, then exit(0).  Exit code 3 if a callback did
+// not run; SIGALRM (the deadline) if anything hangs.
+[[noreturn]] void child_body() {
+  alarm(20);
+  uslub_synchronize_rcu();
+  uslub_rcu_head heads[8];
+  for (auto& h : heads) uslub_call_rcu(&h, &child_cb);
+  uslub_rcu_read_lock();
+  uslub_rcu_read_unlock();
+  kvfree_rcu_mightsleep(kmalloc(64, 0));
+  auto* n = static_cast<node*>(kmalloc(sizeof(node), 0));
+  kfree_rcu(n, rh);
+  uslub_rcu_barrier();
+  uslub_synchronize_rcu();
+  if (g_child_cb.load() != 8) _exit(3);
+  std::thread t([] {  // a new thread registers and unregisters in the child
+    uslub_rcu_read_lock();
+    uslub_rcu_read_unlock();
+  });
+  t.join();
+  uslub_synchronize_rcu();
+  exit(0);
+}
+
+// Waits for pid until the deadline; kills it and fails if it is still running.
+void expect_child_ok(pid_t pid, std::chrono::seconds deadline = 30s) {
+  auto end = std::chrono::steady_clock::now() + deadline;
+  int status = 0;
+  for (;;) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    ASSERT_EQ(r, 0);
+    if (std::chrono::steady_clock::now() > end) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      FAIL() << "child " << pid << " hung";
+    }
+    std::this_thread::sleep_for(2ms);
+  }
+  ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal "
+                                 << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(RcuFork, ForkFromSeveralThreadsWhileOthersReadQueueAndRegister) {
+  kmem_cache* s = kmem_cache_create("rcu-fork", sizeof(node), 0, SLAB_NO_MERGE, nullptr);
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> workers;
+  for (int i = 0; i < 2; ++i)  // readers, some queuing from inside their section
+    workers.emplace_back([&, i] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        uslub_rcu_read_lock();
+        // Not throttled inside a section (kfree_rcu cannot wait there): keep it modest.
+        if (i == 0 && kfree_rcu_get_stats().pending < 100000)
+          kfree_rcu(static_cast<node*>(kmem_cache_alloc(s, 0)), rh);
+        uslub_rcu_read_unlock();
+      }
+    });
+  workers.emplace_back([&] {  // call_rcu, at most ~10000 callbacks behind
+    long queued = 0;
+    while (!stop.load(std::memory_order_relaxed)) {
+      auto* n = new node;
+      uslub_call_rcu(&n->rh, &parent_cb);
+      while (++queued - g_parent_cb.load() > 10000 && !stop.load(std::memory_order_relaxed))
+        std::this_thread::sleep_for(1ms);
+    }
+  });
+  workers.emplace_back([&] {  // kfree_rcu and the headless form
+    while (!stop.load(std::memory_order_relaxed)) {
+      kfree_rcu(static_cast<node*>(kmem_cache_alloc(s, 0)), rh);
+      kvfree_rcu_mightsleep(kmalloc(32, 0));
+    }
+  });
+  workers.emplace_back([&] {  // grace periods
+    while (!stop.load(std::memory_order_relaxed)) uslub_synchronize_rcu();
+  });
+  workers.emplace_back([&] {  // threads that register and exit (unregister)
+    while (!stop.load(std::memory_order_relaxed)) {
+      std::thread t([] {
+        uslub_rcu_read_lock();
+        uslub_rcu_read_unlock();
+      });
+      t.join();
+    }
+  });
+  std::this_thread::sleep_for(20ms);
+  std::vector<std::thread> forkers;
+  for (int f = 0; f < 3; ++f)
+    forkers.emplace_back([] {
+      for (int i = 0; i < 4; ++i) {
+        pid_t pid = fork();
+        if (pid == 0) child_body();
+        ASSERT_GT(pid, 0);
+        expect_child_ok(pid);
+      }
+    });
+  for (auto& t : forkers) t.join();
+  stop = true;
+  for (auto& t : workers) t.join();
+  uslub_rcu_barrier();  // the parent still works too
+  EXPECT_EQ(kfree_rcu_get_stats().pending, 0);
+  kmem_cache_destroy(s);
+}
+
+TEST(RcuFork, ChildDoesNotWaitForAReaderThatWasInsideItsSectionAtFork) {
+  std::atomic<int> phase{0};
+  std::thread reader([&] {
+    uslub_rcu_read_lock();
+    phase = 1;
+    while (phase.load() != 2) std::this_thread::sleep_for(1ms);
+    uslub_rcu_read_unlock();
+  });
+  while (phase.load() != 1) std::this_thread::yield();
+  pid_t pid = fork();
+  if (pid == 0) child_body();  // that reader does not exist here: grace periods must end
+  ASSERT_GT(pid, 0);
+  expect_child_ok(pid);
+  phase = 2;
+  reader.join();
+  uslub_synchronize_rcu();
+}
+
+TEST(RcuFork, ForkInsideAReadSectionIsReported) {
+  uslub_synchronize_rcu();
+  test::report_capture cap;
+  uslub_rcu_read_lock();
+  pid_t pid = fork();
+  if (pid == 0) _exit(0);  // RCU is not usable here (documented); just leave
+  uslub_rcu_read_unlock();
+  ASSERT_GT(pid, 0);
+  expect_child_ok(pid);
+  ASSERT_EQ(cap.count(), 1u);
+  EXPECT_EQ(cap.first_line(0), "uslub: BUG rcu: fork in a read-side section");
+  uslub_synchronize_rcu();  // the parent is unaffected
+}
+
+}  // namespace
+}  // namespace uslub
