@@ -26,6 +26,10 @@ fi
 if [ -e "$lib/libtcmalloc_minimal_debug.so.4" ]; then
   extra+=("tcmalloc-debug=$lib/libtcmalloc_minimal_debug.so.4"); allocs+=(tcmalloc-debug)
 fi
+secure=$(ls "${USLUB_PEERS:-/work/peers}"/secure/mimalloc-*/libmimalloc-secure.so 2>/dev/null | head -1 || true)
+if [ -n "$secure" ]; then  # built by scripts/build-peers.sh
+  extra+=("mimalloc3-secure=$secure"); allocs+=(mimalloc3-secure)
+fi
 for a in "$@"; do case $a in *=*) allocs+=("${a%%=*}") ;; esac; done
 out=debug-cost; [ "${USLUB_BENCH_DEBUG_LETTERS:-1}" != 0 ] || out=hardening-cost
 exec python3 bench/workloads/run.py --build build-release --out "$out" \

@@ -22,6 +22,12 @@ checkout "$mimalloc_git" "$mimalloc_tag" "$peers/src/mimalloc-$mimalloc_tag"
 cmake -S "$peers/src/mimalloc-$mimalloc_tag" -B "$peers/build/mimalloc-$mimalloc_tag" \
   -DCMAKE_BUILD_TYPE=Release -DMI_BUILD_TESTS=OFF -DMI_BUILD_STATIC=OFF -DMI_BUILD_OBJECT=OFF >/dev/null
 cmake --build "$peers/build/mimalloc-$mimalloc_tag" -j"$(nproc)" >/dev/null
+# mimalloc's secure mode (guard pages, encoded free lists, double-free checks) for the
+# hardening-cost table (scripts/bench-debug.sh); Debian does not package it.
+cmake -S "$peers/src/mimalloc-$mimalloc_tag" -B "$peers/secure/mimalloc-$mimalloc_tag" \
+  -DCMAKE_BUILD_TYPE=Release -DMI_SECURE=ON -DMI_BUILD_TESTS=OFF -DMI_BUILD_STATIC=OFF \
+  -DMI_BUILD_OBJECT=OFF >/dev/null
+cmake --build "$peers/secure/mimalloc-$mimalloc_tag" -j"$(nproc)" >/dev/null
 
 checkout "$snmalloc_git" "$snmalloc_tag" "$peers/src/snmalloc-$snmalloc_tag"
 cmake -S "$peers/src/snmalloc-$snmalloc_tag" -B "$peers/build/snmalloc-$snmalloc_tag" -G Ninja \
@@ -29,4 +35,4 @@ cmake -S "$peers/src/snmalloc-$snmalloc_tag" -B "$peers/build/snmalloc-$snmalloc
   cmake -S "$peers/src/snmalloc-$snmalloc_tag" -B "$peers/build/snmalloc-$snmalloc_tag" \
     -DCMAKE_BUILD_TYPE=Release -DSNMALLOC_BUILD_TESTING=OFF >/dev/null
 cmake --build "$peers/build/snmalloc-$snmalloc_tag" -j"$(nproc)" --target snmallocshim >/dev/null
-ls "$peers"/build/mimalloc-*/libmimalloc.so "$peers"/build/snmalloc-*/libsnmallocshim.so
+ls "$peers"/build/mimalloc-*/libmimalloc.so "$peers"/secure/mimalloc-*/libmimalloc-secure.so "$peers"/build/snmalloc-*/libsnmallocshim.so
