@@ -93,6 +93,26 @@ void sheaf_flush(kmem_cache* s, slab_sheaf* sh) {
   }
 }
 
+// Passive false sharing (Hoard's cache-scratch): a refill takes objects in address order, so
+// consecutive allocations of objects smaller than a cache line would share lines, and a thread
+// that allocates a few and hands them to other threads makes those threads' writes fight over
+// one line for as long as each keeps reusing its object.  The refill orders objects smaller
+// than a line by their slot within the line instead (a counting sort on index % k, k objects
+// per line): consecutive allocations come from different lines of the same slab, the objects
+// of one refill still from the same few pages.
+void sheaf_spread_lines(kmem_cache* s, void** objs, unsigned n) {
+  constexpr unsigned kLine = 64;
+  if (s->size >= kLine || n < 2) return;
+  unsigned k = (kLine + s->size - 1) / s->size;  // <= 8: sizes are multiples of 8
+  unsigned count[kLine / 8 + 1] = {};
+  void* tmp[kMaxSheafCapacity];
+  auto group = [&](void* o) { return (reinterpret_cast<std::uintptr_t>(o) / s->size) % k; };
+  for (unsigned i = 0; i < n; ++i) ++count[group(objs[i]) + 1];
+  for (unsigned g = 1; g <= k; ++g) count[g] += count[g - 1];
+  for (unsigned i = 0; i < n; ++i) tmp[count[group(objs[i])]++] = objs[i];
+  memcpy(objs, tmp, n * sizeof(void*));
+}
+
 // Objects a refill takes from the slabs into a sheaf get the free key (sheaf.hpp).
 void sheaf_set_keys(kmem_cache* s, void** objects, unsigned n) {
   if (USLUB_NO_FREE_CHECKS) return;
@@ -233,6 +253,7 @@ void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp) {
     }
     sheaf_stat_inc(s, SHEAF_REFILL);
     sh->size = sh->capacity - 1;
+    sheaf_spread_lines(s, sh->objects, sh->capacity);
     sheaf_set_keys(s, sh->objects, sh->size);
     void* obj = sh->objects[sh->size];
     pcs = pcs_lock_local(s);  // possibly another CPU now

@@ -143,6 +143,24 @@ TEST(Sheaf, AWriteIntoAFreeObjectsKeyWordIsReportedAsFreepointerCorrupt) {
   kmem_cache_destroy(s);
 }
 
+// Passive false sharing: objects smaller than a cache line, allocated one after the other,
+// come from different lines (a thread handing them to other threads must not make those
+// threads write one line); they still come from the same slab.
+TEST(Sheaf, ConsecutiveSmallObjectsComeFromDifferentCacheLines) {
+  for (size_t size : {8ul, 16ul, 24ul, 32ul, 48ul}) {
+    kmem_cache* s = make("sheaf-lines", size);
+    std::vector<uintptr_t> v;
+    for (int i = 0; i < 16; ++i) v.push_back(reinterpret_cast<uintptr_t>(kmem_cache_alloc(s, 0)));
+    for (size_t i = 1; i < v.size(); ++i) {
+      EXPECT_NE(v[i] >> 6, v[i - 1] >> 6) << "size " << size << ", allocation " << i;
+      EXPECT_EQ(v[i] >> 12, v[0] >> 12) << "size " << size << ": one page";
+    }
+    for (uintptr_t p : v) kmem_cache_free(s, reinterpret_cast<void*>(p));
+    EXPECT_EQ(kmem_cache_validate(s), 0);
+    kmem_cache_destroy(s);
+  }
+}
+
 TEST(Sheaf, ProgramDataThatLooksLikeTheFreeKeyIsNotADoubleFree) {
   kmem_cache* s = make("sheaf-key", 64);
   report_capture cap;
