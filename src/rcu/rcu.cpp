@@ -43,7 +43,9 @@ thread_local int t_gate = 0;  // depth of gate_enter
 std::atomic<unsigned long> g_queued{0}, g_run{0}, g_sync{0}, g_chained{0};
 std::atomic<int> g_atfork{0}, g_init{0};
 std::atomic<bool> g_used{false};  // RCU was used: the fork handlers have work
-bool g_fork_skipped = false;      // prepare saw a read section: parent/child skip RCU's part
+pthread_mutex_t g_fork_lock = PTHREAD_MUTEX_INITIALIZER;  // held from prepare to parent/child
+bool g_fork_skipped =
+    false;  // g_fork_lock; prepare saw a read section: parent/child skip RCU's part
 constexpr int kMaxHooks = 4;
 std::atomic<void (*)()> g_hooks[kMaxHooks];
 std::atomic<bool (*)()> g_mon_hooks[kMaxHooks];
@@ -209,6 +211,9 @@ int nfork_hooks() {
 }
 
 void fork_prepare() {
+  // Concurrent forks: glibc already runs one fork's handlers at a time; this makes it explicit
+  // (and visible to TSan).  Released by the parent, re-initialised in the child.
+  pthread_mutex_lock(&g_fork_lock);
   g_fork_skipped = false;
   if (g_used.load(std::memory_order_acquire)) {
     if (USLUB_UNLIKELY(t_nesting > 0)) {
@@ -232,6 +237,7 @@ void fork_parent() {
     gate_open();
     urcu_memb_call_rcu_after_fork_parent();
   }
+  pthread_mutex_unlock(&g_fork_lock);
 }
 
 void fork_child() {
@@ -244,6 +250,7 @@ void fork_child() {
   }
   // The monitor did not survive the fork: a new one, if there was one.
   if (g_monitor.exchange(0, std::memory_order_relaxed)) start_monitor();
+  pthread_mutex_init(&g_fork_lock, nullptr);
 }
 
 USLUB_NOINLINE void register_slow() {

@@ -36,8 +36,10 @@
 //
 // Locking: none of uslub's locks is held while calling into liburcu.  g_readers_lock (spinlock,
 // class "rcu_readers_lock") protects the list of registered readers; taken inside the gate,
-// nothing is called under it.  rcu_barrier() first runs the barrier hooks (kfree_rcu and the
-// frag pools queue their open batches), then liburcu's barrier, in rounds until no callback
+// nothing is called under it.  g_fork_lock (a pthread mutex) is held from RCU's prepare
+// handler to its parent handler (re-initialised in the child): one fork at a time, outermost
+// of every lock the fork handlers take.  rcu_barrier() first runs the barrier hooks (kfree_rcu and
+// the frag pools queue their open batches), then liburcu's barrier, in rounds until no callback
 // queued another one during a round (so a chain of callbacks is waited for).
 #pragma once
 

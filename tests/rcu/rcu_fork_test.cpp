@@ -21,6 +21,22 @@
 #include "slab/slab.hpp"
 #include "test_support.hpp"
 
+#include "base/compiler.hpp"
+
+#if USLUB_TSAN
+// The child of a fork must start threads (liburcu's new call_rcu thread, the monitor): TSan
+// kills such a child unless told not to, and even then its pthread_create may trip over the
+// parent's threads ("dup thread with used id", exit 66).  So under TSan the children's exit
+// status is not checked: these tests check the parent side (no race, no hang) and that no
+// child hangs.
+extern "C" const char* __tsan_default_options() {
+  return "die_after_fork=0";
+}
+constexpr bool kCheckChildStatus = false;
+#else
+constexpr bool kCheckChildStatus = true;
+#endif
+
 namespace uslub {
 namespace {
 
@@ -88,6 +104,7 @@ void expect_child_ok(pid_t pid, std::chrono::seconds deadline = 30s) {
     }
     std::this_thread::sleep_for(2ms);
   }
+  if (!kCheckChildStatus) return;
   ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal "
                                  << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
   EXPECT_EQ(WEXITSTATUS(status), 0);

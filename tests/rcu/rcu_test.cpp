@@ -371,6 +371,36 @@ TEST(Frag, TheCApi) {
   EXPECT_EQ(uslub_frag_pool_destroy(pool), 0);  // waits for b's grace period
 }
 
+TEST(Frag, NoBatchMemoryInsideAReadSectionLeaksInsteadOfWaiting) {
+  test::failing_vm vm;
+  page_allocator pa;
+  page_alloc_config c;
+  c.vm = &vm;
+  c.nr_nodes = 1;
+  ASSERT_EQ(pa.init(c), 0);
+  frag_pool* pool = frag_pool_create(4, &pa);
+  ASSERT_NE(pool, nullptr);
+  void* f[4];
+  for (auto& p : f) p = frag_alloc(pool);
+  uslub_rcu_barrier();
+  vm.fail_commit = true;  // then take every page left: no batch page for frag_free_defer
+  std::vector<page*> hoard;
+  while (page* p = pa.alloc_pages(0)) hoard.push_back(p);
+  test::report_capture cap;
+  uslub_rcu_read_lock();
+  frag_free_defer(pool, f[0]);  // cannot wait for a grace period here: leaked, reported
+  frag_free_defer(pool, f[1]);  // reported once only
+  uslub_rcu_read_unlock();
+  frag_free_defer(pool, f[2]);  // outside: waits for a grace period, then frees
+  EXPECT_EQ(pool->nr_allocated.load(), 3);
+  ASSERT_EQ(cap.count(), 1u);
+  EXPECT_EQ(cap.first_line(0), "uslub: BUG frag_pool: Fragment leaked");
+  for (page* p : hoard) pa.free_pages(p, 0);
+  for (void* p : {f[0], f[1], f[3]}) frag_free(pool, p);  // the leaked ones, for the clean-up
+  EXPECT_TRUE(frag_pool_destroy(pool));
+  pa.destroy();
+}
+
 TEST(Frag, ManyPendingFragmentsOfOnePageInSeveralBatches) {
   frag_pool* pool = frag_pool_create(32);
   std::vector<void*> f;
