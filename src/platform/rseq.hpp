@@ -26,6 +26,7 @@
 // false and callers use their locked fallback.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 
@@ -102,35 +103,37 @@ USLUB_ALWAYS_INLINE unsigned rseq_cpu_start(std::uintptr_t rs) {
   "movq %%rax, %%fs:8(%[rs])\n\t" /* rseq->rseq_cs = &descriptor */          \
   "1:\n\t"                                                                   \
   "movl %%fs:4(%[rs]), %%eax\n\t" /* cpu_id, inside the sequence */          \
-  "imulq %[stride], %%rax\n\t"                                               \
-  "addq %[slots], %%rax\n\t" /* rax = this CPU's slot */
+  "shlq %[shift], %%rax\n\t"      /* slots are a power of two apart */       \
+  "addq %[slots], %%rax\n\t"      /* rax = this CPU's slot */
 
 // Pops from the slot of `cpu`.  Returns the object, or nullptr if the slot is locked or its
 // stack is empty (the caller's slow path).  Retries by itself when the sequence aborts.
 template <unsigned LockOff, unsigned MainOff, unsigned SizeOff, unsigned ObjsOff,
           std::size_t Stride>
 USLUB_ALWAYS_INLINE void* rseq_percpu_pop(char* slots) {
+  static_assert(std::has_single_bit(Stride));
   std::uintptr_t rs = static_cast<std::uintptr_t>(detail::g_rseq_offset);
   void* obj;
   void* stack;
   std::uint64_t n;
 restart:
-  asm volatile goto(USLUB_RSEQ_PROLOGUE_SLOT
-                    "cmpl $0, %c[lock](%%rax)\n\t"
-                    "jnz %l[slow]\n\t"
-                    "movq %c[main](%%rax), %[stack]\n\t"
-                    "movl %c[size](%[stack]), %k[n]\n\t"
-                    "testl %k[n], %k[n]\n\t"
-                    "jz %l[slow]\n\t"
-                    "subl $1, %k[n]\n\t"
-                    "movq %c[objs](%[stack], %[n], 8), %[obj]\n\t"
-                    "movl %k[n], %c[size](%[stack])\n\t"  // commit
-                    "2:\n\t"
-                    : [obj] "=&r"(obj), [stack] "=&r"(stack), [n] "=&r"(n)
-                    : [rs] "r"(rs), [slots] "r"(slots), [stride] "i"(Stride), [lock] "i"(LockOff),
-                      [main] "i"(MainOff), [size] "i"(SizeOff), [objs] "i"(ObjsOff)
-                    : "rax", "memory", "cc"
-                    : abort, slow);
+  asm volatile goto(
+      USLUB_RSEQ_PROLOGUE_SLOT
+      "cmpl $0, %c[lock](%%rax)\n\t"
+      "jnz %l[slow]\n\t"
+      "movq %c[main](%%rax), %[stack]\n\t"
+      "movl %c[size](%[stack]), %k[n]\n\t"
+      "testl %k[n], %k[n]\n\t"
+      "jz %l[slow]\n\t"
+      "subl $1, %k[n]\n\t"
+      "movq %c[objs](%[stack], %[n], 8), %[obj]\n\t"
+      "movl %k[n], %c[size](%[stack])\n\t"  // commit
+      "2:\n\t"
+      : [obj] "=&r"(obj), [stack] "=&r"(stack), [n] "=&r"(n)
+      : [rs] "r"(rs), [slots] "r"(slots), [shift] "i"(std::countr_zero(Stride)),
+        [lock] "i"(LockOff), [main] "i"(MainOff), [size] "i"(SizeOff), [objs] "i"(ObjsOff)
+      : "rax", "memory", "cc"
+      : abort, slow);
   return obj;
 abort:
   rseq_note_abort();
@@ -144,6 +147,7 @@ slow:
 template <unsigned LockOff, unsigned MainOff, unsigned SizeOff, unsigned CapOff, unsigned ObjsOff,
           std::size_t Stride>
 USLUB_ALWAYS_INLINE bool rseq_percpu_push(char* slots, void* obj) {
+  static_assert(ObjsOff >= 8 && std::has_single_bit(Stride));
   std::uintptr_t rs = static_cast<std::uintptr_t>(detail::g_rseq_offset);
   void* stack;
   std::uint64_t n;
@@ -156,18 +160,19 @@ restart:
       "movl %c[size](%[stack]), %k[n]\n\t"
       "cmpl %c[cap](%[stack]), %k[n]\n\t"
       "jae %l[slow]\n\t"
-      "testl %k[n], %k[n]\n\t"
-      "jz 5f\n\t"
-      "cmpq %[obj], %c[objs]-8(%[stack], %[n], 8)\n\t"  // the same object on top:
-      "je %l[slow]\n\t"                                 // a double free, for the caller
-      "5:\n\t"
+      // The same object on top: a double free, for the caller.  On an empty stack this reads
+      // the 8 bytes before objects[] (ObjsOff >= 8, asserted), which the caller's structure
+      // must make differ from any object it pushes; an equal value only means the slow path.
+      "cmpq %[obj], %c[objs]-8(%[stack], %[n], 8)\n\t"
+      "je %l[slow]\n\t"
       "movq %[obj], %c[objs](%[stack], %[n], 8)\n\t"
       "addl $1, %k[n]\n\t"
       "movl %k[n], %c[size](%[stack])\n\t"  // commit
       "2:\n\t"
       : [stack] "=&r"(stack), [n] "=&r"(n)
-      : [rs] "r"(rs), [slots] "r"(slots), [stride] "i"(Stride), [obj] "r"(obj), [lock] "i"(LockOff),
-        [main] "i"(MainOff), [size] "i"(SizeOff), [cap] "i"(CapOff), [objs] "i"(ObjsOff)
+      : [rs] "r"(rs), [slots] "r"(slots), [shift] "i"(std::countr_zero(Stride)), [obj] "r"(obj),
+        [lock] "i"(LockOff), [main] "i"(MainOff), [size] "i"(SizeOff), [cap] "i"(CapOff),
+        [objs] "i"(ObjsOff)
       : "rax", "memory", "cc"
       : abort, slow);
   return true;

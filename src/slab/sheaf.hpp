@@ -40,7 +40,8 @@ namespace uslub {
 struct slab_sheaf {
   std::uint32_t size;      // objects held; the rseq commit target
   std::uint32_t capacity;  // fixed at allocation
-  slab_sheaf* next;        // barn lists
+  slab_sheaf* next;        // barn lists (never an object of the sheaf's cache: the rseq push
+                           // compares it with the freed object when the sheaf is empty)
   void* objects[];         // capacity entries
 };
 static_assert(offsetof(slab_sheaf, size) == 0 && offsetof(slab_sheaf, capacity) == 4 &&

@@ -282,6 +282,7 @@ USLUB_ALWAYS_INLINE page* virt_to_slab(const void* obj) {
     p = p->compound_head;
     f = page_flags(p);
   }
+  if (!p) __builtin_unreachable();  // a descriptor address (so the callers' null tests fold)
   return (f & PG_slab) ? p : nullptr;
 }
 
