@@ -2,6 +2,7 @@
 // use, the locked fallback, alien frees on a fake two-node machine, and a signal storm with
 // threads = 8 x CPUs that must never lose or duplicate an object.
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <uslub/slab.h>
 
@@ -125,6 +126,36 @@ TEST(Sheaf, ADoubleFreeStillInTheSheafIsCaughtByTheFlush) {
   kmem_cache_shrink(s);  // flushes the sheaves: a goes back to its slab once
   ASSERT_EQ(cap.count(), 1u);
   EXPECT_EQ(cap.first_line(), "uslub: BUG sheaf-df3: Object already free");
+  EXPECT_EQ(kmem_cache_validate(s), 0) << "the slab's counts stayed right";
+  kmem_cache_destroy(s);
+}
+
+// The fuzzer's second finding: a thread that moves to another CPU between the two frees puts
+// the object in two CPUs' sheaves (no "in a row" to see); the second copy is caught when it
+// leaves its sheaf, here at the shrink's flush, before it can be handed out twice.
+TEST(Sheaf, ADoubleFreeAcrossAMigrationIsCaughtWhenTheSecondCopyLeaves) {
+  if (platform::nr_cpu_ids() < 2) GTEST_SKIP() << "needs two CPUs";
+  cpu_set_t old;
+  ASSERT_EQ(sched_getaffinity(0, sizeof old, &old), 0);
+  auto pin = [](int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof set, &set) == 0;
+  };
+  if (!pin(0) || !CPU_ISSET(1, &old)) GTEST_SKIP() << "cannot pin to CPUs 0 and 1";
+  kmem_cache* s = make("sheaf-mig", 64);
+  report_capture cap;
+  void* keep = kmem_cache_alloc(s, 0);
+  void* p = kmem_cache_alloc(s, 0);
+  kmem_cache_free(s, p);  // into CPU 0's sheaf
+  ASSERT_TRUE(pin(1));
+  kmem_cache_free(s, p);  // into CPU 1's sheaf: not in a row there
+  kmem_cache_shrink(s);
+  sched_setaffinity(0, sizeof old, &old);
+  ASSERT_EQ(cap.count(), 1u);
+  EXPECT_EQ(cap.first_line(), "uslub: BUG sheaf-mig: Object already free");
+  kmem_cache_free(s, keep);
   EXPECT_EQ(kmem_cache_validate(s), 0) << "the slab's counts stayed right";
   kmem_cache_destroy(s);
 }
