@@ -177,16 +177,7 @@ void fork_release() {
 }
 
 void set_up() {
-  int expected = 0;
-  if (g_hook.compare_exchange_strong(expected, 1)) {
-    rcu_init();
-    rcu_add_barrier_hook(&barrier_hook);
-    rcu_add_monitor_hook(&monitor_hook);
-    rcu_add_fork_hooks(&fork_prepare, &fork_release, &fork_release);
-    g_hook.store(2, std::memory_order_release);
-    return;
-  }
-  while (g_hook.load(std::memory_order_acquire) != 2) sched_yield();
+  rcu_client_set_up(&g_hook, {&barrier_hook, &monitor_hook, &fork_prepare, &fork_release, nullptr});
 }
 
 }  // namespace

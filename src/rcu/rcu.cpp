@@ -461,6 +461,19 @@ rcu_stats rcu_get_stats() {
   return {g_queued.load(), g_run.load(), g_sync.load()};
 }
 
+void rcu_client_set_up(std::atomic<int>* state, const rcu_client_ops& ops) {
+  int expected = 0;
+  if (state->compare_exchange_strong(expected, 1)) {
+    rcu_init();
+    if (ops.barrier) rcu_add_barrier_hook(ops.barrier);
+    if (ops.monitor) rcu_add_monitor_hook(ops.monitor);
+    if (ops.fork_prepare) rcu_add_fork_hooks(ops.fork_prepare, ops.fork_release, ops.fork_release);
+    if (ops.kvfree) rcu_set_kvfree(ops.kvfree);
+    state->store(2, std::memory_order_release);
+    return;
+  }
+  while (state->load(std::memory_order_acquire) != 2) sched_yield();
+}
 }  // namespace uslub
 
 using namespace uslub;

@@ -45,6 +45,7 @@
 
 #include <uslub/rcu.h>
 
+#include <atomic>
 #include <cstddef>
 
 namespace uslub {
@@ -101,6 +102,17 @@ void kvfree_rcu_barrier();
 
 // Hooks run at the start of rcu_barrier() (at most a few, registered once at start-up).
 void rcu_add_barrier_hook(void (*fn)());
+
+// A subsystem that defers work to grace periods (kfree_rcu, the frag pools) and its hooks.
+struct rcu_client_ops {
+  void (*barrier)();                          // rcu_add_barrier_hook
+  bool (*monitor)();                          // rcu_add_monitor_hook
+  void (*fork_prepare)(), (*fork_release)();  // rcu_add_fork_hooks (parent and child alike)
+  void (*kvfree)(void*);                      // rcu_set_kvfree, or nullptr
+};
+// Sets RCU up and registers ops once per state word (0: not yet, 1: in progress, 2: done);
+// concurrent first callers wait until it is done.  Returns at once after that.
+void rcu_client_set_up(std::atomic<int>* state, const rcu_client_ops& ops);
 
 // Statistics: callbacks queued / run, grace periods waited for.
 struct rcu_stats {
