@@ -108,6 +108,14 @@ struct mem_section {
   mem_section* next_in_owner;
 };
 static_assert(sizeof(mem_section) <= 128);
+// virt_to_slab reads the descriptor of any address of a section, the descriptor area's own
+// included: slot 0 is this header, whose flags word is the low half of `base`, a multiple of
+// SECTION_SIZE, so it never carries PG_tail or PG_slab; the other slots of the descriptor
+// area's pages are never written (zero).
+static_assert(offsetof(mem_section, base) == 0 && offsetof(page, flags) == 0 &&
+              sizeof(mem_section) <= sizeof(page));
+static_assert(SECTION_SIZE >= (std::size_t{1} << 30) && PG_tail < (1u << 30) &&
+              PG_slab < (1u << 30));
 
 inline constexpr std::size_t MEMMAP_BYTES = PAGES_PER_SECTION * sizeof(page);
 inline constexpr std::size_t FIRST_DATA_PFN = MEMMAP_BYTES / PAGE_SIZE;

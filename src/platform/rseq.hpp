@@ -134,6 +134,7 @@ restart:
         [lock] "i"(LockOff), [main] "i"(MainOff), [size] "i"(SizeOff), [objs] "i"(ObjsOff)
       : "rax", "memory", "cc"
       : abort, slow);
+  if (!obj) __builtin_unreachable();  // stacks never hold null (the callers' tests fold)
   return obj;
 abort:
   rseq_note_abort();

@@ -274,8 +274,9 @@ USLUB_ALWAYS_INLINE char* slab_object(const kmem_cache* s, void* base, std::size
 // depend on it.
 USLUB_ALWAYS_INLINE page* virt_to_slab(const void* obj) {
   if (USLUB_UNLIKELY(!lookup_section(obj))) return nullptr;
-  auto off = reinterpret_cast<std::uintptr_t>(obj) & (SECTION_SIZE - 1);
-  if (USLUB_UNLIKELY(off < MEMMAP_BYTES)) return nullptr;  // the descriptors themselves
+  // An address in the descriptor area itself needs no test: its descriptor slot was never
+  // written (zero: not a slab), except slot 0, which is the section header, whose first word
+  // (the section's base, 1 GiB aligned) has none of the flag bits tested here (page.hpp).
   page* p = virt_to_page(obj);
   std::uint32_t f = page_flags(p);  // one load of the flags, not one per test
   if (USLUB_UNLIKELY(f & PG_tail)) {
