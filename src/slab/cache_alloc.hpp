@@ -26,13 +26,9 @@ USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node,
                                       std::size_t orig_size = 0) {
   if (USLUB_LIKELY(s->sheaf_fast_alloc) && USLUB_LIKELY((gfp | (node >= 0)) == 0)) {
     if (void* obj = sheaf_alloc_rseq(s); USLUB_LIKELY(obj)) {
-      if (!USLUB_NO_FREE_CHECKS) {  // the free key (sheaf.hpp): verified and cleared here
-        std::uintptr_t* key = free_key_word(s, obj);
-        if (USLUB_UNLIKELY(*key != free_key(s, obj)))
-          return sheaf_alloc_rejected(s, obj, orig_size);
-        *key = 0;
-      }
-      return obj;
+      // The free key (sheaf.hpp): verified and cleared here; a miss tail-calls the report.
+      if (USLUB_LIKELY(free_key_take(s, obj))) return obj;
+      return sheaf_alloc_rejected(s, obj, orig_size);
     }
   }
   return cache_alloc_slow(s, gfp, node, orig_size);
@@ -41,14 +37,10 @@ USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node,
 // slab must be obj's slab (slab_free_check_inline or virt_to_slab).
 USLUB_ALWAYS_INLINE void cache_free(kmem_cache* s, page* slab, void* obj) {
   if (USLUB_LIKELY(s->sheaf_fast_free)) {
-    // The free key (sheaf.hpp): a store, no load of the object.  (Benchmark builds measure
-    // the checks' cost without them.)
-    if (!USLUB_NO_FREE_CHECKS) *free_key_word(s, obj) = free_key(s, obj);
+    free_key_set(s, obj);  // the free key (sheaf.hpp): a store, no load of the object
     if (USLUB_LIKELY(sheaf_free_rseq(s, obj))) return;
-  } else if (s->cpu_sheaves) {  // sheaves off the inline path: same key
-    *free_key_word(s, obj) = free_key(s, obj);
   }
-  cache_free_slow(s, slab, obj);
+  cache_free_slow(s, slab, obj);  // (sets the key itself for sheaf caches)
 }
 
 }  // namespace uslub

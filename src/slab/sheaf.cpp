@@ -115,8 +115,7 @@ void sheaf_spread_lines(kmem_cache* s, void** objs, unsigned n) {
 
 // Objects a refill takes from the slabs into a sheaf get the free key (sheaf.hpp).
 void sheaf_set_keys(kmem_cache* s, void** objects, unsigned n) {
-  if (USLUB_NO_FREE_CHECKS) return;
-  for (unsigned i = 0; i < n; ++i) *free_key_word(s, objects[i]) = free_key(s, objects[i]);
+  for (unsigned i = 0; i < n; ++i) free_key_set(s, objects[i]);
 }
 
 // ---- the barn ---------------------------------------------------------------------------

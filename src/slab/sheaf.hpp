@@ -130,17 +130,23 @@ USLUB_ALWAYS_INLINE std::uintptr_t free_key(const kmem_cache* s, const void* obj
 // An object came out of a sheaf without its key: reports it (Object already free if the word
 // holds the 0 an allocation leaves, Freepointer corrupt otherwise).  The caller drops it.
 USLUB_SLOWPATH void sheaf_report_keyless(kmem_cache* s, void* obj, std::uintptr_t seen);
-// Checks and clears the key of an object taken from a sheaf; false (reported) if it must not
-// be used.
-USLUB_ALWAYS_INLINE bool sheaf_take_object(kmem_cache* s, void* obj) {
+// The two halves of the protocol.  (-DUSLUB_NO_FREE_CHECKS=1 benchmark builds drop both.)
+USLUB_ALWAYS_INLINE void free_key_set(const kmem_cache* s, void* obj) {
+  if (!USLUB_NO_FREE_CHECKS) *free_key_word(s, obj) = free_key(s, obj);
+}
+// True, and the key cleared, if obj carries its key; false (nothing changed) if not.
+USLUB_ALWAYS_INLINE bool free_key_take(const kmem_cache* s, void* obj) {
   if (USLUB_NO_FREE_CHECKS) return true;
   std::uintptr_t* key = free_key_word(s, obj);
-  if (USLUB_UNLIKELY(*key != free_key(s, obj))) {
-    sheaf_report_keyless(s, obj, *key);
-    return false;
-  }
+  if (USLUB_UNLIKELY(*key != free_key(s, obj))) return false;
   *key = 0;
   return true;
+}
+// free_key_take for an object taken from a sheaf; false (reported) if it must not be used.
+USLUB_ALWAYS_INLINE bool sheaf_take_object(kmem_cache* s, void* obj) {
+  if (USLUB_LIKELY(free_key_take(s, obj))) return true;
+  sheaf_report_keyless(s, obj, *free_key_word(s, obj));
+  return false;
 }
 
 }  // namespace uslub

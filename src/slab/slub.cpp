@@ -637,7 +637,7 @@ void* sheaf_alloc_rejected(kmem_cache* s, void* obj, std::size_t orig_size) {
 
 void cache_free_slow(kmem_cache* s, page* slab, void* obj) {
   if (s->cpu_sheaves) {
-    *free_key_word(s, obj) = free_key(s, obj);  // every object in a sheaf carries it
+    free_key_set(s, obj);  // every object in a sheaf carries it (again after cache_free: cheap)
     if (s->nr_nodes == 1 && sheaf_free_fast(s, obj)) return;
     return sheaf_free_slow(s, slab, obj);
   }

@@ -37,15 +37,6 @@ constexpr bool kCheckChildStatus = false;
 constexpr bool kCheckChildStatus = true;
 #endif
 
-#if USLUB_ASAN
-// LeakSanitizer's check at exit would count, in a child, what the parent's other threads held
-// (those threads do not exist there) and exit with 1: it is off in the children only.
-static std::atomic<bool> g_in_child{false};
-extern "C" int __lsan_is_turned_off() {
-  return g_in_child.load() ? 1 : 0;
-}
-#endif
-
 namespace uslub {
 namespace {
 
@@ -77,9 +68,6 @@ void parent_cb(uslub_rcu_head* h) {
 // What a child does: every RCU operation once, then exit(0).  Exit code 3 if a callback did
 // not run; SIGALRM (the deadline) if anything hangs.
 [[noreturn]] void child_body() {
-#if USLUB_ASAN
-  g_in_child.store(true);
-#endif
   alarm(20);
   uslub_synchronize_rcu();
   uslub_rcu_head heads[8];
