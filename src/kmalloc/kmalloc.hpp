@@ -89,20 +89,20 @@ USLUB_ALWAYS_INLINE void* kmalloc_inline(std::size_t size, gfp_t gfp) {
 }
 
 // The slab of a kmalloc'd object and its cache, validated like slab_free_check_inline (object
-// boundary by reciprocal multiply); nullptr if p is not a slab object start.
+// boundary by slab_object_start); nullptr if p is not a slab object start.
 USLUB_ALWAYS_INLINE page* kfree_slab_check(const void* p, kmem_cache** sp) {
   page* slab = virt_to_slab(p);
   if (USLUB_UNLIKELY(!slab)) return nullptr;
   auto* s = static_cast<kmem_cache*>(__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED));
-  auto off = slab_offset(slab, p);
-  std::size_t idx = (off * s->reciprocal_size) >> 32;
-  if (!USLUB_NO_FREE_CHECKS && USLUB_UNLIKELY(idx * s->size + s->red_left_pad != off))
+  if (!USLUB_NO_FREE_CHECKS && USLUB_UNLIKELY(!slab_object_start(s, slab_offset(slab, p))))
     return nullptr;
   *sp = s;
   return slab;
 }
 
 USLUB_ALWAYS_INLINE void kfree_inline(const void* p, const char* caller) {
+  // The free key's load (sheaf.hpp) of a cold object overlaps the descriptor look-up.
+  if (!USLUB_NO_FREE_CHECKS) USLUB_PREFETCH_WRITE(p);
   kmem_cache* s;
   if (page* slab = kfree_slab_check(p, &s); USLUB_LIKELY(slab))
     return cache_free(s, slab, const_cast<void*>(p));

@@ -75,9 +75,10 @@ struct alignas(64) page {
   std::uint8_t node;
   std::uint16_t reserved_;
   union {
-    page* compound_head;     // PG_tail
-    std::uint64_t freed_ms;  // PG_buddy: when the block became free (decay)
-    std::uint64_t private_;  // owner's use
+    page* compound_head;       // PG_tail
+    std::uint64_t freed_ms;    // PG_buddy: when the block became free (decay)
+    std::uint64_t private_;    // owner's use
+    std::uintptr_t slab_mask;  // PG_slab head: (PAGE_SIZE << order) - 1 (slab_offset)
   };
   // ---- 16-byte aligned pair for the slab layer's cmpxchg16b ----
   void* freelist;

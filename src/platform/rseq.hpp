@@ -143,39 +143,33 @@ slow:
   return nullptr;
 }
 
-// Pushes obj onto the slot of the current CPU.  Returns false if the slot is locked, its
-// stack is full, or obj is already on top of it (a double free: the caller reports it).
+// Pushes obj onto the slot of the current CPU.  Returns false if the slot is locked or its
+// stack is full.  (Double frees are the caller's: sheaves check the free key before.)
 template <unsigned LockOff, unsigned MainOff, unsigned SizeOff, unsigned CapOff, unsigned ObjsOff,
           std::size_t Stride>
 USLUB_ALWAYS_INLINE bool rseq_percpu_push(char* slots, void* obj) {
-  static_assert(ObjsOff >= 8 && std::has_single_bit(Stride));
+  static_assert(std::has_single_bit(Stride));
   std::uintptr_t rs = static_cast<std::uintptr_t>(detail::g_rseq_offset);
   void* stack;
   std::uint64_t n;
 restart:
-  asm volatile goto(
-      USLUB_RSEQ_PROLOGUE_SLOT
-      "cmpl $0, %c[lock](%%rax)\n\t"
-      "jnz %l[slow]\n\t"
-      "movq %c[main](%%rax), %[stack]\n\t"
-      "movl %c[size](%[stack]), %k[n]\n\t"
-      "cmpl %c[cap](%[stack]), %k[n]\n\t"
-      "jae %l[slow]\n\t"
-      // The same object on top: a double free, for the caller.  On an empty stack this reads
-      // the 8 bytes before objects[] (ObjsOff >= 8, asserted), which the caller's structure
-      // must make differ from any object it pushes; an equal value only means the slow path.
-      "cmpq %[obj], %c[objs]-8(%[stack], %[n], 8)\n\t"
-      "je %l[slow]\n\t"
-      "movq %[obj], %c[objs](%[stack], %[n], 8)\n\t"
-      "addl $1, %k[n]\n\t"
-      "movl %k[n], %c[size](%[stack])\n\t"  // commit
-      "2:\n\t"
-      : [stack] "=&r"(stack), [n] "=&r"(n)
-      : [rs] "r"(rs), [slots] "r"(slots), [shift] "i"(std::countr_zero(Stride)), [obj] "r"(obj),
-        [lock] "i"(LockOff), [main] "i"(MainOff), [size] "i"(SizeOff), [cap] "i"(CapOff),
-        [objs] "i"(ObjsOff)
-      : "rax", "memory", "cc"
-      : abort, slow);
+  asm volatile goto(USLUB_RSEQ_PROLOGUE_SLOT
+                    "cmpl $0, %c[lock](%%rax)\n\t"
+                    "jnz %l[slow]\n\t"
+                    "movq %c[main](%%rax), %[stack]\n\t"
+                    "movl %c[size](%[stack]), %k[n]\n\t"
+                    "cmpl %c[cap](%[stack]), %k[n]\n\t"
+                    "jae %l[slow]\n\t"
+                    "movq %[obj], %c[objs](%[stack], %[n], 8)\n\t"
+                    "addl $1, %k[n]\n\t"
+                    "movl %k[n], %c[size](%[stack])\n\t"  // commit
+                    "2:\n\t"
+                    : [stack] "=&r"(stack), [n] "=&r"(n)
+                    : [rs] "r"(rs), [slots] "r"(slots), [shift] "i"(std::countr_zero(Stride)),
+                      [obj] "r"(obj), [lock] "i"(LockOff), [main] "i"(MainOff), [size] "i"(SizeOff),
+                      [cap] "i"(CapOff), [objs] "i"(ObjsOff)
+                    : "rax", "memory", "cc"
+                    : abort, slow);
   return true;
 abort:
   rseq_note_abort();

@@ -15,10 +15,9 @@ namespace uslub {
 // orig_size: what kmalloc was asked for (0: the object size); debug caches track it.
 void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node, std::size_t orig_size = 0);
 
-// An object popped by the inline path had no free key (sheaf.hpp): reported and dropped;
-// allocates another.
-USLUB_SLOWPATH void* sheaf_alloc_rejected(kmem_cache* s, void* obj, std::size_t orig_size);
 void cache_free_slow(kmem_cache* s, page* slab, void* obj);
+// A sheaf cache's free whose key is already stored (free_key_set), after the inline push missed.
+void cache_free_keyed(kmem_cache* s, page* slab, void* obj);
 
 // The fast path is the sheaf pop alone; everything else (zeroing, node requests, the classic
 // per-CPU slab, a miss) tail-calls cache_alloc_slow, so the hit path needs no stack frame.
@@ -26,9 +25,8 @@ USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node,
                                       std::size_t orig_size = 0) {
   if (USLUB_LIKELY(s->sheaf_fast_alloc) && USLUB_LIKELY((gfp | (node >= 0)) == 0)) {
     if (void* obj = sheaf_alloc_rseq(s); USLUB_LIKELY(obj)) {
-      // The free key (sheaf.hpp): verified and cleared here; a miss tail-calls the report.
-      if (USLUB_LIKELY(free_key_take(s, obj))) return obj;
-      return sheaf_alloc_rejected(s, obj, orig_size);
+      free_key_clear(s, obj);  // the free key (sheaf.hpp)
+      return obj;
     }
   }
   return cache_alloc_slow(s, gfp, node, orig_size);
@@ -37,10 +35,12 @@ USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node,
 // slab must be obj's slab (slab_free_check_inline or virt_to_slab).
 USLUB_ALWAYS_INLINE void cache_free(kmem_cache* s, page* slab, void* obj) {
   if (USLUB_LIKELY(s->sheaf_fast_free)) {
-    free_key_set(s, obj);  // the free key (sheaf.hpp): a store, no load of the object
+    // The free key (sheaf.hpp) is also the double-free check, in a row or not.
+    if (USLUB_UNLIKELY(!free_key_set(s, obj))) return sheaf_report_double_free(s, obj);
     if (USLUB_LIKELY(sheaf_free_rseq(s, obj))) return;
+    return cache_free_keyed(s, slab, obj);
   }
-  cache_free_slow(s, slab, obj);  // (sets the key itself for sheaf caches)
+  cache_free_slow(s, slab, obj);
 }
 
 }  // namespace uslub

@@ -80,13 +80,13 @@ void sheaf_delete(kmem_cache* s, slab_sheaf* sh) {
 }
 
 // Returns the objects of a sheaf to their slabs (kmem_cache_free_bulk: detached freelists).
-// Each object's free key is checked and cleared first: a second copy of an object (freed twice
-// while in the sheaves) finds it cleared and is left out, never freed twice into a slab.
+// Each object's free key is checked and cleared first (sheaf_flush_take): an object that lost
+// it is left out, never freed twice into a slab.
 void sheaf_flush(kmem_cache* s, slab_sheaf* sh) {
   if (sh->size) {
     unsigned n = 0;
     for (unsigned i = 0; i < sh->size; ++i)
-      if (sheaf_take_object(s, sh->objects[i])) sh->objects[n++] = sh->objects[i];
+      if (sheaf_flush_take(s, sh->objects[i])) sh->objects[n++] = sh->objects[i];
     if (n) kmem_cache_free_bulk_impl(s, n, sh->objects);
     sh->size = 0;
     sheaf_stat_inc(s, SHEAF_FLUSH);
@@ -177,25 +177,33 @@ void flush_alien(kmem_cache* s, void** objs, unsigned n) {
 
 }  // namespace
 
-void sheaf_report_keyless(kmem_cache* s, void* obj, std::uintptr_t seen) {
-  // A free pointer in the word (an object of the same slab, or the list end) means the first
-  // copy went back to the slab through a flush: freed twice as well.
-  auto at = reinterpret_cast<std::uintptr_t>(obj) + s->offset;
-  void* next = freeptr_decode(s, seen, at);
-  page* slab = virt_to_slab(obj);
-  bool linked = seen != 0 && slab &&
-                (next == nullptr || (virt_to_slab(next) == slab &&
-                                     (slab_offset(slab, next) - s->red_left_pad) % s->size == 0));
-  if (seen == 0 || linked)
+void sheaf_report_double_free(kmem_cache* s, void* obj) {
+  report_bug(s->name, "Object already free",
+             "object %p freed while it is free in a sheaf (its free key is there): freed twice; "
+             "this free is ignored\n",
+             obj);
+}
+
+bool sheaf_flush_take(kmem_cache* s, void* obj) {
+  std::uintptr_t* word = free_key_word(s, obj);
+  std::uintptr_t seen = *word;
+  if (USLUB_NO_FREE_CHECKS || USLUB_LIKELY(seen == free_key(s, obj))) {
+    *word = 0;
+    return true;
+  }
+  // 0 is what an allocation leaves: the same object was in a sheaf twice (two frees racing on
+  // two CPUs, both before either stored the key) and one copy was handed out.
+  if (seen == 0)
     report_bug(s->name, "Object already free",
-               "object %p came out of a sheaf a second time: it was freed twice (the first "
-               "copy %s); this copy is dropped\n",
-               obj, linked ? "is on its slab's free list" : "was handed out again");
+               "object %p is in a sheaf while allocated: it was freed twice at the same time "
+               "on two CPUs; this copy is dropped\n",
+               obj);
   else
     report_bug(s->name, "Freepointer corrupt",
                "object %p in a sheaf lost its free key (word at offset %u is %#lx): written "
-               "after it was freed, or freed twice and written by its new owner; dropped\n",
+               "after it was freed; dropped\n",
                obj, s->offset, static_cast<unsigned long>(seen));
+  return false;
 }
 
 void sheaf_stat_inc_slow(const kmem_cache* s, sheaf_stat_item si) {
@@ -235,7 +243,6 @@ void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp) {
       void* obj = full->objects[--full->size];
       pcs_unlock(pcs);
       if (retire) sheaf_retire(s, retire);
-      if (!sheaf_take_object(s, obj)) return slab_alloc_core(s, gfp & ~__GFP_ZERO, NUMA_NO_NODE);
       return obj;
     }
     pcs_unlock(pcs);
@@ -281,7 +288,7 @@ void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp) {
   main = pcs->main;
   void* obj = main->size ? main->objects[--main->size] : nullptr;
   pcs_unlock(pcs);
-  if (obj && sheaf_take_object(s, obj)) return obj;
+  if (obj) return obj;
   return slab_alloc_core(s, gfp & ~__GFP_ZERO, NUMA_NO_NODE);
 }
 
@@ -311,11 +318,6 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
     return;
   }
   slab_sheaf* main = pcs->main;
-  if (USLUB_UNLIKELY(main->size && main->objects[main->size - 1] == obj)) {
-    pcs_unlock(pcs);
-    report_bug(s->name, "Object already free", "object %p freed twice in a row\n", obj);
-    return;
-  }
   if (main->size < main->capacity) {  // a refill raced in: just push
     main->objects[main->size++] = obj;
     pcs_unlock(pcs);

@@ -40,8 +40,7 @@ namespace uslub {
 struct slab_sheaf {
   std::uint32_t size;      // objects held; the rseq commit target
   std::uint32_t capacity;  // fixed at allocation
-  slab_sheaf* next;        // barn lists (never an object of the sheaf's cache: the rseq push
-                           // compares it with the freed object when the sheaf is empty)
+  slab_sheaf* next;        // barn lists
   void* objects[];         // capacity entries
 };
 static_assert(offsetof(slab_sheaf, size) == 0 && offsetof(slab_sheaf, capacity) == 4 &&
@@ -109,44 +108,41 @@ void sheaf_fork_release(kmem_cache* s);
 void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp);
 void sheaf_free_slow(kmem_cache* s, page* slab, void* obj);
 
-// The free key (glibc's tcache e->key, made cheaper): every object in a sheaf carries
-// secret ^ address in its free-pointer word (s->offset, outside the object for caches with a
-// constructor or SLAB_TYPESAFE_BY_RCU).  A free only STORES the key; nothing on the free path
-// reads the object, so a free of a cold object (a random one in a large working set) costs a
-// store-buffer entry, not a cache-miss stall.  The key is verified where an object leaves a
-// sheaf: an allocation checks it and clears the word (to 0), a flush to the slabs checks and
-// clears each object first.  So an object freed twice while in the sheaves (the second free
-// not in a row: that one the sequences catch at once) is caught when its second copy comes
-// out, before it can be handed out twice, and a write into a free object's key word (use
-// after free) is caught there too.  The cost: the report comes at that later allocation or
-// flush, not at the second free.  Objects on slab free lists hold an encoded free pointer in
-// that word, never the key; refills write the key into the objects they put in a sheaf.
+// The free key (glibc's tcache e->key): every object in a sheaf carries secret ^ address in its
+// free-pointer word (s->offset, outside the object for caches with a constructor or
+// SLAB_TYPESAFE_BY_RCU).  A free checks the word first: the key there means the object is
+// already in a sheaf (any CPU's, or the barn's: not only on top, not only in a row), so the
+// second free is reported at once, with its own stack, and dropped; otherwise it stores the
+// key.  An allocation clears the word (a store, no load of the object it hands out).  Refills
+// write the key into the objects they take from the slabs; a flush checks and clears each
+// object before it goes back to its slab, so a write into a free object's key word (use after
+// free) or a second copy left by two frees racing on two CPUs is reported there.  Objects on
+// slab free lists hold an encoded free pointer in that word, never the key.  A false report
+// needs a program to store secret ^ address into a live object without ever seeing the
+// 64-bit secret.  (-DUSLUB_NO_FREE_CHECKS=1 benchmark builds drop the key altogether.)
 USLUB_ALWAYS_INLINE std::uintptr_t* free_key_word(const kmem_cache* s, void* obj) {
   return reinterpret_cast<std::uintptr_t*>(static_cast<char*>(obj) + s->offset);
 }
 USLUB_ALWAYS_INLINE std::uintptr_t free_key(const kmem_cache* s, const void* obj) {
   return s->random ^ reinterpret_cast<std::uintptr_t>(obj);
 }
-// An object came out of a sheaf without its key: reports it (Object already free if the word
-// holds the 0 an allocation leaves, Freepointer corrupt otherwise).  The caller drops it.
-USLUB_SLOWPATH void sheaf_report_keyless(kmem_cache* s, void* obj, std::uintptr_t seen);
-// The two halves of the protocol.  (-DUSLUB_NO_FREE_CHECKS=1 benchmark builds drop both.)
-USLUB_ALWAYS_INLINE void free_key_set(const kmem_cache* s, void* obj) {
-  if (!USLUB_NO_FREE_CHECKS) *free_key_word(s, obj) = free_key(s, obj);
-}
-// True, and the key cleared, if obj carries its key; false (nothing changed) if not.
-USLUB_ALWAYS_INLINE bool free_key_take(const kmem_cache* s, void* obj) {
+// The free half: false (nothing stored) if obj already carries its key: freed twice.
+USLUB_ALWAYS_INLINE bool free_key_set(const kmem_cache* s, void* obj) {
   if (USLUB_NO_FREE_CHECKS) return true;
-  std::uintptr_t* key = free_key_word(s, obj);
-  if (USLUB_UNLIKELY(*key != free_key(s, obj))) return false;
-  *key = 0;
+  std::uintptr_t* word = free_key_word(s, obj);
+  std::uintptr_t key = free_key(s, obj);
+  if (USLUB_UNLIKELY(*word == key)) return false;
+  *word = key;
   return true;
 }
-// free_key_take for an object taken from a sheaf; false (reported) if it must not be used.
-USLUB_ALWAYS_INLINE bool sheaf_take_object(kmem_cache* s, void* obj) {
-  if (USLUB_LIKELY(free_key_take(s, obj))) return true;
-  sheaf_report_keyless(s, obj, *free_key_word(s, obj));
-  return false;
+// The allocation half.
+USLUB_ALWAYS_INLINE void free_key_clear(const kmem_cache* s, void* obj) {
+  if (!USLUB_NO_FREE_CHECKS) *free_key_word(s, obj) = 0;
 }
+// A free found obj's key (free_key_set returned false): "Object already free".
+USLUB_SLOWPATH void sheaf_report_double_free(kmem_cache* s, void* obj);
+// The flush's check: an object leaving a sheaf for its slab must carry its key; true, and the
+// word cleared, if it does; false (reported: the caller drops obj) if not.
+USLUB_SLOWPATH bool sheaf_flush_take(kmem_cache* s, void* obj);
 
 }  // namespace uslub

@@ -148,7 +148,8 @@ struct kmem_cache {
   unsigned cpu_partial_slabs;       // the same in slabs
   unsigned min_partial;             // empty slabs a node keeps
   std::uint64_t random;             // free pointer hardening secret
-  std::uint64_t reciprocal_size;    // ceil(2^32 / size): object index without a division
+  std::uint64_t boundary_mul;       // ceil(2^64 / size) (slab_object_start)
+  std::uint64_t boundary_red_left;  // red_left_pad * boundary_mul, mod 2^64
   void (*ctor)(void*);
   page_allocator* pa;
   unsigned nr_cpus;
@@ -288,10 +289,19 @@ USLUB_ALWAYS_INLINE page* virt_to_slab(const void* obj) {
 }
 
 // obj's offset in its slab.  Slabs are buddy blocks, aligned to their own size, so this is a
-// mask of the address: no arithmetic on the descriptor's position.
+// mask of the address; the mask is kept in the head descriptor (one load, no shift).
 USLUB_ALWAYS_INLINE std::size_t slab_offset(const page* slab, const void* obj) {
-  std::size_t bytes = PAGE_SIZE << __atomic_load_n(&slab->order, __ATOMIC_RELAXED);
-  return reinterpret_cast<std::uintptr_t>(obj) & (bytes - 1);
+  return reinterpret_cast<std::uintptr_t>(obj) &
+         __atomic_load_n(&slab->slab_mask, __ATOMIC_RELAXED);
+}
+
+// Is off (slab_offset) the start of an object, i.e. off - red_left_pad a multiple of size?
+// Lemire's divisibility test: with M = ceil(2^64 / size), n is a multiple of size iff
+// n * M mod 2^64 < M, exact for n < 2^32 (slabs are at most 4 MiB); the red zone enters as
+// the precomputed red_left_pad * M.  An offset inside the left red zone (n "negative") fails
+// too, since red_left_pad < size - 1.  One multiply, one subtract, one compare.
+USLUB_ALWAYS_INLINE bool slab_object_start(const kmem_cache* s, std::size_t off) {
+  return off * s->boundary_mul - s->boundary_red_left < s->boundary_mul;
 }
 
 // ---- slab counters and node partial lists ----------------------------------------------
@@ -328,18 +338,16 @@ page* allocate_slab(kmem_cache* s, gfp_t gfp, int node, unsigned cpu);
 USLUB_SLOWPATH void slab_free_report(kmem_cache* s, const void* obj, const char* caller);
 
 // Is obj an object start of cache s?  The always-on "Invalid pointer"/"Wrong cache" check of
-// every free: a section load, a flags load, a compare and a multiply; reports and returns
-// nullptr if not.
+// every free: a section load, a flags load, a compare, a mask and a multiply; reports and
+// returns nullptr if not.
 USLUB_ALWAYS_INLINE page* slab_free_check_inline(kmem_cache* s, const void* obj,
                                                  const char* caller) {
   page* slab = virt_to_slab(obj);
   if (USLUB_LIKELY(slab) &&
       USLUB_LIKELY(__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED) == s)) {
-    auto off = slab_offset(slab, obj);
-    // Multiply by the reciprocal instead of dividing (exact for multiples of size).
-    std::size_t idx = (off * s->reciprocal_size) >> 32;
     // -DUSLUB_NO_FREE_CHECKS=1 (benchmark builds only) drops the boundary check to measure it.
-    if (USLUB_NO_FREE_CHECKS || USLUB_LIKELY(idx * s->size + s->red_left_pad == off)) return slab;
+    if (USLUB_NO_FREE_CHECKS || USLUB_LIKELY(slab_object_start(s, slab_offset(slab, obj))))
+      return slab;
   }
   slab_free_report(s, obj, caller);
   return nullptr;

@@ -59,7 +59,8 @@ void calculate_sizes(kmem_cache* s, std::size_t size, std::size_t align) {
   }
   s->align = static_cast<unsigned>(align);
   s->size = static_cast<unsigned>(align_up(sz, align));
-  s->reciprocal_size = ((std::uint64_t{1} << 32) + s->size - 1) / s->size;
+  s->boundary_mul = UINT64_MAX / s->size + 1;
+  s->boundary_red_left = s->red_left_pad * s->boundary_mul;
 }
 
 std::size_t calculate_alignment(slab_flags_t flags, std::size_t align, std::size_t size) {

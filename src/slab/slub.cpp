@@ -81,6 +81,7 @@ page* allocate_slab(kmem_cache* s, gfp_t, int node, unsigned cpu) {
     if (slab) stat(s, ORDER_FALLBACK, cpu);
   }
   if (USLUB_UNLIKELY(!slab)) return nullptr;
+  __atomic_store_n(&slab->slab_mask, (PAGE_SIZE << order) - 1, __ATOMIC_RELAXED);
   set_page_flags(slab, page_flags(slab) | PG_slab);
   __atomic_store_n(&slab->slab_cache, static_cast<void*>(s), __ATOMIC_RELAXED);
   void* base = slab_address(slab);
@@ -619,10 +620,9 @@ void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node, std::size_t orig_size
   if (kmem_cache_debug(s)) return debug_slab_alloc(s, gfp, node, orig_size);
   void* obj;
   if (s->cpu_sheaves && node < 0) {
-    do obj = sheaf_alloc_fast(s);
-    while (obj && !sheaf_take_object(s, obj));  // a keyless object is reported and dropped
-    if (!obj) obj = sheaf_alloc_slow(s, gfp);   // checks what it takes from sheaves itself
-    if (obj) *free_key_word(s, obj) = 0;        // (core objects: no encoded pointer left)
+    obj = sheaf_alloc_fast(s);
+    if (!obj) obj = sheaf_alloc_slow(s, gfp);
+    if (obj) free_key_clear(s, obj);  // (core objects: no encoded pointer left either)
   } else {
     obj = slab_alloc_node(s, gfp, node);
   }
@@ -630,16 +630,15 @@ void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node, std::size_t orig_size
   return obj;
 }
 
-void* sheaf_alloc_rejected(kmem_cache* s, void* obj, std::size_t orig_size) {
-  sheaf_report_keyless(s, obj, *free_key_word(s, obj));
-  return cache_alloc_slow(s, 0, NUMA_NO_NODE, orig_size);
+void cache_free_keyed(kmem_cache* s, page* slab, void* obj) {
+  if (s->nr_nodes == 1 && sheaf_free_fast(s, obj)) return;
+  sheaf_free_slow(s, slab, obj);
 }
 
 void cache_free_slow(kmem_cache* s, page* slab, void* obj) {
   if (s->cpu_sheaves) {
-    free_key_set(s, obj);  // every object in a sheaf carries it (again after cache_free: cheap)
-    if (s->nr_nodes == 1 && sheaf_free_fast(s, obj)) return;
-    return sheaf_free_slow(s, slab, obj);
+    if (USLUB_UNLIKELY(!free_key_set(s, obj))) return sheaf_report_double_free(s, obj);
+    return cache_free_keyed(s, slab, obj);
   }
   do_slab_free(s, slab, obj, obj, 1);
 }
@@ -846,6 +845,8 @@ void* kmem_cache_zalloc(struct kmem_cache* s, uslub_gfp_t gfp) {
 
 void kmem_cache_free(struct kmem_cache* s, void* obj) {
   if (USLUB_UNLIKELY(!obj)) return;
+  // The free key's load (sheaf.hpp) of a cold object overlaps the descriptor look-up.
+  if (!USLUB_NO_FREE_CHECKS) USLUB_PREFETCH_WRITE(static_cast<char*>(obj) + s->offset);
   page* slab = slab_free_check_inline(s, obj, "kmem_cache_free");
   if (USLUB_LIKELY(slab)) cache_free(s, slab, obj);
 }
