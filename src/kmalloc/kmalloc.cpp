@@ -14,7 +14,6 @@
 namespace uslub {
 
 constinit kmalloc_state g_kmalloc{};
-constinit std::atomic<int> g_kmalloc_ready{0};
 
 static void build_classes(unsigned* sizes, unsigned* nr) {
   unsigned n = 0;
@@ -27,8 +26,8 @@ static void build_classes(unsigned* sizes, unsigned* nr) {
 
 void kmalloc_init() {
   int expected = 0;
-  if (!g_kmalloc_ready.compare_exchange_strong(expected, 1)) {
-    while (g_kmalloc_ready.load(std::memory_order_acquire) < 2) sched_yield();
+  if (!g_kmalloc.ready.compare_exchange_strong(expected, 1)) {
+    while (g_kmalloc.ready.load(std::memory_order_acquire) < 2) sched_yield();
     return;
   }
   kmalloc_state& k = g_kmalloc;
@@ -50,13 +49,13 @@ void kmalloc_init() {
     while (k.sizes[c] < size) ++c;
     k.index[slot] = static_cast<std::uint8_t>(c);
   }
-  g_kmalloc_ready.store(kfence_enabled() ? 3 : 2, std::memory_order_release);
+  g_kmalloc.ready.store(kfence_enabled() ? 3 : 2, std::memory_order_release);
 }
 
 bool kmalloc_kfence_init(std::uint32_t sample, unsigned pool_objects) {
-  if (g_kmalloc_ready.load(std::memory_order_acquire) < 2) kmalloc_init();
+  if (g_kmalloc.ready.load(std::memory_order_acquire) < 2) kmalloc_init();
   if (!kfence_init(sample, pool_objects)) return false;
-  g_kmalloc_ready.store(sample ? 3 : 2, std::memory_order_release);
+  g_kmalloc.ready.store(sample ? 3 : 2, std::memory_order_release);
   return true;
 }
 
@@ -86,10 +85,10 @@ void* kmalloc_large(std::size_t size, gfp_t gfp, std::size_t align) {
 }
 
 void* kmalloc_slow(std::size_t size, gfp_t gfp) {
-  int ready = g_kmalloc_ready.load(std::memory_order_acquire);
+  int ready = g_kmalloc.ready.load(std::memory_order_acquire);
   if (ready < 2) {
     kmalloc_init();
-    ready = g_kmalloc_ready.load(std::memory_order_acquire);
+    ready = g_kmalloc.ready.load(std::memory_order_acquire);
   }
   if (ready == 3)
     if (void* p = kfence_sampled(size, 16, gfp)) return p;
@@ -107,7 +106,7 @@ void* kmalloc_slow(std::size_t size, gfp_t gfp) {
 void* kmalloc_aligned(std::size_t size, std::size_t align, gfp_t gfp) {
   // Every class above 8 is a multiple of 16: a size of at least align is enough.
   if (align <= 16) return kmalloc_inline(size < align ? align : size, gfp);
-  if (g_kmalloc_ready.load(std::memory_order_acquire) < 2) kmalloc_init();
+  if (g_kmalloc.ready.load(std::memory_order_acquire) < 2) kmalloc_init();
   if (void* p = kfence_sampled(size, align, gfp)) return p;
   std::size_t need = roundup_pow_of_two(size > align ? size : align);
   if (need <= KMALLOC_MAX_CACHE_SIZE) {

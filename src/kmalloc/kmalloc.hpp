@@ -28,6 +28,10 @@ inline constexpr std::size_t KMALLOC_MAX_CACHE_SIZE = 32768;
 inline constexpr unsigned kNrKmallocClasses = 41;  // 8, 16..128 by 16, 4 per doubling to 32 KiB
 
 struct kmalloc_state {
+  // 0 before kmalloc_init, 1 during it, 2 once initialised, 3 initialised with KFENCE sampling
+  // on (every kmalloc then takes kmalloc_slow, where the sampling countdown runs).  Next to
+  // the class table: kmalloc's fast path reaches both from one address.
+  std::atomic<int> ready;
   kmem_cache* caches[kNrKmallocClasses];
   unsigned sizes[kNrKmallocClasses];
   unsigned nr;
@@ -35,9 +39,6 @@ struct kmalloc_state {
   std::uint8_t index[KMALLOC_MAX_CACHE_SIZE / 8 + 1];
 };
 extern kmalloc_state g_kmalloc;
-// 0 before kmalloc_init, 1 during it, 2 once initialised, 3 initialised with KFENCE sampling
-// on (every kmalloc then takes kmalloc_slow, where the sampling countdown runs).
-extern std::atomic<int> g_kmalloc_ready;
 
 USLUB_SLOWPATH void kmalloc_init();
 
@@ -82,7 +83,7 @@ bool kmalloc_kfence_init(std::uint32_t sample, unsigned pool_objects);
 
 USLUB_ALWAYS_INLINE void* kmalloc_inline(std::size_t size, gfp_t gfp) {
   if (USLUB_LIKELY(size <= KMALLOC_MAX_CACHE_SIZE) &&
-      USLUB_LIKELY(g_kmalloc_ready.load(std::memory_order_acquire) ==
+      USLUB_LIKELY(g_kmalloc.ready.load(std::memory_order_acquire) ==
                    2))  // acquire: free on x86, pairs with kmalloc_init
     return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE, size);
   return kmalloc_slow(size, gfp);

@@ -123,9 +123,9 @@ TEST(Kfence, AlignedAllocationsAreSampledAndKeepTheirAlignment) {
 
 TEST(Kfence, OffMeansKmallocsFastPathWord) {
   ASSERT_TRUE(kmalloc_kfence_init(5, 64));
-  EXPECT_EQ(g_kmalloc_ready.load(), 3) << "every kmalloc goes through the sampling slow path";
+  EXPECT_EQ(g_kmalloc.ready.load(), 3) << "every kmalloc goes through the sampling slow path";
   ASSERT_TRUE(kmalloc_kfence_init(0, 0));
-  EXPECT_EQ(g_kmalloc_ready.load(), 2) << "off: the fast path's one test passes again";
+  EXPECT_EQ(g_kmalloc.ready.load(), 2) << "off: the fast path's one test passes again";
 }
 
 TEST(Kfence, AFullPoolFallsBackToTheNormalAllocator) {
