@@ -158,6 +158,7 @@ struct kmem_cache {
   int refcount;                            // slab_mutex; > 1 when merged caches alias it
   list_head list;                          // slab_mutex: slab_caches
   std::atomic<std::uint64_t> slab_gen{0};  // bumped per slab created/freed (validate)
+  std::atomic<int> slabs_changing{0};      // allocate_slab / discard_slab under way (validate)
   char name[48];
   // Sheaves (sheaf.hpp); cpu_sheaves is at the top.
   std::atomic<std::uint64_t>* sheaf_stat;  // nr_cpus * NR_SHEAF_STAT_ITEMS, or null

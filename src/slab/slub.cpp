@@ -81,9 +81,9 @@ page* allocate_slab(kmem_cache* s, gfp_t, int node, unsigned cpu) {
     if (slab) stat(s, ORDER_FALLBACK, cpu);
   }
   if (USLUB_UNLIKELY(!slab)) return nullptr;
-  __atomic_store_n(&slab->slab_mask, (PAGE_SIZE << order) - 1, __ATOMIC_RELAXED);
-  set_page_flags(slab, page_flags(slab) | PG_slab);
-  __atomic_store_n(&slab->slab_cache, static_cast<void*>(s), __ATOMIC_RELAXED);
+  // validate_slab_cache finds slabs in the memory map by PG_slab: everything it reads is
+  // written before the flag (release), and the counts around it inside slabs_changing.
+  s->slabs_changing.fetch_add(1);
   void* base = slab_address(slab);
   char* start = slab_object(s, base, 0);
   for (unsigned i = 0; i < objects; ++i) {
@@ -97,10 +97,14 @@ page* allocate_slab(kmem_cache* s, gfp_t, int node, unsigned cpu) {
   c.frozen = 1;
   __atomic_store_n(&slab->freelist, static_cast<void*>(start), __ATOMIC_RELAXED);
   __atomic_store_n(&slab->counters, c.v, __ATOMIC_RELAXED);
+  __atomic_store_n(&slab->slab_mask, (PAGE_SIZE << order) - 1, __ATOMIC_RELAXED);
+  __atomic_store_n(&slab->slab_cache, static_cast<void*>(s), __ATOMIC_RELAXED);
+  slab->flags.store(page_flags(slab) | PG_slab, std::memory_order_release);
   kmem_cache_node* n = get_node(s, slab_nid(slab));
   n->nr_slabs.fetch_add(1, std::memory_order_relaxed);
   n->total_objects.fetch_add(objects, std::memory_order_relaxed);
-  s->slab_gen.fetch_add(1, std::memory_order_relaxed);
+  s->slab_gen.fetch_add(1);
+  s->slabs_changing.fetch_sub(1);
   return slab;
 }
 
@@ -126,10 +130,12 @@ static_assert(sizeof(rcu_head16) <= sizeof(list_head) &&
 
 void discard_slab(kmem_cache* s, page* slab) {
   kmem_cache_node* n = get_node(s, slab_nid(slab));
+  s->slabs_changing.fetch_add(1);  // (validate_slab_cache: see allocate_slab)
   n->nr_slabs.fetch_sub(1, std::memory_order_relaxed);
   n->total_objects.fetch_sub(load_counters(slab).objects, std::memory_order_relaxed);
-  s->slab_gen.fetch_add(1, std::memory_order_relaxed);
+  s->slab_gen.fetch_add(1);
   set_page_flags(slab, page_flags(slab) & ~PG_slab);
+  s->slabs_changing.fetch_sub(1);
   if (USLUB_UNLIKELY(s->flags & SLAB_TYPESAFE_BY_RCU)) {
     slab->slab_private = reinterpret_cast<std::uint64_t>(s->pa);
     call_rcu16(reinterpret_cast<rcu_head16*>(&slab->lru), &rcu_free_slab);

@@ -5,7 +5,11 @@
 // list_lock: its freelist can only grow by remote-free CASes, which keep the chain walkable)
 // or full / frozen off-list.  Off-list slabs are found by walking the memory map of the
 // cache's page allocator; their counters are read with one atomic load, their free lists are
-// walked only when the cache is quiescent (slab_gen unchanged across the walk).
+// walked only when the cache is quiescent (slab_gen unchanged across the walk).  A slab being
+// created or discarded meanwhile is either not yet / no longer PG_slab or complete (allocate_slab
+// sets the flag last, with release); the slab and object counts are compared with the walk only
+// if no creation or discard overlapped it (slabs_changing 0 before and after, slab_gen
+// unchanged; all seq_cst, read in the order that makes a half-seen creation show in one).
 #include "base/check.hpp"
 #include "slab/debug.hpp"
 #include "slab/slab.hpp"
@@ -91,14 +95,15 @@ bool validate_slab_cache(kmem_cache* s) {
     }
   }
   // 2. Every slab of the cache, from the memory map.
-  std::uint64_t gen = s->slab_gen.load(std::memory_order_acquire);
+  int changing = s->slabs_changing.load();
+  std::uint64_t gen = s->slab_gen.load();
   long slabs = 0, objects = 0;
   bool ok = true;
   s->pa->for_each_section([&](mem_section* sec) {
     std::size_t top = sec->top.load(std::memory_order_acquire) / PAGE_SIZE;
     for (std::size_t pfn = FIRST_DATA_PFN; pfn < top && ok;) {
       page* p = reinterpret_cast<page*>(sec->base) + pfn;
-      std::uint32_t f = page_flags(p);
+      std::uint32_t f = p->flags.load(std::memory_order_acquire);  // pairs with allocate_slab
       unsigned order = __atomic_load_n(&p->order, __ATOMIC_RELAXED);
       if ((f & PG_head) && (f & PG_slab) &&
           __atomic_load_n(&p->slab_cache, __ATOMIC_RELAXED) == s) {
@@ -117,7 +122,9 @@ bool validate_slab_cache(kmem_cache* s) {
     }
   });
   if (!ok) return false;
-  if (s->slab_gen.load(std::memory_order_acquire) == gen) {
+  // slabs_changing before slab_gen: a creation the walk saw half-way is still counted in the
+  // former, or its slab_gen bump (made before its decrement) shows in the latter.
+  if (changing == 0 && s->slabs_changing.load() == 0 && s->slab_gen.load() == gen) {
     long want_slabs = 0, want_objects = 0;
     for (unsigned i = 0; i < s->nr_nodes; ++i) {
       want_slabs += s->node[i]->nr_slabs.load();
