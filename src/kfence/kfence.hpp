@@ -15,9 +15,10 @@
 // between every two; reserved once with mmap at start-up when the mode is on.  A full pool
 // (every slot in use) makes kfence_alloc fail: the caller falls back to its normal path.
 //
-// Cost when off: nothing.  kmalloc's fast path tests one word, g_kmalloc.ready, which is 2
-// when kmalloc is up and KFENCE off; turning KFENCE on (kmalloc_kfence_init) makes it 3, so
-// every kmalloc takes the out-of-line kmalloc_slow, which runs the per-thread countdown.  Frees
+// Cost when off: nothing.  kmalloc's fast path takes the class's cache from g_kmalloc.fast;
+// turning KFENCE on (kmalloc_kfence_init) points every entry at a cache that is never on the
+// fast path (g_kmalloc_bypass), so every kmalloc takes the out-of-line kmalloc_slow, which runs
+// the per-thread countdown.  Frees
 // pay nothing either: pool addresses are recognised on kfree's slow path, after the slab lookup
 // failed.  When on: the countdown per kmalloc; a sampled allocation costs two mprotect calls
 // (alloc and free), which split and merge the pool's VMA (docs/kfence.md has the figures).
@@ -38,7 +39,7 @@ namespace detail {
 extern std::uint32_t g_kfence_sample;  // 0: off; written once at start-up
 }
 
-// Is sampling on?  (kmalloc's slow path asks; its fast path only reads g_kmalloc.ready.)
+// Is sampling on?  (kmalloc's slow path asks; its fast path never does: kfence.hpp's top.)
 USLUB_ALWAYS_INLINE bool kfence_enabled() {
   return USLUB_UNLIKELY(__atomic_load_n(&detail::g_kfence_sample, __ATOMIC_RELAXED) != 0);
 }

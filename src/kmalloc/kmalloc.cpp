@@ -13,7 +13,18 @@
 
 namespace uslub {
 
-constinit kmalloc_state g_kmalloc{};
+// A cache that is never on the fast path (sheaf_fast_alloc false): g_kmalloc.fast's entries
+// before kmalloc is up and while KFENCE samples.  Nothing is ever allocated from it.
+constinit kmem_cache g_kmalloc_bypass{};
+constinit kmalloc_state g_kmalloc{.fast{&g_kmalloc_bypass}, .ready{0}};
+
+// Points the fast path at the classes' caches (on) or at the bypass (off).
+static void kmalloc_set_fast(bool on) {
+  for (unsigned i = 0; i < kNrKmallocClasses; ++i)
+    __atomic_store_n(&g_kmalloc.fast[i],
+                     on && i < g_kmalloc.nr ? g_kmalloc.caches[i] : &g_kmalloc_bypass,
+                     __ATOMIC_RELEASE);
+}
 
 static void build_classes(unsigned* sizes, unsigned* nr) {
   unsigned n = 0;
@@ -31,6 +42,7 @@ void kmalloc_init() {
     return;
   }
   kmalloc_state& k = g_kmalloc;
+  kmalloc_set_fast(false);  // every entry valid before index[] points anywhere
   build_classes(k.sizes, &k.nr);
   USLUB_CHECK(k.nr <= kNrKmallocClasses);
   for (unsigned i = 0; i < k.nr; ++i) {
@@ -47,15 +59,17 @@ void kmalloc_init() {
   for (std::size_t slot = 0; slot <= KMALLOC_MAX_CACHE_SIZE / 8; ++slot) {
     std::size_t size = slot * 8;
     while (k.sizes[c] < size) ++c;
-    k.index[slot] = static_cast<std::uint8_t>(c);
+    __atomic_store_n(&k.index[slot], static_cast<std::uint8_t>(c), __ATOMIC_RELAXED);
   }
   g_kmalloc.ready.store(kfence_enabled() ? 3 : 2, std::memory_order_release);
+  kmalloc_set_fast(!kfence_enabled());
 }
 
 bool kmalloc_kfence_init(std::uint32_t sample, unsigned pool_objects) {
   if (g_kmalloc.ready.load(std::memory_order_acquire) < 2) kmalloc_init();
   if (!kfence_init(sample, pool_objects)) return false;
   g_kmalloc.ready.store(sample ? 3 : 2, std::memory_order_release);
+  kmalloc_set_fast(sample == 0);
   return true;
 }
 

@@ -28,9 +28,13 @@ inline constexpr std::size_t KMALLOC_MAX_CACHE_SIZE = 32768;
 inline constexpr unsigned kNrKmallocClasses = 41;  // 8, 16..128 by 16, 4 per doubling to 32 KiB
 
 struct kmalloc_state {
+  // The fast path's view of the classes (kmalloc_inline): caches[i] while kmalloc is up and
+  // KFENCE off, else &g_kmalloc_bypass, whose sheaf_fast_alloc is false, so the fast path
+  // needs no test of `ready`: before initialisation index[] is all 0 and fast[0] is the bypass.
+  // Written before index[] at initialisation and when KFENCE is switched; relaxed loads.
+  kmem_cache* fast[kNrKmallocClasses];  // first: indexed without an offset
   // 0 before kmalloc_init, 1 during it, 2 once initialised, 3 initialised with KFENCE sampling
-  // on (every kmalloc then takes kmalloc_slow, where the sampling countdown runs).  Next to
-  // the class table: kmalloc's fast path reaches both from one address.
+  // on (every kmalloc then takes kmalloc_slow, where the sampling countdown runs).
   std::atomic<int> ready;
   kmem_cache* caches[kNrKmallocClasses];
   unsigned sizes[kNrKmallocClasses];
@@ -39,11 +43,15 @@ struct kmalloc_state {
   std::uint8_t index[KMALLOC_MAX_CACHE_SIZE / 8 + 1];
 };
 extern kmalloc_state g_kmalloc;
+extern kmem_cache g_kmalloc_bypass;
 
 USLUB_SLOWPATH void kmalloc_init();
 
+USLUB_ALWAYS_INLINE unsigned kmalloc_index(std::size_t size) {
+  return __atomic_load_n(&g_kmalloc.index[(size + 7) >> 3], __ATOMIC_RELAXED);
+}
 USLUB_ALWAYS_INLINE kmem_cache* kmalloc_slab(std::size_t size) {
-  return g_kmalloc.caches[g_kmalloc.index[(size + 7) >> 3]];
+  return g_kmalloc.caches[kmalloc_index(size)];
 }
 
 // Out-of-line parts.
@@ -81,11 +89,20 @@ std::size_t huge_trim();  // unmaps the cache of freed blocks; bytes released
 // false if the guarded pool cannot be mapped.
 bool kmalloc_kfence_init(std::uint32_t sample, unsigned pool_objects);
 
+// The hit path is cache_alloc's (cache_alloc.hpp) on the class's cache from g_kmalloc.fast;
+// a miss of the sheaf goes to cache_alloc_slow, anything else (not initialised, KFENCE,
+// zeroing, large sizes, a cache off the inline path) to kmalloc_slow.
 USLUB_ALWAYS_INLINE void* kmalloc_inline(std::size_t size, gfp_t gfp) {
-  if (USLUB_LIKELY(size <= KMALLOC_MAX_CACHE_SIZE) &&
-      USLUB_LIKELY(g_kmalloc.ready.load(std::memory_order_acquire) ==
-                   2))  // acquire: free on x86, pairs with kmalloc_init
-    return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE, size);
+  if (USLUB_LIKELY(size <= KMALLOC_MAX_CACHE_SIZE)) {
+    kmem_cache* s = __atomic_load_n(&g_kmalloc.fast[kmalloc_index(size)], __ATOMIC_RELAXED);
+    if (USLUB_LIKELY(s->sheaf_fast_alloc) && gfp == 0) {
+      if (void* obj = sheaf_alloc_rseq(s); USLUB_LIKELY(obj)) {
+        free_key_clear(s, obj);  // the free key (sheaf.hpp)
+        return obj;
+      }
+      return cache_alloc_slow(s, 0, NUMA_NO_NODE, size);
+    }
+  }
   return kmalloc_slow(size, gfp);
 }
 

@@ -121,11 +121,16 @@ TEST(Kfence, AlignedAllocationsAreSampledAndKeepTheirAlignment) {
   kfree(p);
 }
 
-TEST(Kfence, OffMeansKmallocsFastPathWord) {
+TEST(Kfence, OnPointsKmallocsFastPathAtTheBypassOffAtTheCaches) {
   ASSERT_TRUE(kmalloc_kfence_init(5, 64));
-  EXPECT_EQ(g_kmalloc.ready.load(), 3) << "every kmalloc goes through the sampling slow path";
+  EXPECT_EQ(g_kmalloc.ready.load(), 3);
+  for (unsigned i = 0; i < g_kmalloc.nr; ++i)
+    EXPECT_EQ(g_kmalloc.fast[i], &g_kmalloc_bypass) << "every kmalloc takes the sampling path";
+  EXPECT_FALSE(g_kmalloc_bypass.sheaf_fast_alloc);
   ASSERT_TRUE(kmalloc_kfence_init(0, 0));
-  EXPECT_EQ(g_kmalloc.ready.load(), 2) << "off: the fast path's one test passes again";
+  EXPECT_EQ(g_kmalloc.ready.load(), 2);
+  for (unsigned i = 0; i < g_kmalloc.nr; ++i)
+    EXPECT_EQ(g_kmalloc.fast[i], g_kmalloc.caches[i]) << "off: the fast path is the caches' own";
 }
 
 TEST(Kfence, AFullPoolFallsBackToTheNormalAllocator) {
