@@ -91,7 +91,8 @@ bool page_allocator::grow_zone(zone* z) {
           errno = err;
           return false;
         }
-        if (cfg_.thp) vm_->hugepage(data, MAX_ORDER_BYTES);
+        if (committed_.load(std::memory_order_relaxed) >= cfg_.thp_min)
+          vm_->hugepage(data, MAX_ORDER_BYTES);
         grow_count_.fetch_add(1, std::memory_order_relaxed);
         page* head = virt_to_page(data);
         std::uint64_t now = platform::coarse_ms();

@@ -217,6 +217,30 @@ TEST_F(PageAlloc, LazyFreeReclaimAdvisesEachIdleBlockOnce) {
   EXPECT_TRUE(pa_.validate());
 }
 
+TEST_F(PageAlloc, HugePagesOnlyOnceTheHeapIsLarge) {
+  page_alloc_config c;
+  c.thp_min = 16u << 20;  // MADV_HUGEPAGE from 16 MiB committed on
+  make(c);
+  std::vector<page*> blocks;
+  while (pa_.stats().committed_bytes < (12u << 20)) blocks.push_back(pa_.alloc_pages(MAX_ORDER));
+  EXPECT_EQ(vm_.hugepages.load(), 0) << "a small heap keeps 4 KiB pages";
+  while (pa_.stats().committed_bytes < (32u << 20)) blocks.push_back(pa_.alloc_pages(MAX_ORDER));
+  EXPECT_GE(vm_.hugepages.load(), 3) << "each block grown past the threshold is advised";
+  for (page* p : blocks) {
+    ASSERT_NE(p, nullptr);
+    pa_.free_pages(p, MAX_ORDER);
+  }
+  EXPECT_TRUE(pa_.validate());
+}
+
+TEST_F(PageAlloc, HugePagesNeverByDefaultForPrivateAllocators) {
+  make();
+  std::vector<page*> blocks;
+  for (int i = 0; i < 8; ++i) blocks.push_back(pa_.alloc_pages(MAX_ORDER));
+  EXPECT_EQ(vm_.hugepages.load(), 0);
+  for (page* p : blocks) pa_.free_pages(p, MAX_ORDER);
+}
+
 // A vm_ops whose decommit blocks until released: a reclaim pass stopped inside madvise.
 class blocking_vm final : public platform::vm_ops {
  public:

@@ -52,7 +52,7 @@ class report_capture {
 class failing_vm final : public platform::vm_ops {
  public:
   std::atomic<bool> fail_reserve{false}, fail_commit{false}, fail_map{false};
-  std::atomic<int> commits{0}, decommits{0}, reserves{0};
+  std::atomic<int> commits{0}, decommits{0}, reserves{0}, hugepages{0};
   // Fail commits after this many successful ones (-1: never).
   std::atomic<int> commit_budget{-1};
 
@@ -71,7 +71,10 @@ class failing_vm final : public platform::vm_ops {
     decommits++;
     return real().decommit(p, n, m);
   }
-  int hugepage(void* p, std::size_t n) override { return real().hugepage(p, n); }
+  int hugepage(void* p, std::size_t n) override {
+    hugepages++;
+    return real().hugepage(p, n);
+  }
   int release(void* p, std::size_t n) override { return real().release(p, n); }
   int map(std::size_t n, void** out) override {
     if (fail_map) return ENOMEM;
