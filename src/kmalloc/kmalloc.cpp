@@ -174,6 +174,24 @@ bool kmalloc_debug_object(const void* p) {
   return slab && kmem_cache_debug(static_cast<kmem_cache*>(slab->slab_cache));
 }
 
+namespace {
+// The head of the large block (kmalloc_large) that starts at p, or nullptr.
+page* large_head(const void* p) {
+  mem_section* sec = lookup_section(p);
+  if (!sec) return nullptr;
+  auto off = reinterpret_cast<std::uintptr_t>(p) - sec->base;
+  if (off < MEMMAP_BYTES || off >= sec->top.load(std::memory_order_acquire)) return nullptr;
+  page* head = compound_head(virt_to_page(p));
+  return (page_flags(head) & PG_large) && page_address(head) == p ? head : nullptr;
+}
+// A large block's usable size: what was asked for, in whole pages.  The block itself is a
+// power of two pages; krealloc grows into the rest in place, and copies only this much when
+// it moves (never the untouched pages beyond the request: reading them would fault them in).
+std::size_t large_usable(const page* head) {
+  return align_up(__atomic_load_n(&head->slab_private, __ATOMIC_RELAXED), PAGE_SIZE);
+}
+}  // namespace
+
 std::size_t ksize_slow(const void* p) {
   if (!p) return 0;
   if (page* slab = virt_to_slab(p)) {
@@ -181,13 +199,9 @@ std::size_t ksize_slow(const void* p) {
     // A debug kmalloc cache red-zones the slack after the requested size: report that size.
     return USLUB_UNLIKELY(s->orig_size_offset) ? debug_orig_size(s, p) : s->object_size;
   }
-  if (mem_section* sec = lookup_section(p)) {
-    auto off = reinterpret_cast<std::uintptr_t>(p) - sec->base;
-    if (off >= MEMMAP_BYTES && off < sec->top.load(std::memory_order_acquire)) {
-      page* head = compound_head(virt_to_page(p));
-      if ((page_flags(head) & PG_large) && page_address(head) == p) return PAGE_SIZE << head->order;
-    }
-    return 0;
+  if (lookup_section(p)) {
+    page* head = large_head(p);
+    return head ? large_usable(head) : 0;
   }
   if (std::size_t k = kfence_ksize(p)) return k;
   return huge_size(p);
@@ -196,12 +210,7 @@ std::size_t ksize_slow(const void* p) {
 bool kmalloc_owns(const void* p) {
   kmem_cache* s;
   if (kfree_slab_check(p, &s)) return true;
-  if (mem_section* sec = lookup_section(p)) {
-    auto off = reinterpret_cast<std::uintptr_t>(p) - sec->base;
-    if (off < MEMMAP_BYTES || off >= sec->top.load(std::memory_order_acquire)) return false;
-    page* head = compound_head(virt_to_page(p));
-    return (page_flags(head) & PG_large) && page_address(head) == p;
-  }
+  if (lookup_section(p)) return large_head(p) != nullptr;
   return huge_size(p) != 0 || kfence_ksize(p) != 0;
 }
 
@@ -240,6 +249,16 @@ void* krealloc(const void* p, size_t new_size, uslub_gfp_t gfp) {
   if (new_size == 0) {
     kfree(p);
     return nullptr;
+  }
+  if (page* head = large_head(p)) {
+    // In place while the block holds it and stays at least half used.
+    std::size_t block = PAGE_SIZE << head->order, old = large_usable(head);
+    if (new_size <= block && new_size > block / 2) {
+      if ((gfp & __GFP_ZERO) && new_size > old)
+        memset(static_cast<char*>(const_cast<void*>(p)) + old, 0, new_size - old);
+      __atomic_store_n(&head->slab_private, static_cast<std::uint64_t>(new_size), __ATOMIC_RELAXED);
+      return const_cast<void*>(p);
+    }
   }
   size_t have = ksize_slow(p);
   if (have == 0) {

@@ -49,6 +49,33 @@ TEST(Kmalloc, KreallocKeepsContents) {
   EXPECT_EQ(krealloc(p, 0, 0), nullptr);
 }
 
+// A large block is a power of two pages: realloc grows into it in place, the usable size is
+// the request in whole pages, and a move copies the request (the block's untouched rest is
+// never read, so never faulted in).
+TEST(Kmalloc, LargeReallocGrowsInPlaceInsideItsBlockAndMovesWhatWasAsked) {
+  const size_t k600 = 600 << 10, k900 = 900 << 10, k1200 = 1200 << 10;
+  auto* p = static_cast<unsigned char*>(kmalloc(k600, 0));
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(ksize(p), k600) << "the request, in whole pages";
+  for (size_t i = 0; i < k600; i += 4096) p[i] = static_cast<unsigned char>(i >> 12);
+  p[k600 - 1] = 0xAB;
+  auto* q = static_cast<unsigned char*>(krealloc(p, k900, 0));
+  EXPECT_EQ(q, p) << "900 KiB fits the 1 MiB block";
+  EXPECT_EQ(ksize(q), k900);
+  q[k900 - 1] = 0xCD;
+  auto* r = static_cast<unsigned char*>(krealloc(q, k1200, 0));
+  ASSERT_NE(r, nullptr);
+  EXPECT_NE(r, q) << "1200 KiB needs a 2 MiB block";
+  for (size_t i = 0; i < k600; i += 4096) ASSERT_EQ(r[i], static_cast<unsigned char>(i >> 12));
+  EXPECT_EQ(r[k600 - 1], 0xAB);
+  EXPECT_EQ(r[k900 - 1], 0xCD);
+  EXPECT_EQ(ksize(r), k1200);
+  auto* z = static_cast<unsigned char*>(krealloc(r, k1200 + (100 << 10), __GFP_ZERO));
+  EXPECT_EQ(z, r) << "grown in place again";
+  for (size_t i = k1200; i < k1200 + (100 << 10); ++i) ASSERT_EQ(z[i], 0) << i;
+  kfree(z);
+}
+
 TEST(Kmalloc, ForeignAndInteriorPointersAreReported) {
   report_capture cap;
   int x;
