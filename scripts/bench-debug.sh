@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The cost of uslub's safety (issue #7's table): the always-on checks (hardened free pointers,
-# the object-boundary check of every free, double free in a row) against a build without them,
+# the object-boundary check of every free, the free key: double frees in a row or not) against
+# a build without them,
 # and USLUB_DEBUG=F / FZP / FZPU, next to glibc, glibc's MALLOC_CHECK_=3, mimalloc and
 # tcmalloc's debug library, on the workloads of bench/workloads (time and peak RSS, medians).
 #   ./scripts/bench-debug.sh [--rounds N] [--quick] [NAME=/path/lib.so[:VAR=value] ...]
