@@ -76,12 +76,12 @@ bool rseq_available();
 void set_fake_topology(unsigned nr_nodes, const int* map, unsigned nr_map);
 
 namespace detail {
-extern bool g_rseq_usable;
+extern USLUB_HIDDEN bool g_rseq_usable;
 // glibc's __rseq_offset, copied at start-up into our own (hidden, PC-relative) variable: the
 // fast paths load it with one instruction instead of two through the GOT.  Valid once
 // g_rseq_usable is true.
-extern std::ptrdiff_t g_rseq_offset;
-extern unsigned g_nr_cpu_ids;
+extern USLUB_HIDDEN std::ptrdiff_t g_rseq_offset;
+extern USLUB_HIDDEN unsigned g_nr_cpu_ids;
 unsigned current_cpu_slow();
 }  // namespace detail
 

@@ -42,7 +42,7 @@ int rseq_fence_cpu(unsigned cpu);
 // Count of aborted sequences observed by the callers (statistics; relaxed, approximate).
 std::uint64_t rseq_abort_count();
 namespace detail {
-extern std::uint64_t g_rseq_aborts;
+extern USLUB_HIDDEN std::uint64_t g_rseq_aborts;
 }
 // Inline (no call on the abort path, so fast paths need no stack frame).
 USLUB_ALWAYS_INLINE void rseq_note_abort() {
