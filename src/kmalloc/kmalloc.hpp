@@ -31,7 +31,7 @@ struct kmalloc_state {
   // The fast path's view of the classes (kmalloc_inline): caches[i] while kmalloc is up and
   // KFENCE off, else &g_kmalloc_bypass, whose sheaf_fast_alloc is false, so the fast path
   // needs no test of `ready`: before initialisation index[] is all 0 and fast[0] is the bypass.
-  // Written before index[] at initialisation and when KFENCE is switched; relaxed loads.
+  // Written before index[] at initialisation and when KFENCE is switched (release stores).
   kmem_cache* fast[kNrKmallocClasses];  // first: indexed without an offset
   // 0 before kmalloc_init, 1 during it, 2 once initialised, 3 initialised with KFENCE sampling
   // on (every kmalloc then takes kmalloc_slow, where the sampling countdown runs).
@@ -94,7 +94,8 @@ bool kmalloc_kfence_init(std::uint32_t sample, unsigned pool_objects);
 // zeroing, large sizes, a cache off the inline path) to kmalloc_slow.
 USLUB_ALWAYS_INLINE void* kmalloc_inline(std::size_t size, gfp_t gfp) {
   if (USLUB_LIKELY(size <= KMALLOC_MAX_CACHE_SIZE)) {
-    kmem_cache* s = __atomic_load_n(&g_kmalloc.fast[kmalloc_index(size)], __ATOMIC_RELAXED);
+    // Acquire (a plain load on x86): pairs with kmalloc_set_fast, after the cache was made.
+    kmem_cache* s = __atomic_load_n(&g_kmalloc.fast[kmalloc_index(size)], __ATOMIC_ACQUIRE);
     if (USLUB_LIKELY(s->sheaf_fast_alloc) && gfp == 0) {
       if (void* obj = sheaf_alloc_rseq(s); USLUB_LIKELY(obj)) {
         free_key_clear(s, obj);  // the free key (sheaf.hpp)

@@ -30,15 +30,47 @@ USLUB_SLOWPATH bool fail(kmem_cache* s, page* slab, const char* problem, const c
   return false;
 }
 
-// Checks one slab; walk_freelist only when nothing can allocate from it concurrently.
-bool validate_slab(kmem_cache* s, page* slab, bool on_partial, bool walk_freelist) {
+// A consistent (freelist, counters) pair: read both, then both again, until the two reads
+// agree.  Every change of the freelist also changes the counters (inuse or frozen) in the same
+// 16-byte CAS, so two agreeing reads are a state the pair was in.  (Read once each, a remote
+// free landing between the two loads made a slab look inconsistent.  Not a CAS of the pair
+// onto itself: under TSan 16-byte CASes are emulated with a lock that 8-byte stores to the
+// same words do not take, and such a CAS lost a concurrent update.)
+void snapshot_freelist(page* slab, void** freelist, slab_counters* c) {
+  for (;;) {
+    void* fl = load_ptr(&slab->freelist);
+    std::uint64_t v = load_u64(&slab->counters);
+    if (load_ptr(&slab->freelist) == fl && load_u64(&slab->counters) == v) {
+      *freelist = fl;
+      c->v = v;
+      return;
+    }
+  }
+}
+
+// walk_freelist: walk the snapshot's free list (on a node partial list under list_lock: remote
+// frees only push in front of it, the chain below stays).  off_list: a slab found in the memory
+// map, which may be discarded (and its pages reused) while we look: only a snapshot taken while
+// it was this cache's slab, with no slab created or discarded meanwhile, is checked, else it is
+// passed over (the count comparison is skipped then too); its list is walked only when it is
+// neither frozen nor has free objects (nothing can change what the snapshot says).
+bool validate_slab(kmem_cache* s, page* slab, bool on_partial, bool walk_freelist,
+                   bool off_list = false) {
+  std::uint64_t gen = s->slab_gen.load();
+  slab_counters c;
+  void* freelist;
+  snapshot_freelist(slab, &freelist, &c);
+  bool mine =
+      (page_flags(slab) & PG_slab) && __atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED) == s;
+  if (off_list) {
+    if (!mine || s->slab_gen.load() != gen) return true;
+    walk_freelist = !c.frozen && freelist == nullptr;
+  }
   if (!(page_flags(slab) & PG_slab))
     return fail(s, slab, "Slab corrupt", "not marked PG_slab (flags %#lx)%lu", page_flags(slab), 0);
   if (__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED) != s)
     return fail(s, slab, "Slab corrupt", "slab_cache %#lx is not this cache%lu",
                 reinterpret_cast<unsigned long>(slab->slab_cache), 0);
-  slab_counters c;
-  c.v = load_u64(&slab->counters);
   if (c.objects != s->objects && c.objects != s->min_objects)
     return fail(s, slab, "Slab corrupt", "objects %lu, expected %lu", c.objects, s->objects);
   if (c.inuse > c.objects)
@@ -48,7 +80,7 @@ bool validate_slab(kmem_cache* s, page* slab, bool on_partial, bool walk_freelis
   if (!walk_freelist) return true;
   unsigned long nfree = 0;
   auto base = reinterpret_cast<std::uintptr_t>(slab_address(slab));
-  for (void* p = load_ptr(&slab->freelist); p; p = get_freepointer(s, p)) {
+  for (void* p = freelist; p; p = get_freepointer(s, p)) {
     auto a = reinterpret_cast<std::uintptr_t>(p);
     if (a < base + s->red_left_pad || a >= base + std::size_t{c.objects} * s->size ||
         (a - base - s->red_left_pad) % s->size) {
@@ -112,7 +144,7 @@ bool validate_slab_cache(kmem_cache* s) {
         c.v = load_u64(&p->counters);
         objects += c.objects;
         // Off-list slabs: free lists only when the cache is quiescent.
-        ok = validate_slab(s, p, false, !c.frozen && load_ptr(&p->freelist) == nullptr);
+        ok = validate_slab(s, p, false, false, /*off_list=*/true);
         // Debug caches: every object's red zones, poison and padding (debug.hpp).
         if (ok && kmem_cache_debug(s)) ok = debug_validate_slab(s, p);
       }
