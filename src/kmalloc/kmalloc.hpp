@@ -89,7 +89,7 @@ std::size_t huge_trim();  // unmaps the cache of freed blocks; bytes released
 // false if the guarded pool cannot be mapped.
 bool kmalloc_kfence_init(std::uint32_t sample, unsigned pool_objects);
 
-// The hit path is cache_alloc's (cache_alloc.hpp) on the class's cache from g_kmalloc.fast;
+// The hit path is cache_alloc_hit (cache_alloc.hpp) on the class's cache from g_kmalloc.fast;
 // a miss of the sheaf goes to cache_alloc_slow, anything else (not initialised, KFENCE,
 // zeroing, large sizes, a cache off the inline path) to kmalloc_slow.
 USLUB_ALWAYS_INLINE void* kmalloc_inline(std::size_t size, gfp_t gfp) {
@@ -97,10 +97,7 @@ USLUB_ALWAYS_INLINE void* kmalloc_inline(std::size_t size, gfp_t gfp) {
     // Acquire (a plain load on x86): pairs with kmalloc_set_fast, after the cache was made.
     kmem_cache* s = __atomic_load_n(&g_kmalloc.fast[kmalloc_index(size)], __ATOMIC_ACQUIRE);
     if (USLUB_LIKELY(s->sheaf_fast_alloc) && gfp == 0) {
-      if (void* obj = sheaf_alloc_rseq(s); USLUB_LIKELY(obj)) {
-        free_key_clear(s, obj);  // the free key (sheaf.hpp)
-        return obj;
-      }
+      if (void* obj = cache_alloc_hit(s); USLUB_LIKELY(obj)) return obj;
       return cache_alloc_slow(s, 0, NUMA_NO_NODE, size);
     }
   }

@@ -19,16 +19,20 @@ void cache_free_slow(kmem_cache* s, page* slab, void* obj);
 // A sheaf cache's free whose key is already stored (free_key_set), after the inline push missed.
 void cache_free_keyed(kmem_cache* s, page* slab, void* obj);
 
+// The hit path of a cache with sheaf_fast_alloc: the sheaf pop and the free key's clear
+// (sheaf.hpp); nullptr on a miss.
+USLUB_ALWAYS_INLINE void* cache_alloc_hit(kmem_cache* s) {
+  void* obj = sheaf_alloc_rseq(s);
+  if (USLUB_LIKELY(obj)) free_key_clear(s, obj);
+  return obj;
+}
+
 // The fast path is the sheaf pop alone; everything else (zeroing, node requests, the classic
 // per-CPU slab, a miss) tail-calls cache_alloc_slow, so the hit path needs no stack frame.
 USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node,
                                       std::size_t orig_size = 0) {
-  if (USLUB_LIKELY(s->sheaf_fast_alloc) && USLUB_LIKELY((gfp | (node >= 0)) == 0)) {
-    if (void* obj = sheaf_alloc_rseq(s); USLUB_LIKELY(obj)) {
-      free_key_clear(s, obj);  // the free key (sheaf.hpp)
-      return obj;
-    }
-  }
+  if (USLUB_LIKELY(s->sheaf_fast_alloc) && USLUB_LIKELY((gfp | (node >= 0)) == 0))
+    if (void* obj = cache_alloc_hit(s); USLUB_LIKELY(obj)) return obj;
   return cache_alloc_slow(s, gfp, node, orig_size);
 }
 
