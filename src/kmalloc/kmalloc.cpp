@@ -175,10 +175,9 @@ bool kmalloc_debug_object(const void* p) {
 }
 
 namespace {
-// The head of the large block (kmalloc_large) that starts at p, or nullptr.
-page* large_head(const void* p) {
-  mem_section* sec = lookup_section(p);
-  if (!sec) return nullptr;
+// The head of the large block (kmalloc_large) that starts at p, or nullptr; sec is p's
+// section (lookup_section).
+page* large_head(const mem_section* sec, const void* p) {
   auto off = reinterpret_cast<std::uintptr_t>(p) - sec->base;
   if (off < MEMMAP_BYTES || off >= sec->top.load(std::memory_order_acquire)) return nullptr;
   page* head = compound_head(virt_to_page(p));
@@ -199,8 +198,8 @@ std::size_t ksize_slow(const void* p) {
     // A debug kmalloc cache red-zones the slack after the requested size: report that size.
     return USLUB_UNLIKELY(s->orig_size_offset) ? debug_orig_size(s, p) : s->object_size;
   }
-  if (lookup_section(p)) {
-    page* head = large_head(p);
+  if (mem_section* sec = lookup_section(p)) {
+    page* head = large_head(sec, p);
     return head ? large_usable(head) : 0;
   }
   if (std::size_t k = kfence_ksize(p)) return k;
@@ -210,7 +209,7 @@ std::size_t ksize_slow(const void* p) {
 bool kmalloc_owns(const void* p) {
   kmem_cache* s;
   if (kfree_slab_check(p, &s)) return true;
-  if (lookup_section(p)) return large_head(p) != nullptr;
+  if (mem_section* sec = lookup_section(p)) return large_head(sec, p) != nullptr;
   return huge_size(p) != 0 || kfence_ksize(p) != 0;
 }
 
@@ -250,16 +249,6 @@ void* krealloc(const void* p, size_t new_size, uslub_gfp_t gfp) {
     kfree(p);
     return nullptr;
   }
-  if (page* head = large_head(p)) {
-    // In place while the block holds it and stays at least half used.
-    std::size_t block = PAGE_SIZE << head->order, old = large_usable(head);
-    if (new_size <= block && new_size > block / 2) {
-      if ((gfp & __GFP_ZERO) && new_size > old)
-        memset(static_cast<char*>(const_cast<void*>(p)) + old, 0, new_size - old);
-      __atomic_store_n(&head->slab_private, static_cast<std::uint64_t>(new_size), __ATOMIC_RELAXED);
-      return const_cast<void*>(p);
-    }
-  }
   size_t have = ksize_slow(p);
   if (have == 0) {
     kfree_slow(p, "krealloc");  // reports what is wrong with p
@@ -270,6 +259,19 @@ void* krealloc(const void* p, size_t new_size, uslub_gfp_t gfp) {
   // caches: the red zone must follow the new size).
   if (new_size <= have && (new_size > have / 2 || have <= 16) && !kmalloc_debug_object(p))
     return const_cast<void*>(p);
+  // A large block grows in place inside its power-of-two block (have is the request in pages).
+  if (mem_section* sec = lookup_section(p); sec && have >= PAGE_SIZE) {
+    if (page* head = large_head(sec, p)) {
+      std::size_t block = PAGE_SIZE << head->order;
+      if (new_size <= block && new_size > block / 2) {
+        if ((gfp & __GFP_ZERO) && new_size > have)
+          memset(static_cast<char*>(const_cast<void*>(p)) + have, 0, new_size - have);
+        __atomic_store_n(&head->slab_private, static_cast<std::uint64_t>(new_size),
+                         __ATOMIC_RELAXED);
+        return const_cast<void*>(p);
+      }
+    }
+  }
   if (have > MAX_ORDER_BYTES && new_size > MAX_ORDER_BYTES) {  // huge to huge: mremap, no copy
     if (void* q = huge_realloc(p, new_size)) {
       if ((gfp & __GFP_ZERO) && new_size > have)

@@ -23,7 +23,7 @@ USLUB_ALWAYS_INLINE page* pfn_to_page_in(page* any_in_section, std::size_t pfn) 
 
 void add_to_free_list(zone* z, page* p, unsigned order, bool returned, std::uint64_t freed_ms) {
   set_page_flags(p, PG_buddy | (returned ? std::uint32_t{PG_returned} : 0u));
-  __atomic_store_n(&p->order, static_cast<std::uint8_t>(order), __ATOMIC_RELAXED);
+  set_page_order(p, order);
   p->freed_ms = freed_ms;
   free_area* a = &z->area[order];
   if (returned) {

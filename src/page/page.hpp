@@ -160,6 +160,10 @@ USLUB_ALWAYS_INLINE std::uint32_t page_flags(const page* p) {
 USLUB_ALWAYS_INLINE void set_page_flags(page* p, std::uint32_t f) {
   p->flags.store(f, std::memory_order_relaxed);
 }
+// Relaxed atomic like the flags: validate_slab_cache's memory-map walk reads it unlocked.
+USLUB_ALWAYS_INLINE void set_page_order(page* p, unsigned order) {
+  __atomic_store_n(&p->order, static_cast<std::uint8_t>(order), __ATOMIC_RELAXED);
+}
 
 // Head of the block holding p (for __GFP_COMP blocks; otherwise p itself).
 USLUB_ALWAYS_INLINE page* compound_head(page* p) {

@@ -106,7 +106,7 @@ static USLUB_SLOWPATH void prep_new_page_slow(page* p, unsigned order, gfp_t gfp
 
 // Turns a block just taken off a free list or pcp list into an allocated block head.
 static USLUB_ALWAYS_INLINE void prep_new_page(page* p, unsigned order, gfp_t gfp, bool zeroed) {
-  __atomic_store_n(&p->order, static_cast<std::uint8_t>(order), __ATOMIC_RELAXED);
+  set_page_order(p, order);
   p->lru.next = p->lru.prev = nullptr;
   if (USLUB_UNLIKELY(gfp & (__GFP_COMP | __GFP_ZERO))) {
     prep_new_page_slow(p, order, gfp, zeroed);

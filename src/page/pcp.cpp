@@ -35,7 +35,7 @@ int page_allocator::rmqueue_bulk(zone* z, unsigned order, int count, per_cpu_pag
     page* p = __rmqueue(z, order, &zeroed);
     if (!p) break;
     set_page_flags(p, PG_pcp | (zeroed ? PG_returned : 0));
-    __atomic_store_n(&p->order, static_cast<std::uint8_t>(order), __ATOMIC_RELAXED);
+    set_page_order(p, order);
     list_add_tail(&p->lru, &pcp->lists[order]);  // behind the hot ones
   }
   z->bulk_refill.add();

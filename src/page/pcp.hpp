@@ -32,7 +32,7 @@ USLUB_ALWAYS_INLINE page* pcp_pop(per_cpu_pages* pcp, unsigned order) {
 
 USLUB_ALWAYS_INLINE void pcp_push(per_cpu_pages* pcp, page* p, unsigned order) {
   set_page_flags(p, PG_pcp);
-  __atomic_store_n(&p->order, static_cast<std::uint8_t>(order), __ATOMIC_RELAXED);
+  set_page_order(p, order);
   list_add(&p->lru, &pcp->lists[order]);
   pcp_set_count(pcp, pcp->count + (1 << order));
 }

@@ -80,8 +80,8 @@ void sheaf_delete(kmem_cache* s, slab_sheaf* sh) {
 }
 
 // Returns the objects of a sheaf to their slabs (kmem_cache_free_bulk: detached freelists).
-// Each object's free key is checked and cleared first (sheaf_flush_take): an object that lost
-// it is left out, never freed twice into a slab.
+// Each object's free key is checked first (sheaf_flush_take; the bulk free's free pointer then
+// replaces it): an object that lost it is left out, never freed twice into a slab.
 void sheaf_flush(kmem_cache* s, slab_sheaf* sh) {
   if (sh->size) {
     unsigned n = 0;
@@ -115,7 +115,7 @@ void sheaf_spread_lines(kmem_cache* s, void** objs, unsigned n) {
 
 // Objects a refill takes from the slabs into a sheaf get the free key (sheaf.hpp).
 void sheaf_set_keys(kmem_cache* s, void** objects, unsigned n) {
-  for (unsigned i = 0; i < n; ++i) free_key_set(s, objects[i]);
+  for (unsigned i = 0; i < n; ++i) free_key_store(s, objects[i]);
 }
 
 // ---- the barn ---------------------------------------------------------------------------
@@ -185,12 +185,8 @@ void sheaf_report_double_free(kmem_cache* s, void* obj) {
 }
 
 bool sheaf_flush_take(kmem_cache* s, void* obj) {
-  std::uintptr_t* word = free_key_word(s, obj);
-  std::uintptr_t seen = *word;
-  if (USLUB_NO_FREE_CHECKS || USLUB_LIKELY(seen == free_key(s, obj))) {
-    *word = 0;
-    return true;
-  }
+  std::uintptr_t seen = *free_key_word(s, obj);
+  if (USLUB_NO_FREE_CHECKS || USLUB_LIKELY(seen == free_key(s, obj))) return true;
   // 0 is what an allocation leaves: the same object was in a sheaf twice (two frees racing on
   // two CPUs, both before either stored the key) and one copy was handed out.
   if (seen == 0)

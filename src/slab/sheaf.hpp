@@ -114,12 +114,12 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj);
 // already in a sheaf (any CPU's, or the barn's: not only on top, not only in a row), so the
 // second free is reported at once, with its own stack, and dropped; otherwise it stores the
 // key.  An allocation clears the word (a store, no load of the object it hands out).  Refills
-// write the key into the objects they take from the slabs; a flush checks and clears each
-// object before it goes back to its slab, so a write into a free object's key word (use after
-// free) or a second copy left by two frees racing on two CPUs is reported there.  Objects on
-// slab free lists hold an encoded free pointer in that word, never the key.  A false report
-// needs a program to store secret ^ address into a live object without ever seeing the
-// 64-bit secret.  (-DUSLUB_NO_FREE_CHECKS=1 benchmark builds drop the key altogether.)
+// write the key into the objects they take from the slabs; a flush checks each object
+// before it goes back to its slab (whose free pointer then replaces the key), so a write into a
+// free object's key word (use after free) or a second copy left by two frees racing on two CPUs is
+// reported there.  Objects on slab free lists hold an encoded free pointer in that word, never the
+// key.  A false report needs a program to store secret ^ address into a live object without ever
+// seeing the 64-bit secret.  (-DUSLUB_NO_FREE_CHECKS=1 benchmark builds drop the key altogether.)
 USLUB_ALWAYS_INLINE std::uintptr_t* free_key_word(const kmem_cache* s, void* obj) {
   return reinterpret_cast<std::uintptr_t*>(static_cast<char*>(obj) + s->offset);
 }
@@ -135,14 +135,19 @@ USLUB_ALWAYS_INLINE bool free_key_set(const kmem_cache* s, void* obj) {
   *word = key;
   return true;
 }
+// The refill's half: objects fresh from the slabs hold a free pointer, nothing to check.
+USLUB_ALWAYS_INLINE void free_key_store(const kmem_cache* s, void* obj) {
+  if (!USLUB_NO_FREE_CHECKS) *free_key_word(s, obj) = free_key(s, obj);
+}
 // The allocation half.
 USLUB_ALWAYS_INLINE void free_key_clear(const kmem_cache* s, void* obj) {
   if (!USLUB_NO_FREE_CHECKS) *free_key_word(s, obj) = 0;
 }
 // A free found obj's key (free_key_set returned false): "Object already free".
 USLUB_SLOWPATH void sheaf_report_double_free(kmem_cache* s, void* obj);
-// The flush's check: an object leaving a sheaf for its slab must carry its key; true, and the
-// word cleared, if it does; false (reported: the caller drops obj) if not.
+// The flush's check: an object leaving a sheaf for its slab must carry its key; true if it does
+// (the bulk free then writes the free pointer over it); false (reported: the caller drops obj)
+// if not.
 USLUB_SLOWPATH bool sheaf_flush_take(kmem_cache* s, void* obj);
 
 }  // namespace uslub

@@ -56,13 +56,13 @@ void snapshot_freelist(page* slab, void** freelist, slab_counters* c) {
 // neither frozen nor has free objects (nothing can change what the snapshot says).
 bool validate_slab(kmem_cache* s, page* slab, bool on_partial, bool walk_freelist,
                    bool off_list = false) {
-  std::uint64_t gen = s->slab_gen.load();
+  std::uint64_t gen = off_list ? s->slab_gen.load() : 0;
   slab_counters c;
   void* freelist;
   snapshot_freelist(slab, &freelist, &c);
-  bool mine =
-      (page_flags(slab) & PG_slab) && __atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED) == s;
   if (off_list) {
+    bool mine =
+        (page_flags(slab) & PG_slab) && __atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED) == s;
     if (!mine || s->slab_gen.load() != gen) return true;
     walk_freelist = !c.frozen && freelist == nullptr;
   }
