@@ -22,6 +22,9 @@ LABELS = {"pair-64-1t": "pair 64 B, 1 thread", "pair-64-2t": "pair 64 B, 2 threa
 
 def main():
     args = sys.argv[1:]
+    if "-h" in args or "--help" in args:
+        print(__doc__)
+        return
     rounds, quick, build, extra = 5, False, os.path.join(ROOT, "build-release"), []
     i = 0
     while i < len(args):

@@ -48,6 +48,13 @@ double pair(size_t size, int threads) {
   std::vector<std::thread> ts;
   for (int t = 0; t < threads; ++t)
     ts.emplace_back([&, t] {
+      // Untimed warm-up (a tenth of the run), the same for every allocator: the steady state
+      // is measured, not the first refill, page faults and lazy set-up of a fresh cache/thread.
+      for (long i = 0; i < g_iters / 10; ++i) {
+        void* p = a.alloc();
+        asm volatile("" ::"r"(p) : "memory");
+        a.free(p);
+      }
       ready++;
       while (ready.load() < threads) {
       }

@@ -139,6 +139,9 @@ def svg_chart(rows, names, path):
 
 def main():
     argv = sys.argv[1:]
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        return
     rounds, quick, build, only, extra = 5, False, os.path.join(ROOT, "build-release"), None, []
     keep, stem_name = None, "workloads"
     i = 0

@@ -122,6 +122,9 @@ extern const char* const uslub_stat_names[NR_SLUB_STAT_ITEMS];
 int kmem_cache_get_info(struct kmem_cache* s, struct kmem_cache_info* info);
 /* Writes every cache in /proc/slabinfo 2.1 format to fd. */
 void uslub_print_slabinfo(int fd);
+/* Writes the statistics counters of every cache that counted (see uslub_slab_stats_enable), a
+ * line per cache: "<name>: alloc_slowpath=12 sheaf_refill=3 ..." (nonzero counters only). */
+void uslub_print_slab_stats(int fd);
 /* Drains every cache's per-CPU sheaves and slab of a CPU the process will no longer use (call
  * after narrowing the affinity mask; the kernel's slub_cpu_dead). */
 void uslub_cpu_offline(unsigned int cpu);

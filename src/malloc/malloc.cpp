@@ -91,6 +91,7 @@ void print_stats(int fd) {
       huge_bytes() >> 10, (unsigned long long)st.limit_bytes >> 10);
   if (n > 0) (void)!write(fd, buf, static_cast<size_t>(n));
   uslub_print_slabinfo(fd);
+  uslub_print_slab_stats(fd);
 }
 
 // USLUB_STATS=1: per-cache statistics at exit.

@@ -486,6 +486,38 @@ static void print_one(kmem_cache* s, void* arg) {
   if (n > 0) (void)!write(fd, line, static_cast<size_t>(n));
 }
 
+// One line per cache with any nonzero counter: "<name>: counter=value ...", the SLUB
+// counters, the sheaf counters and the list_lock acquisitions (a cache counts only with
+// statistics on: SLAB_STATS, uslub_slab_stats_enable or USLUB_STATS=1 before its creation).
+static void print_stats_one(kmem_cache* s, void* arg) {
+  int fd = *static_cast<int*>(arg);
+  kmem_cache_info in;
+  slab_fill_info(s, &in);
+  char line[2048];
+  std::size_t n = 0;
+  auto add = [&](const char* name, unsigned long v) {
+    if (v == 0 || n >= sizeof line) return;
+    int k = snprintf(line + n, sizeof line - n, " %s=%lu", name, v);
+    if (k > 0) n += static_cast<std::size_t>(k);
+  };
+  int k = snprintf(line, sizeof line, "%s:", in.name);
+  if (k <= 0) return;
+  n = static_cast<std::size_t>(k);
+  const std::size_t head = n;
+  for (int i = 0; i < NR_SLUB_STAT_ITEMS; ++i) add(uslub_stat_names[i], in.stat[i]);
+  for (int i = 0; uslub_sheaf_stat_names[i]; ++i) add(uslub_sheaf_stat_names[i], in.sheaf_stat[i]);
+  add("list_lock_acquired", in.list_lock_acquired);
+  add("list_lock_contended", in.list_lock_contended);
+  if (n == head) return;  // nothing counted
+  if (n >= sizeof line) n = sizeof line - 1;
+  line[n++] = '\n';
+  (void)!write(fd, line, n);
+}
+
+void uslub_print_slab_stats(int fd) {
+  for_each_kmem_cache(&print_stats_one, &fd);
+}
+
 void uslub_print_slabinfo(int fd) {
   static const char head[] =
       "slabinfo - version: 2.1\n"

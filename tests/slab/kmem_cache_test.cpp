@@ -200,3 +200,49 @@ TEST(KmemCache, DoubleFreeAfterTheSlabWasReleasedIsReportedAsSuch) {
   EXPECT_EQ(kmem_cache_validate(s), 0);
   kmem_cache_destroy(s);
 }
+
+namespace uslub::test {
+// USLUB_STATS=1's second table: the counters of a cache with SLAB_STATS, a line per cache,
+// nonzero counters only; a cache without statistics prints nothing.
+TEST(Slabinfo, PrintsTheCountersOfCachesThatCount) {
+  kmem_cache* counted =
+      kmem_cache_create("stats-counted", 64, 0, SLAB_NO_MERGE | SLAB_STATS, nullptr);
+  kmem_cache* quiet = kmem_cache_create("stats-quiet", 64, 0, SLAB_NO_MERGE, nullptr);
+  ASSERT_NE(counted, nullptr);
+  ASSERT_NE(quiet, nullptr);
+  std::vector<void*> v;
+  for (int i = 0; i < 1000; ++i) v.push_back(kmem_cache_alloc(counted, 0));
+  for (void* p : v) kmem_cache_free(counted, p);
+  kmem_cache_free(quiet, kmem_cache_alloc(quiet, 0));
+  char path[] = "/tmp/uslub-slabstats-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  uslub_print_slab_stats(fd);
+  lseek(fd, 0, SEEK_SET);
+  std::string text(1 << 20, '\0');
+  ssize_t n = read(fd, text.data(), text.size());
+  close(fd);
+  unlink(path);
+  text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  EXPECT_EQ(text.find("stats-quiet:"), std::string::npos) << text;
+  size_t at = text.find("stats-counted:");
+  ASSERT_NE(at, std::string::npos) << text;
+  std::string line = text.substr(at, text.find('\n', at) - at);
+  kmem_cache_info in;
+  kmem_cache_get_info(counted, &in);
+  for (int i = 0; uslub_sheaf_stat_names[i]; ++i) {
+    std::string field = std::string(" ") + uslub_sheaf_stat_names[i] + "=";
+    if (in.sheaf_stat[i] == 0) {
+      EXPECT_EQ(line.find(field), std::string::npos) << field;
+      continue;
+    }
+    size_t f = line.find(field);
+    ASSERT_NE(f, std::string::npos) << field << " in " << line;
+    EXPECT_GE(std::stoul(line.substr(f + field.size())), 1u);
+  }
+  EXPECT_NE(line.find(" sheaf_alloc_hit="), std::string::npos) << line;
+  EXPECT_NE(line.find(" alloc_slab="), std::string::npos) << line;
+  kmem_cache_destroy(counted);
+  kmem_cache_destroy(quiet);
+}
+}  // namespace uslub::test
