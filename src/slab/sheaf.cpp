@@ -202,9 +202,9 @@ bool sheaf_flush_take(kmem_cache* s, void* obj) {
   return false;
 }
 
-void sheaf_stat_inc_slow(const kmem_cache* s, sheaf_stat_item si) {
+void sheaf_stat_inc_slow(const kmem_cache* s, sheaf_stat_item si, std::uint64_t n) {
   auto& c = s->sheaf_stat[this_cpu_index(s) * NR_SHEAF_STAT_ITEMS + si];
-  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }
 
 unsigned sheaf_default_capacity(unsigned size) {
@@ -364,6 +364,115 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
     slab_free_core(s, slab, obj);
     sheaf_retire(s, sh);
   }
+}
+
+// ---- bulk -------------------------------------------------------------------------------
+
+// Takes up to nr objects from this CPU's main sheaf (swapped with a fuller spare first),
+// clearing their free keys.  Returns how many; 0 if the slot is busy.  (Element loops, not
+// memcpy: the caller reads p[] right away, and a wide copy's stores would not forward to
+// those 8-byte loads.)
+static std::size_t sheaf_take(kmem_cache* s, std::size_t nr, void** p) {
+  slub_percpu_sheaves* pcs = pcs_lock_local(s);
+  if (!pcs) return 0;
+  slab_sheaf* main = pcs->main;
+  if (main->size < nr && pcs->spare && pcs->spare->size > main->size) {
+    pcs->main = pcs->spare;
+    pcs->spare = main == empty_sheaf() ? nullptr : main;
+    main = pcs->main;
+  }
+  std::size_t k = nr < main->size ? nr : main->size;
+  main->size -= static_cast<unsigned>(k);
+  void** from = main->objects + main->size;
+  for (std::size_t i = 0; i < k; ++i) {
+    p[i] = from[i];
+    free_key_clear(s, from[i]);
+  }
+  pcs_unlock(pcs);
+  return k;
+}
+
+// Pushes up to n objects into this CPU's main sheaf (swapped with an emptier spare first).
+// Returns how many; 0 if the slot is busy.
+static std::size_t sheaf_put(kmem_cache* s, std::size_t n, void** p) {
+  slub_percpu_sheaves* pcs = pcs_lock_local(s);
+  if (!pcs) return 0;
+  slab_sheaf* main = pcs->main;
+  unsigned room = main->capacity - main->size;
+  if (room < n && pcs->spare && pcs->spare->capacity - pcs->spare->size > room) {
+    pcs->main = pcs->spare;
+    pcs->spare = main == empty_sheaf() ? nullptr : main;
+    main = pcs->main;
+    room = main->capacity - main->size;
+  }
+  std::size_t k = n < room ? n : room;
+  void** to = main->objects + main->size;
+  for (std::size_t i = 0; i < k; ++i) to[i] = p[i];
+  main->size += static_cast<unsigned>(k);
+  pcs_unlock(pcs);
+  return k;
+}
+
+std::size_t sheaf_alloc_bulk(kmem_cache* s, std::size_t nr, void** p) {
+  std::size_t k = sheaf_take(s, nr, p);
+  if (USLUB_UNLIKELY(s->sheaf_stat && k)) sheaf_stat_inc_slow(s, SHEAF_ALLOC_HIT, k);
+  if (k < nr) {
+    // Empty: one object through the single-object slow path, which installs a full sheaf
+    // (from the barn or refilled from the slabs), then the rest from that sheaf.
+    void* obj = sheaf_alloc_slow(s, 0);
+    if (obj) {
+      free_key_clear(s, obj);
+      p[k++] = obj;
+      std::size_t more = sheaf_take(s, nr - k, p + k);
+      if (USLUB_UNLIKELY(s->sheaf_stat && more)) sheaf_stat_inc_slow(s, SHEAF_ALLOC_HIT, more);
+      k += more;
+    }
+  }
+  return k;
+}
+
+void sheaf_free_bulk(kmem_cache* s, std::size_t nr, void** p) {
+  // p[0, n): checked objects of this CPU's node, keyed; other nodes' objects in alien[].
+  void* alien[kAlienBatch];
+  unsigned nr_alien = 0;
+  const int nid = s->nr_nodes > 1 ? platform::cpu_to_node(this_cpu_index(s)) : 0;
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < nr; ++i) {
+    void* obj = p[i];
+    if (!obj) continue;
+    page* slab = slab_free_check_inline(s, obj, "kmem_cache_free_bulk");
+    if (!slab) continue;  // reported
+    if (USLUB_UNLIKELY(!free_key_set(s, obj))) {
+      sheaf_report_double_free(s, obj);
+      continue;
+    }
+    // (nid is the node of the CPU we ran on a moment ago: a migration in between costs
+    // locality, not correctness.)
+    if (s->nr_nodes > 1 && slab_nid(slab) != nid) {  // back to its node, not into our sheaf
+      alien[nr_alien++] = obj;
+      if (nr_alien == kAlienBatch) {
+        flush_alien(s, alien, nr_alien);
+        nr_alien = 0;
+      }
+      continue;
+    }
+    p[n++] = obj;
+  }
+  if (nr_alien) flush_alien(s, alien, nr_alien);
+  if (n == 0) return;
+  std::size_t k = sheaf_put(s, n, p), hits = k;
+  if (k < n) {
+    // Full: one object through the single-object slow path, which makes room (the barn's
+    // empty sheaf, or a flush of the full one), then the rest into that sheaf.
+    sheaf_free_slow(s, virt_to_slab(p[k]), p[k]);
+    ++k;
+    std::size_t more = sheaf_put(s, n - k, p + k);
+    k += more;
+    hits += more;
+  }
+  if (USLUB_UNLIKELY(s->sheaf_stat && hits)) sheaf_stat_inc_slow(s, SHEAF_FREE_HIT, hits);
+  // What still did not fit goes to the slabs (the bulk free's free pointers replace the keys).
+  if (k < n) kmem_cache_free_bulk_impl(s, n - k, p + k);
 }
 
 // ---- drain ------------------------------------------------------------------------------

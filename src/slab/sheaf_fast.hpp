@@ -6,7 +6,8 @@
 
 namespace uslub {
 
-USLUB_SLOWPATH void sheaf_stat_inc_slow(const kmem_cache* s, sheaf_stat_item si);
+USLUB_SLOWPATH void sheaf_stat_inc_slow(const kmem_cache* s, sheaf_stat_item si,
+                                        std::uint64_t n = 1);
 
 USLUB_ALWAYS_INLINE void sheaf_stat_inc(const kmem_cache* s, sheaf_stat_item si) {
   if (USLUB_UNLIKELY(s->sheaf_stat != nullptr)) sheaf_stat_inc_slow(s, si);

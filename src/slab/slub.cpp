@@ -755,7 +755,7 @@ int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** 
     for (std::size_t i = 0; i < nr; ++i) {
       p[i] = debug_slab_alloc(s, gfp, NUMA_NO_NODE, 0, false);
       if (USLUB_UNLIKELY(!p[i])) {
-        kmem_cache_free_bulk(s, i, p);
+        kmem_cache_free_bulk_impl(s, i, p);
         errno = ENOMEM;
         return 0;
       }
@@ -789,7 +789,7 @@ int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** 
     }
     void* obj = __slab_alloc(s, gfp, NUMA_NO_NODE, cpu);
     if (USLUB_UNLIKELY(!obj)) {
-      kmem_cache_free_bulk(s, i, p);
+      kmem_cache_free_bulk_impl(s, i, p);
       errno = ENOMEM;
       return 0;
     }
@@ -863,12 +863,23 @@ int kmem_cache_set_sheaf_capacity(struct kmem_cache* s, unsigned int capacity) {
   return 0;
 }
 
+// Sheaf caches serve bulk requests from the sheaves first, as the kernel does since 6.18
+// (kmem_cache_alloc_bulk -> alloc_from_pcs_bulk); the SLUB core does the rest.
 int kmem_cache_alloc_bulk(struct kmem_cache* s, uslub_gfp_t gfp, size_t nr, void** p) {
-  return kmem_cache_alloc_bulk_impl(s, gfp, nr, p);
+  if (!s->cpu_sheaves || kmem_cache_debug(s)) return kmem_cache_alloc_bulk_impl(s, gfp, nr, p);
+  std::size_t k = sheaf_alloc_bulk(s, nr, p);
+  if (k < nr && !kmem_cache_alloc_bulk_impl(s, gfp, nr - k, p + k)) {
+    sheaf_free_bulk(s, k, p);  // all or nothing
+    return 0;                  // errno ENOMEM from the core
+  }
+  if (gfp & __GFP_ZERO)
+    for (std::size_t i = 0; i < k; ++i) memset(p[i], 0, s->object_size);
+  return static_cast<int>(nr);
 }
 
 void kmem_cache_free_bulk(struct kmem_cache* s, size_t nr, void** p) {
-  kmem_cache_free_bulk_impl(s, nr, p);
+  if (!s->cpu_sheaves || kmem_cache_debug(s)) return kmem_cache_free_bulk_impl(s, nr, p);
+  sheaf_free_bulk(s, nr, p);
 }
 
 int kmem_cache_validate(struct kmem_cache* s) {
