@@ -152,19 +152,25 @@ TEST(KmemCache, ImpossibleArgumentsAreEinval) {
 }  // namespace uslub::test
 
 namespace uslub::test {
-TEST(Slabinfo, PrintsTheProcFormatWithEveryCache) {
-  kmem_cache* s = kmem_cache_create("slabinfo-test", 100, 0, SLAB_NO_MERGE, nullptr);
-  void* p = kmem_cache_alloc(s, 0);
-  char path[] = "/tmp/uslub-slabinfo-XXXXXX";
+// What print(fd) writes, read back from a temporary file.
+static std::string written_by(void (*print)(int)) {
+  char path[] = "/tmp/uslub-print-XXXXXX";
   int fd = mkstemp(path);
-  ASSERT_GE(fd, 0);
-  uslub_print_slabinfo(fd);
+  if (fd < 0) return {};
+  print(fd);
   lseek(fd, 0, SEEK_SET);
   std::string text(1 << 20, '\0');
   ssize_t n = read(fd, text.data(), text.size());
   close(fd);
   unlink(path);
   text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  return text;
+}
+
+TEST(Slabinfo, PrintsTheProcFormatWithEveryCache) {
+  kmem_cache* s = kmem_cache_create("slabinfo-test", 100, 0, SLAB_NO_MERGE, nullptr);
+  void* p = kmem_cache_alloc(s, 0);
+  std::string text = written_by(&uslub_print_slabinfo);
   EXPECT_EQ(text.rfind("slabinfo - version: 2.1\n", 0), 0u);
   size_t at = text.find("\nslabinfo-test ");
   ASSERT_NE(at, std::string::npos);
@@ -214,16 +220,7 @@ TEST(Slabinfo, PrintsTheCountersOfCachesThatCount) {
   for (int i = 0; i < 1000; ++i) v.push_back(kmem_cache_alloc(counted, 0));
   for (void* p : v) kmem_cache_free(counted, p);
   kmem_cache_free(quiet, kmem_cache_alloc(quiet, 0));
-  char path[] = "/tmp/uslub-slabstats-XXXXXX";
-  int fd = mkstemp(path);
-  ASSERT_GE(fd, 0);
-  uslub_print_slab_stats(fd);
-  lseek(fd, 0, SEEK_SET);
-  std::string text(1 << 20, '\0');
-  ssize_t n = read(fd, text.data(), text.size());
-  close(fd);
-  unlink(path);
-  text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  std::string text = written_by(&uslub_print_slab_stats);
   EXPECT_EQ(text.find("stats-quiet:"), std::string::npos) << text;
   size_t at = text.find("stats-counted:");
   ASSERT_NE(at, std::string::npos) << text;
