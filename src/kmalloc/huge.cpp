@@ -233,4 +233,13 @@ std::size_t huge_bytes() {
   return huge_total.load(std::memory_order_relaxed);
 }
 
+// Fork (malloc.cpp's handlers): huge_lock is a leaf, held by prepare across the fork so that
+// the child never inherits it taken by a thread that does not exist there.
+void huge_fork_prepare() {
+  huge_lock.lock();
+}
+void huge_fork_release() {
+  huge_lock.unlock();
+}
+
 }  // namespace uslub

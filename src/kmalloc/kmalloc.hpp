@@ -83,7 +83,9 @@ bool huge_free(const void* p);                            // false if p is not a
 void* huge_realloc(const void* p, std::size_t new_size);  // mremap; nullptr if not done
 std::size_t huge_size(const void* p);                     // 0 if p is not a huge block
 std::size_t huge_bytes();                                 // total mapped (live and cached)
-std::size_t huge_trim();  // unmaps the cache of freed blocks; bytes released
+std::size_t huge_trim();   // unmaps the cache of freed blocks; bytes released
+void huge_fork_prepare();  // takes huge_lock (a leaf) across fork
+void huge_fork_release();
 
 // KFENCE on (sample > 0: one kmalloc in sample per thread) or off (0) for kmalloc and malloc;
 // false if the guarded pool cannot be mapped.

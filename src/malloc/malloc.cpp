@@ -14,11 +14,12 @@
 //
 // Fork: prepare takes every slab and page-allocator lock in the documented order
 // (slab_fork_prepare: slab_mutex -> flush_mutex -> sheaf slots/barns -> list_locks -> CPU
-// slots -> page allocator -> stack depot, then kfence_lock), parent and child release them; the
-// child then owns a consistent heap.  RCU's handlers (src/rcu/rcu.hpp) are registered right
-// after ours, so its prepare (pause the call_rcu threads, close the RCU fork gate, kfree_rcu's
-// and the frag pools' locks) runs before malloc_fork_prepare and its parent/child after
-// ours.  No per-thread state exists, so threads that exit leak nothing.
+// slots -> page allocator -> stack depot, then the leaves huge_lock and kfence_lock), parent
+// and child release them; the child then owns a consistent heap.  RCU's handlers
+// (src/rcu/rcu.hpp) are registered right after ours, so its prepare (pause the call_rcu
+// threads, close the RCU fork gate, kfree_rcu's and the frag pools' locks) runs before
+// malloc_fork_prepare and its parent/child after ours.  No per-thread state exists, so
+// threads that exit leak nothing.
 #include <errno.h>
 #include <malloc.h>
 #include <unistd.h>
@@ -38,16 +39,20 @@ namespace {
 std::atomic<int> g_atfork{0};
 
 // kfence_lock is a leaf: taken after every slab and page lock, released first.
+// huge_lock is a leaf too (no lock and no system call under it).
 void malloc_fork_prepare() {
   slab_fork_prepare();
+  huge_fork_prepare();
   kfence_fork_prepare();
 }
 void malloc_fork_parent() {
   kfence_fork_release();
+  huge_fork_release();
   slab_fork_parent();
 }
 void malloc_fork_child() {
   kfence_fork_release();
+  huge_fork_release();
   slab_fork_child();
 }
 
