@@ -109,13 +109,15 @@ void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp);
 void sheaf_free_slow(kmem_cache* s, page* slab, void* obj);
 // kmem_cache_alloc_bulk's sheaf half (the kernel's alloc_from_pcs_bulk): up to nr objects
 // from this CPU's main sheaf (swapped with the spare first if that one is fuller) under the
-// slot lock, their free keys cleared.  Returns how many; the caller takes the rest from the
-// slabs.  0 if the slot is busy.
+// slot lock; if that was not enough, one object through sheaf_alloc_slow (which installs a full
+// sheaf) and more from that sheaf.  Free keys cleared.  Returns how many; the caller takes the
+// rest from the slabs.
 std::size_t sheaf_alloc_bulk(kmem_cache* s, std::size_t nr, void** p);
 // kmem_cache_free_bulk's sheaf half (free_to_pcs_bulk): checks every object as kmem_cache_free
 // does (slab_free_check, the free key: reported and left out), pushes what fits into this
 // CPU's main sheaf (swapped with the spare first if that one has more room) under the slot
-// lock, returns the rest to the slabs; other nodes' objects go back to their node.  Reorders p.
+// lock, makes room once through sheaf_free_slow, returns the rest to the slabs; other nodes'
+// objects go back to their node.  Reorders p.
 void sheaf_free_bulk(kmem_cache* s, std::size_t nr, void** p);
 
 // The free key (glibc's tcache e->key): every object in a sheaf carries secret ^ address in its
