@@ -382,6 +382,10 @@ static std::size_t sheaf_take(kmem_cache* s, std::size_t nr, void** p) {
     main = pcs->main;
   }
   std::size_t k = nr < main->size ? nr : main->size;
+  if (k == 0) {  // never write the static empty sheaf (the fast paths read it unlocked)
+    pcs_unlock(pcs);
+    return 0;
+  }
   main->size -= static_cast<unsigned>(k);
   void** from = main->objects + main->size;
   for (std::size_t i = 0; i < k; ++i) {
@@ -406,6 +410,10 @@ static std::size_t sheaf_put(kmem_cache* s, std::size_t n, void** p) {
     room = main->capacity - main->size;
   }
   std::size_t k = n < room ? n : room;
+  if (k == 0) {  // never write the static empty sheaf (the fast paths read it unlocked)
+    pcs_unlock(pcs);
+    return 0;
+  }
   void** to = main->objects + main->size;
   for (std::size_t i = 0; i < k; ++i) to[i] = p[i];
   main->size += static_cast<unsigned>(k);
