@@ -87,7 +87,7 @@ void sheaf_flush(kmem_cache* s, slab_sheaf* sh) {
     unsigned n = 0;
     for (unsigned i = 0; i < sh->size; ++i)
       if (sheaf_flush_take(s, sh->objects[i])) sh->objects[n++] = sh->objects[i];
-    if (n) kmem_cache_free_bulk_impl(s, n, sh->objects);
+    if (n) kmem_cache_free_bulk_impl(s, n, sh->objects, true);
     sh->size = 0;
     sheaf_stat_inc(s, SHEAF_FLUSH);
   }
@@ -172,7 +172,7 @@ void sheaf_retire(kmem_cache* s, slab_sheaf* sh) {
 
 // Frees the alien buffer's objects back to their slabs.  Context: no lock held.
 void flush_alien(kmem_cache* s, void** objs, unsigned n) {
-  if (n) kmem_cache_free_bulk_impl(s, n, objs);
+  if (n) kmem_cache_free_bulk_impl(s, n, objs, true);
 }
 
 }  // namespace
@@ -480,7 +480,7 @@ void sheaf_free_bulk(kmem_cache* s, std::size_t nr, void** p) {
   }
   if (USLUB_UNLIKELY(s->sheaf_stat && hits)) sheaf_stat_inc_slow(s, SHEAF_FREE_HIT, hits);
   // What still did not fit goes to the slabs (the bulk free's free pointers replace the keys).
-  if (k < n) kmem_cache_free_bulk_impl(s, n - k, p + k);
+  if (k < n) kmem_cache_free_bulk_impl(s, n - k, p + k, true);
 }
 
 // ---- drain ------------------------------------------------------------------------------

@@ -374,7 +374,9 @@ bool validate_slab_cache(kmem_cache* s);
 void slab_fill_info(kmem_cache* s, kmem_cache_info* info);
 void discard_slab(kmem_cache* s, page* slab);
 int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** p);
-void kmem_cache_free_bulk_impl(kmem_cache* s, std::size_t nr, void** p);
+// checked: every p[i] is known to be an object of s (it passed slab_free_check when it was
+// freed into a sheaf), so only its slab is looked up.
+void kmem_cache_free_bulk_impl(kmem_cache* s, std::size_t nr, void** p, bool checked = false);
 
 // Creates a cache whose slabs come from pa (tests use a failing page allocator).
 kmem_cache* kmem_cache_create_on(page_allocator* pa, const char* name, std::size_t size,

@@ -800,7 +800,7 @@ int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** 
   return static_cast<int>(nr);
 }
 
-void kmem_cache_free_bulk_impl(kmem_cache* s, std::size_t nr, void** p) {
+void kmem_cache_free_bulk_impl(kmem_cache* s, std::size_t nr, void** p, bool checked) {
   // Detached freelists: consecutive objects of one slab are freed with one CAS.
   page* cur = nullptr;
   void *head = nullptr, *tail = nullptr;
@@ -809,7 +809,7 @@ void kmem_cache_free_bulk_impl(kmem_cache* s, std::size_t nr, void** p) {
     page* slab = nullptr;
     if (i < nr) {
       if (!p[i]) continue;
-      slab = slab_free_check(s, p[i], "kmem_cache_free_bulk");
+      slab = checked ? virt_to_slab(p[i]) : slab_free_check(s, p[i], "kmem_cache_free_bulk");
       if (!slab) continue;
       if (kmem_cache_debug(s)) {  // one at a time: a double free must not relink a free object
         debug_slab_free(s, slab, p[i], 1);
