@@ -22,6 +22,15 @@ USLUB_ALWAYS_INLINE slab_sheaf* empty_sheaf() {
   return &g_empty_sheaf;
 }
 
+// Makes the spare the main sheaf and the old main (unless it is the static empty one) the spare;
+// returns the new main.  Context: the slot's lock, spare non-null.
+slab_sheaf* pcs_swap_main_spare(slub_percpu_sheaves* pcs) {
+  slab_sheaf* main = pcs->main;
+  pcs->main = pcs->spare;
+  pcs->spare = main == empty_sheaf() ? nullptr : main;
+  return pcs->main;
+}
+
 // The capacity of new sheaves; sheaf_set_capacity() changes it at any time.
 USLUB_ALWAYS_INLINE unsigned sheaf_capacity_of(const kmem_cache* s) {
   return __atomic_load_n(&s->sheaf_capacity, __ATOMIC_RELAXED);
@@ -235,8 +244,7 @@ void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp) {
   }
   slab_sheaf* main = pcs->main;
   if (main->size == 0 && pcs->spare && pcs->spare->size) {  // swap with the spare
-    pcs->main = pcs->spare;
-    pcs->spare = main == empty_sheaf() ? nullptr : main;
+    pcs_swap_main_spare(pcs);
     sheaf_stat_inc(s, SHEAF_SWAP);
   } else if (main->size == 0) {
     // Trade the empty main for a full sheaf from the barn.
@@ -333,9 +341,8 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
     return;
   }
   if (pcs->spare && pcs->spare->size < pcs->spare->capacity) {  // swap with the spare
-    pcs->main = pcs->spare;
-    pcs->spare = main == empty_sheaf() ? nullptr : main;
-    pcs->main->objects[pcs->main->size++] = obj;
+    slab_sheaf* now = pcs_swap_main_spare(pcs);
+    now->objects[now->size++] = obj;
     pcs_unlock(pcs);
     sheaf_stat_inc(s, SHEAF_SWAP);
     return;
@@ -389,11 +396,8 @@ static std::size_t sheaf_take(kmem_cache* s, std::size_t nr, void** p) {
   slub_percpu_sheaves* pcs = pcs_lock_local(s);
   if (!pcs) return 0;
   slab_sheaf* main = pcs->main;
-  if (main->size < nr && pcs->spare && pcs->spare->size > main->size) {
-    pcs->main = pcs->spare;
-    pcs->spare = main == empty_sheaf() ? nullptr : main;
-    main = pcs->main;
-  }
+  if (main->size < nr && pcs->spare && pcs->spare->size > main->size)
+    main = pcs_swap_main_spare(pcs);
   std::size_t k = nr < main->size ? nr : main->size;
   if (k == 0) {  // never write the static empty sheaf (the fast paths read it unlocked)
     pcs_unlock(pcs);
@@ -417,9 +421,7 @@ static std::size_t sheaf_put(kmem_cache* s, std::size_t n, void** p) {
   slab_sheaf* main = pcs->main;
   unsigned room = main->capacity - main->size;
   if (room < n && pcs->spare && pcs->spare->capacity - pcs->spare->size > room) {
-    pcs->main = pcs->spare;
-    pcs->spare = main == empty_sheaf() ? nullptr : main;
-    main = pcs->main;
+    main = pcs_swap_main_spare(pcs);
     room = main->capacity - main->size;
   }
   std::size_t k = n < room ? n : room;
@@ -435,20 +437,19 @@ static std::size_t sheaf_put(kmem_cache* s, std::size_t n, void** p) {
 }
 
 std::size_t sheaf_alloc_bulk(kmem_cache* s, std::size_t nr, void** p) {
-  std::size_t k = sheaf_take(s, nr, p);
-  if (USLUB_UNLIKELY(s->sheaf_stat && k)) sheaf_stat_inc_slow(s, SHEAF_ALLOC_HIT, k);
+  std::size_t k = sheaf_take(s, nr, p), hits = k;
   if (k < nr) {
-    // Empty: one object through the single-object slow path, which installs a full sheaf
-    // (from the barn or refilled from the slabs), then the rest from that sheaf.
-    void* obj = sheaf_alloc_slow(s, 0);
-    if (obj) {
+    // Empty: one object through the single-object slow path (counted as a miss there), which
+    // installs a full sheaf (from the barn or refilled from the slabs), then the rest from it.
+    if (void* obj = sheaf_alloc_slow(s, 0)) {
       free_key_clear(s, obj);
       p[k++] = obj;
       std::size_t more = sheaf_take(s, nr - k, p + k);
-      if (USLUB_UNLIKELY(s->sheaf_stat && more)) sheaf_stat_inc_slow(s, SHEAF_ALLOC_HIT, more);
       k += more;
+      hits += more;
     }
   }
+  if (USLUB_UNLIKELY(s->sheaf_stat && hits)) sheaf_stat_inc_slow(s, SHEAF_ALLOC_HIT, hits);
   return k;
 }
 

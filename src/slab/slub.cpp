@@ -866,7 +866,7 @@ int kmem_cache_set_sheaf_capacity(struct kmem_cache* s, unsigned int capacity) {
 // Sheaf caches serve bulk requests from the sheaves first, as the kernel does since 6.18
 // (kmem_cache_alloc_bulk -> alloc_from_pcs_bulk); the SLUB core does the rest.
 int kmem_cache_alloc_bulk(struct kmem_cache* s, uslub_gfp_t gfp, size_t nr, void** p) {
-  if (!s->cpu_sheaves || kmem_cache_debug(s)) return kmem_cache_alloc_bulk_impl(s, gfp, nr, p);
+  if (!s->cpu_sheaves) return kmem_cache_alloc_bulk_impl(s, gfp, nr, p);  // (debug caches too)
   std::size_t k = sheaf_alloc_bulk(s, nr, p);
   if (k < nr && !kmem_cache_alloc_bulk_impl(s, gfp, nr - k, p + k)) {
     sheaf_free_bulk(s, k, p);  // all or nothing
@@ -878,7 +878,7 @@ int kmem_cache_alloc_bulk(struct kmem_cache* s, uslub_gfp_t gfp, size_t nr, void
 }
 
 void kmem_cache_free_bulk(struct kmem_cache* s, size_t nr, void** p) {
-  if (!s->cpu_sheaves || kmem_cache_debug(s)) return kmem_cache_free_bulk_impl(s, nr, p);
+  if (!s->cpu_sheaves) return kmem_cache_free_bulk_impl(s, nr, p);
   sheaf_free_bulk(s, nr, p);
 }
 

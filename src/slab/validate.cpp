@@ -143,7 +143,8 @@ bool validate_slab_cache(kmem_cache* s) {
         slab_counters c;
         c.v = load_u64(&p->counters);
         objects += c.objects;
-        // Off-list slabs: free lists only when the cache is quiescent.
+        // Off-list slabs: checked from a snapshot, free lists only when nothing can change
+        // them (validate_slab's off_list).
         ok = validate_slab(s, p, false, false, /*off_list=*/true);
         // Debug caches: every object's red zones, poison and padding (debug.hpp).
         if (ok && kmem_cache_debug(s)) ok = debug_validate_slab(s, p);

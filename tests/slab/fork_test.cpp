@@ -14,18 +14,7 @@ namespace uslub::test {
 TEST(SlabFork, ChildAllocatesAfterForkDuringTraffic) {
   kmem_cache* s = kmem_cache_create("fork-test", 72, 0, SLAB_NO_MERGE, nullptr);
   ASSERT_EQ(pthread_atfork(slab_fork_prepare, slab_fork_parent, slab_fork_child), 0);
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> workers;
-  for (int t = 0; t < 4; ++t)
-    workers.emplace_back([&] {
-      std::vector<void*> v;
-      while (!stop.load()) {
-        for (int i = 0; i < 64; ++i) v.push_back(kmem_cache_alloc(s, 0));
-        kmem_cache_shrink(s);
-        for (void* p : v) kmem_cache_free(s, p);
-        v.clear();
-      }
-    });
+  slab_churn traffic(s, 4, 64, slab_churn::shrink::before_free);
   for (int round = 0; round < 20; ++round) {
     pid_t pid = fork();
     ASSERT_GE(pid, 0);
@@ -46,8 +35,7 @@ TEST(SlabFork, ChildAllocatesAfterForkDuringTraffic) {
     ASSERT_TRUE(WIFEXITED(status)) << "child died (deadlock would hang instead)";
     EXPECT_EQ(WEXITSTATUS(status), 0);
   }
-  stop = true;
-  for (auto& w : workers) w.join();
+  traffic.stop();
   EXPECT_EQ(kmem_cache_validate(s), 0);
 }
 

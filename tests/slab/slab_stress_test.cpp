@@ -124,21 +124,10 @@ TEST(SlabStress, NoObjectHandedOutTwiceUnderCrossThreadFreesAndFlushes) {
 TEST(SlabStress, ValidateDuringSlabCreationAndDiscardReportsNothing) {
   kmem_cache* s = kmem_cache_create("validate-churn", 200, 0, SLAB_NO_MERGE, nullptr);
   report_capture cap;
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> workers;
-  for (int t = 0; t < 4; ++t)
-    workers.emplace_back([&] {
-      std::vector<void*> v;
-      while (!stop.load()) {
-        for (int i = 0; i < 200; ++i) v.push_back(kmem_cache_alloc(s, 0));
-        for (void* p : v) kmem_cache_free(s, p);
-        v.clear();
-        kmem_cache_shrink(s);  // empty slabs back to the page allocator
-      }
-    });
+  // Empty slabs go back to the page allocator after every round.
+  slab_churn traffic(s, 4, 200, slab_churn::shrink::after_free);
   for (int i = 0; i < 300; ++i) ASSERT_EQ(kmem_cache_validate(s), 0) << "round " << i;
-  stop = true;
-  for (auto& w : workers) w.join();
+  traffic.stop();
   EXPECT_EQ(cap.count(), 0u);
   EXPECT_EQ(kmem_cache_validate(s), 0);
   kmem_cache_destroy(s);

@@ -1,12 +1,14 @@
-// Helpers shared by the test suites: report capture, a vm_ops that fails on demand, stress
-// scaling.
+// Helpers shared by the test suites: report capture, a vm_ops that fails on demand,
+// background traffic on a cache, stress scaling.
 #pragma once
 
 #include <gtest/gtest.h>
+#include <uslub/slab.h>
 
 #include <atomic>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/report.hpp"
@@ -46,6 +48,37 @@ class report_capture {
   }
   std::mutex mu_;
   std::vector<std::string> texts_;
+};
+
+// Background traffic on a cache until destroyed (or stop()): each of `threads` threads
+// allocates `batch` objects, shrinks the cache before or after freeing them, frees them and
+// starts again.
+class slab_churn {
+ public:
+  enum class shrink { before_free, after_free };
+  slab_churn(kmem_cache* s, int threads, int batch, shrink when) {
+    for (int t = 0; t < threads; ++t)
+      ts_.emplace_back([this, s, batch, when] {
+        std::vector<void*> v;
+        while (!stop_.load()) {
+          for (int i = 0; i < batch; ++i) v.push_back(kmem_cache_alloc(s, 0));
+          if (when == shrink::before_free) kmem_cache_shrink(s);
+          for (void* p : v) kmem_cache_free(s, p);
+          v.clear();
+          if (when == shrink::after_free) kmem_cache_shrink(s);
+        }
+      });
+  }
+  ~slab_churn() { stop(); }
+  void stop() {
+    stop_ = true;
+    for (auto& t : ts_)
+      if (t.joinable()) t.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> ts_;
 };
 
 // Delegates to the real OS but fails reserve/commit/map when told to (out-of-memory paths).
