@@ -6,9 +6,10 @@
 // Locking: krc->lock (a spinlock_t per CPU slot, class "kfree_rcu_cpu->lock") protects the
 // slot's open batch.  Taken with no other uslub lock held; inside it only the page allocator is
 // called (which never calls back), never liburcu: a full batch is detached under the lock and
-// queued after it is dropped.  Fork: RCU's prepare handler (after its gate is closed) takes
-// every krc->lock in slot order, parent and child release them.  The in-flight count is waited
-// on with a futex (g_batches_wake), with no lock held.
+// queued after it is dropped (counted in transit meanwhile, rcu_detach_batch, so that a
+// concurrent rcu_barrier waits for it).  Fork: RCU's prepare handler (after its gate is closed)
+// takes every krc->lock in slot order, parent and child release them.  The in-flight count is
+// waited on with a futex (g_batches_wake), with no lock held.
 //
 // Memory bound: at most one open batch per CPU slot plus the batches in flight; when more than
 // kKfreeRcuMaxBatches are in flight a producer waits until the callbacks bring them back under
@@ -95,7 +96,9 @@ void kfree_bulk(unsigned n, void** p) {
 void free_batch(rcu_head* rh) {
   auto* b = reinterpret_cast<kfree_rcu_batch*>(rh);
   kfree_bulk(b->n, b->ptrs);
-  g_pending.fetch_sub(b->n, std::memory_order_relaxed);
+  // Release: kvfree_rcu_barrier (and so kmem_cache_destroy) may return on seeing 0 once this
+  // batch no longer touches its caches.
+  g_pending.fetch_sub(b->n, std::memory_order_release);
   global_page_allocator().free_pages_addr(b, 0);
   if (g_batches.fetch_sub(1, std::memory_order_release) - 1 <= kKfreeRcuMaxBatches) {
     g_batches_wake.fetch_add(1, std::memory_order_release);
@@ -103,26 +106,37 @@ void free_batch(rcu_head* rh) {
   }
 }
 
+// Queues a batch detached under its krc->lock (detach, or kfree_rcu_queue's full batch).
 void queue_batch(kfree_rcu_batch* b) {
   raise_peak(g_peak_batches, g_batches.fetch_add(1, std::memory_order_relaxed) + 1);
-  call_rcu(&b->rh, &free_batch);
+  call_rcu_detached(&b->rh, &free_batch);
 }
 
-// Detaches the open batch of krc if `all` or it is old enough.  Context: krc->lock.
-kfree_rcu_batch* detach(kfree_rcu_cpu* krc, bool all, std::uint64_t now) {
+// Takes the open batch of krc off its slot, counted in transit.  Context: krc->lock; the caller
+// passes it to queue_batch after dropping the lock.
+kfree_rcu_batch* detach(kfree_rcu_cpu* krc) {
+  kfree_rcu_batch* b = krc->cur;
+  __atomic_store_n(&krc->cur, nullptr, __ATOMIC_RELAXED);  // peeked at without the lock
+  rcu_detach_batch();
+  return b;
+}
+
+// detach() if krc has a batch and `all` or it is old enough.
+kfree_rcu_batch* detach_if(kfree_rcu_cpu* krc, bool all, std::uint64_t now) {
   kfree_rcu_batch* b = krc->cur;
   if (!b || !b->n) return nullptr;
   if (!all && now - b->opened_ms < kKfreeRcuDelayMs) return nullptr;
-  __atomic_store_n(&krc->cur, nullptr, __ATOMIC_RELAXED);  // peeked at without the lock
-  return b;
+  return detach(krc);
 }
 
 void flush_all_batches(bool all) {
   std::uint64_t now = platform::coarse_ms();
   for (auto& krc : g_krc) {
-    if (!__atomic_load_n(&krc.cur, __ATOMIC_RELAXED)) continue;
+    // The monitor may skip a slot that looks empty.  rcu_barrier's hook may not: the slot may
+    // look empty because another thread detached its batch, counted under the lock.
+    if (!all && !__atomic_load_n(&krc.cur, __ATOMIC_RELAXED)) continue;
     krc.lock.lock();
-    kfree_rcu_batch* b = detach(&krc, all, now);
+    kfree_rcu_batch* b = detach_if(&krc, all, now);
     krc.lock.unlock();
     if (b) queue_batch(b);
   }
@@ -185,10 +199,7 @@ bool kfree_rcu_queue(void* ptr) {
   }
   kfree_rcu_batch* b = krc->cur;
   b->ptrs[b->n++] = ptr;
-  if (b->n == kBatch) {
-    full = b;
-    __atomic_store_n(&krc->cur, nullptr, __ATOMIC_RELAXED);
-  }
+  if (b->n == kBatch) full = detach(krc);
   krc->lock.unlock();
   long p = g_pending.fetch_add(1, std::memory_order_relaxed) + 1;
   raise_peak(g_peak, p);

@@ -121,12 +121,14 @@ void end_deferral(rcu_head* rh) {
   pool->pa->free_pages_addr(b, 0);
 }
 
-// Takes the open batch if `all` or it is old enough.  Context: pool->lock.
+// Takes the open batch if `all` or it is old enough; the caller queues it with
+// call_rcu_detached after dropping the lock.  Context: pool->lock.
 frag_batch* take_open(frag_pool* pool, bool all) {
   frag_batch* b = pool->open;
   if (!b || !b->n || (!all && platform::coarse_ms() - b->opened_ms < kFragDeferDelayMs))
     return nullptr;
   pool->open = nullptr;
+  rcu_detach_batch();
   return b;
 }
 
@@ -150,7 +152,7 @@ bool flush_pools(bool all) {
   }
   while (frag_batch* b = taken) {
     taken = static_cast<frag_batch*>(b->rh.next_);
-    call_rcu(&b->rh, &end_deferral);
+    call_rcu_detached(&b->rh, &end_deferral);
   }
   return open_left;
 }
@@ -224,13 +226,13 @@ void* frag_alloc(frag_pool* pool) {
       set_bits(p, allocated(p) | (1u << idx), pending(p));
       settle(pool, p);
       pool->lock.unlock();
-      if (late) call_rcu(&late->rh, &end_deferral);
+      if (late) call_rcu_detached(&late->rh, &end_deferral);
       if (fresh) release_page(pool, fresh);  // lost a race: someone else refilled
       pool->nr_allocated.fetch_add(1, std::memory_order_relaxed);
       return static_cast<char*>(page_address(p)) + std::size_t{idx} * pool->frag_size;
     }
     pool->lock.unlock();
-    if (late) call_rcu(&late->rh, &end_deferral);
+    if (late) call_rcu_detached(&late->rh, &end_deferral);
     // No page with a free fragment: a new one, allocated with no lock held.
     fresh = pool->pa->alloc_pages(0);
     if (!fresh) {
@@ -305,11 +307,12 @@ void frag_free_defer(frag_pool* pool, void* frag) {
   pool->open->frags[pool->open->n++] = frag;
   if (pool->open->n == kBatch) full = take_open(pool, true);
   frag_batch* late = full ? nullptr : take_open(pool, false);
+  // Counted before the batch can end (its end_deferral subtracts it).
+  pool->nr_pending.fetch_add(1, std::memory_order_relaxed);
   pool->lock.unlock();
   pool->nr_allocated.fetch_sub(1, std::memory_order_relaxed);
-  pool->nr_pending.fetch_add(1, std::memory_order_relaxed);
-  if (full) call_rcu(&full->rh, &end_deferral);
-  if (late) call_rcu(&late->rh, &end_deferral);
+  if (full) call_rcu_detached(&full->rh, &end_deferral);
+  if (late) call_rcu_detached(&late->rh, &end_deferral);
   if (opened) rcu_kick_monitor();  // queues it after kFragDeferDelayMs if nobody else does
 }
 

@@ -10,7 +10,9 @@
 //
 // Locking: pool->lock (spinlock_t, class "frag_pool->lock") protects pool->partial, every
 // descriptor's bits and list membership, and the pool's open deferral batch.  Only the page
-// allocator is called under it (it never calls back); call_rcu is called after it is dropped.
+// allocator is called under it (it never calls back); call_rcu is called after it is dropped
+// (a batch taken under the lock is counted in transit, rcu_detach_batch, so that a concurrent
+// rcu_barrier waits for it to be queued).
 // g_pools_lock ("frag_pools_lock") protects the list of pools and nests outside pool->lock.
 // Nothing is lockless.  Fork: RCU's prepare handler takes g_pools_lock then every pool->lock
 // (after its fork gate is closed); parent and child release them.

@@ -41,6 +41,7 @@ thread_local int t_nesting = 0;
 thread_local int t_gate = 0;  // depth of gate_enter
 
 std::atomic<unsigned long> g_queued{0}, g_run{0}, g_sync{0}, g_chained{0};
+std::atomic<long> g_in_transit{0};  // batches detached by a client, not yet queued
 std::atomic<int> g_atfork{0}, g_init{0};
 std::atomic<bool> g_used{false};  // RCU was used: the fork handlers have work
 pthread_mutex_t g_fork_lock = PTHREAD_MUTEX_INITIALIZER;  // held from prepare to parent/child
@@ -248,6 +249,7 @@ void fork_child() {
     gate_open();
     urcu_memb_call_rcu_after_fork_child();
   }
+  g_in_transit.store(0, std::memory_order_relaxed);  // their takers did not survive the fork
   // The monitor did not survive the fork: a new one, if there was one.
   if (g_monitor.exchange(0, std::memory_order_relaxed)) start_monitor();
   pthread_mutex_init(&g_fork_lock, nullptr);
@@ -360,6 +362,15 @@ void call_rcu(rcu_head* head, rcu_callback_t func) {
   queue(reinterpret_cast<::rcu_head*>(head), &trampoline);
 }
 
+void rcu_detach_batch() {
+  g_in_transit.fetch_add(1, std::memory_order_relaxed);  // published by the client's unlock
+}
+
+void call_rcu_detached(rcu_head* head, rcu_callback_t func) {
+  call_rcu(head, func);
+  g_in_transit.fetch_sub(1, std::memory_order_release);
+}
+
 void call_rcu16(rcu_head16* head, void (*func)(rcu_head16*)) {
   queue(reinterpret_cast<::rcu_head*>(head), reinterpret_cast<void (*)(::rcu_head*)>(func));
 }
@@ -408,6 +419,9 @@ void rcu_barrier() {
   ensure_registered();
   for (auto& h : g_hooks)
     if (auto fn = h.load(std::memory_order_acquire)) fn();
+  // A batch the hooks did not find under its client's lock was counted under that lock: wait
+  // until its taker has queued it (a few instructions and a call_rcu away).
+  while (g_in_transit.load(std::memory_order_acquire) != 0) sched_yield();
   // Rounds until no callback queued another during one: a round waits for every callback
   // queued before it, so the last round leaves no callback queued by a callback behind.
   for (;;) {

@@ -39,8 +39,9 @@
 // nothing is called under it.  g_fork_lock (a pthread mutex) is held from RCU's prepare
 // handler to its parent handler (re-initialised in the child): one fork at a time, outermost
 // of every lock the fork handlers take.  rcu_barrier() first runs the barrier hooks (kfree_rcu and
-// the frag pools queue their open batches), then liburcu's barrier, in rounds until no callback
-// queued another one during a round (so a chain of callbacks is waited for).
+// the frag pools queue their open batches), waits for batches in transit (rcu_detach_batch),
+// then liburcu's barrier, in rounds until no callback queued another one during a round (so a
+// chain of callbacks is waited for).
 #pragma once
 
 #include <uslub/rcu.h>
@@ -102,6 +103,18 @@ void kvfree_rcu_barrier();
 
 // Hooks run at the start of rcu_barrier() (at most a few, registered once at start-up).
 void rcu_add_barrier_hook(void (*fn)());
+
+// Batches in transit.  A client detaches an open batch under its own lock and queues it with
+// call_rcu after dropping the lock; in between, no barrier hook can see it (it is neither open
+// nor queued), and a concurrent rcu_barrier would return before the objects that a finished
+// kfree_rcu / frag_free_defer put into it were freed.  So a detach is announced: under the
+// client's lock, rcu_detach_batch() counts it; call_rcu_detached() queues it and then uncounts
+// it; rcu_barrier() waits, after its hooks, until nothing is in transit.  A hook that finds no
+// batch under the lock therefore either sees the count of whoever took it, or that batch is
+// already queued.  The child of a fork starts with nothing in transit (a batch another thread
+// of the parent held is lost to the child, as that thread is).
+void rcu_detach_batch();
+void call_rcu_detached(rcu_head* head, rcu_callback_t func);
 
 // A subsystem that defers work to grace periods (kfree_rcu, the frag pools) and its hooks.
 struct rcu_client_ops {

@@ -8,10 +8,14 @@
 //   - KfreeRcu / Frag: objects published in a table are retired with kfree_rcu or
 //     frag_free_defer; a reader that loaded a pointer finds the pattern written before
 //     publication intact until it leaves its section.
+//   - RcuBarrier: a thread's rcu_barrier must wait for its own kfree_rcu / frag_free_defer even
+//     when another thread (another barrier, the monitor) detached the batch holding them and
+//     has not queued it yet.
 #include <uslub/rcu.h>
 #include <uslub/slab.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -177,6 +181,41 @@ TEST(RcuStress, DeferredFragmentsAreNeverReusedUnderAReader) {
   EXPECT_EQ(pool->nr_pending.load(), 0);
   EXPECT_EQ(pool->nr_pages.load(), 0);
   EXPECT_TRUE(frag_pool_destroy(pool));
+}
+
+// Each thread has its own cache and its own pool, and every barrier flushes everyone's open
+// batches: the batch holding a thread's object is often detached by another thread's barrier
+// (or the monitor), which may not have queued it when the owner's barrier runs its hooks.
+TEST(RcuStress, BarrierWaitsForBatchesOtherThreadsDetached) {
+  const int threads = 4 * static_cast<int>(std::thread::hardware_concurrency() ?: 2);
+  const int rounds = 150 * test::stress_scale();
+  std::atomic<int> kfree_late{0}, frag_late{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t)
+    ts.emplace_back([&, t] {
+      char name[32];
+      std::snprintf(name, sizeof name, "rcu-barrier-%d", t);
+      kmem_cache* s =
+          kmem_cache_create(name, sizeof(uslub_rcu_head) + 8, 0, SLAB_NO_MERGE, nullptr);
+      frag_pool* pool = frag_pool_create(8);
+      ASSERT_TRUE(s && pool);
+      for (int i = 0; i < rounds; ++i) {
+        auto* h = static_cast<uslub_rcu_head*>(kmem_cache_alloc(s, 0));
+        uslub_kfree_rcu_offset(h, 0);
+        frag_free_defer(pool, frag_alloc(pool));
+        uslub_rcu_barrier();
+        if (pool->nr_pending.load() != 0) frag_late.fetch_add(1);
+        kmem_cache_shrink(s);  // the freed object leaves the sheaves for its slab
+        kmem_cache_info info;
+        kmem_cache_get_info(s, &info);
+        if (info.active_objs != 0) kfree_late.fetch_add(1);
+      }
+      EXPECT_TRUE(frag_pool_destroy(pool));
+      kmem_cache_destroy(s);
+    });
+  for (auto& th : ts) th.join();
+  EXPECT_EQ(kfree_late.load(), 0);
+  EXPECT_EQ(frag_late.load(), 0);
 }
 
 }  // namespace
