@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "base/report.hpp"
+#include "slab/slab.hpp"
 
 namespace {
 
@@ -357,10 +358,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       case 12: {  // misuse: the same object freed twice in a row
         int c = pick_cache(in);
         if (c < 0) break;
-        // A second object keeps the slab in the cache: the double free must then be found as
-        // such (with its slab released, the free can only be called an invalid pointer).
+        // A second object of the same slab keeps the slab in the cache: the double free must
+        // then be found as such (with its slab released, the free can only be called an invalid
+        // pointer).  Two allocations in a row may come from two slabs (the first one's last
+        // object, the next one's first): then the next pair.
         void* keep = kmem_cache_alloc(g_caches[c].s, 0);
         void* p = kmem_cache_alloc(g_caches[c].s, 0);
+        for (int tries = 0; uslub::virt_to_slab(p) != uslub::virt_to_slab(keep); ++tries) {
+          kmem_cache_free(g_caches[c].s, keep);
+          if (tries == 8) {
+            kmem_cache_free(g_caches[c].s, p);
+            keep = nullptr;
+            break;
+          }
+          keep = p;
+          p = kmem_cache_alloc(g_caches[c].s, 0);
+        }
+        if (!keep) break;
         kmem_cache_free(g_caches[c].s, p);
         char first[96];
         snprintf(first, sizeof first, "uslub: BUG %s: Object already free",
