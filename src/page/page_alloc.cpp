@@ -32,7 +32,7 @@ page_alloc_config page_alloc_config::from_env() {
   if (const char* d = getenv("USLUB_DECOMMIT"); d && strcmp(d, "free") == 0)
     c.decommit = platform::decommit_mode::free;
   std::uint64_t thp = platform::env_size("USLUB_THP", 2);
-  c.thp_min = thp == 0 ? SIZE_MAX : thp == 1 ? 0 : platform::env_size("USLUB_THP_MIN", 64ull << 20);
+  c.thp_min = thp == 0 ? SIZE_MAX : thp == 1 ? 0 : platform::env_size("USLUB_THP_MIN", 16ull << 20);
   c.retain_bytes = platform::env_size("USLUB_RETAIN", c.retain_bytes);
   return c;
 }

@@ -105,7 +105,7 @@ struct page_alloc_config {
   // MADV_HUGEPAGE (transparent huge pages) on each new 4 MiB block once the committed heap
   // has reached thp_min bytes.  Small programs keep 4 KiB pages (every huge page they touched
   // would add up to 2 MiB to their RSS); large heaps take 512 times fewer page faults and TLB
-  // misses.  The environment's default is 64 MiB (USLUB_THP=0: never, USLUB_THP=1: from the
+  // misses.  The environment's default is 16 MiB (USLUB_THP=0: never, USLUB_THP=1: from the
   // first block, USLUB_THP_MIN=bytes); SIZE_MAX: never (allocators made by tests).
   std::size_t thp_min = SIZE_MAX;
   bool no_pcp = false;  // bypass the per-CPU lists (benchmarks: "zone only")

@@ -2,6 +2,9 @@
 #include <uslub/slab.h>
 #include <uslub/uslub.hpp>
 
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <set>
 #include <string>
@@ -121,6 +124,42 @@ TEST(CxxApi, CacheAllocatorAndResource) {
 }
 
 }  // namespace uslub::test
+
+// The VmFlags of the mapping that holds p (/proc/self/smaps), or "" if none does.
+std::string vm_flags_of(const void* p) {
+  FILE* f = fopen("/proc/self/smaps", "r");
+  if (!f) return "";
+  auto a = reinterpret_cast<unsigned long>(p);
+  char line[512];
+  bool in = false;
+  std::string flags;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+      in = lo <= a && a < hi;
+    } else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+      flags = line + 8;
+      break;
+    }
+  }
+  fclose(f);
+  return flags;
+}
+
+// A huge block of at least USLUB_THP_MIN (16 MiB by default) asks for transparent huge pages
+// (VmFlags "hg"); a smaller one does not, whatever the heap's size.
+TEST(Kmalloc, HugeBlocksFromTheThpThresholdAskForHugePages) {
+  if (getenv("USLUB_THP") || getenv("USLUB_THP_MIN")) GTEST_SKIP() << "THP set in the environment";
+  void* big = kmalloc(std::size_t{32} << 20, 0);
+  void* small = kmalloc(std::size_t{6} << 20, 0);
+  ASSERT_TRUE(big && small);
+  std::string fb = vm_flags_of(big), fs = vm_flags_of(small);
+  ASSERT_FALSE(fb.empty()) << "no mapping found for the 32 MiB block";
+  EXPECT_NE(fb.find(" hg"), std::string::npos) << fb;
+  EXPECT_EQ(fs.find(" hg"), std::string::npos) << fs;
+  kfree(big);
+  kfree(small);
+}
 
 TEST(Kmalloc, HugeReallocRemapsWithoutLosingContents) {
   std::size_t sz = std::size_t{6} << 20;
