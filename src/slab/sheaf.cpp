@@ -235,7 +235,9 @@ unsigned sheaf_default_capacity(unsigned size) {
 
 // ---- slow paths -------------------------------------------------------------------------
 
-void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp) {
+// sheaf_alloc_slow without the key clear: the object comes from a sheaf (keyed), from a
+// refill (the one not given a key) or from the slabs (a free pointer in the word).
+static void* sheaf_alloc_miss(kmem_cache* s, gfp_t gfp) {
   sheaf_stat_inc(s, SHEAF_ALLOC_MISS);
   slub_percpu_sheaves* pcs = pcs_lock_local(s);
   if (!pcs) {  // busy (a drain, or a preempted slow path): straight to the slabs
@@ -307,6 +309,12 @@ void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp) {
   pcs_unlock(pcs);
   if (obj) return obj;
   return slab_alloc_core(s, gfp & ~__GFP_ZERO, NUMA_NO_NODE);
+}
+
+void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp) {
+  void* obj = sheaf_alloc_miss(s, gfp);
+  if (obj) free_key_clear(s, obj);  // whatever the word held: a key, or a free pointer
+  return obj;
 }
 
 void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
@@ -442,7 +450,6 @@ std::size_t sheaf_alloc_bulk(kmem_cache* s, std::size_t nr, void** p) {
     // Empty: one object through the single-object slow path (counted as a miss there), which
     // installs a full sheaf (from the barn or refilled from the slabs), then the rest from it.
     if (void* obj = sheaf_alloc_slow(s, 0)) {
-      free_key_clear(s, obj);
       p[k++] = obj;
       std::size_t more = sheaf_take(s, nr - k, p + k);
       k += more;

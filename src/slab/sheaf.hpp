@@ -105,6 +105,8 @@ void sheaf_fork_prepare(kmem_cache* s);
 void sheaf_fork_release(kmem_cache* s);
 
 // Slow paths (sheaf.cpp).
+// A miss of this CPU's sheaves: swap, barn, refill, or the slabs.  The object's free-key word
+// is cleared, as an allocation leaves it.
 void* sheaf_alloc_slow(kmem_cache* s, gfp_t gfp);
 void sheaf_free_slow(kmem_cache* s, page* slab, void* obj);
 // kmem_cache_alloc_bulk's sheaf half (the kernel's alloc_from_pcs_bulk): up to nr objects

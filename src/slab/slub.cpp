@@ -627,8 +627,10 @@ void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node, std::size_t orig_size
   void* obj;
   if (s->cpu_sheaves && node < 0) {
     obj = sheaf_alloc_fast(s);
-    if (!obj) obj = sheaf_alloc_slow(s, gfp);
-    if (obj) free_key_clear(s, obj);  // (core objects: no encoded pointer left either)
+    if (obj)
+      free_key_clear(s, obj);
+    else
+      obj = sheaf_alloc_slow(s, gfp);  // (cleared there)
   } else {
     obj = slab_alloc_node(s, gfp, node);
   }
