@@ -140,7 +140,7 @@ void* kmalloc_aligned(std::size_t size, std::size_t align, gfp_t gfp) {
 void kfree_slow(const void* p, const char* caller) {
   if (mem_section* sec = lookup_section(p)) {
     auto off = reinterpret_cast<std::uintptr_t>(p) - sec->base;
-    if (off >= MEMMAP_BYTES && off < sec->top.load(std::memory_order_acquire)) {
+    if (off >= SECTION_DATA_START && off < sec->top.load(std::memory_order_acquire)) {
       page* head = compound_head(virt_to_page(p));
       std::uint32_t f = page_flags(head);
       if ((f & PG_head) && (f & PG_large) && page_address(head) == p) {
@@ -179,7 +179,7 @@ namespace {
 // section (lookup_section).
 page* large_head(const mem_section* sec, const void* p) {
   auto off = reinterpret_cast<std::uintptr_t>(p) - sec->base;
-  if (off < MEMMAP_BYTES || off >= sec->top.load(std::memory_order_acquire)) return nullptr;
+  if (off < SECTION_DATA_START || off >= sec->top.load(std::memory_order_acquire)) return nullptr;
   page* head = compound_head(virt_to_page(p));
   return (page_flags(head) & PG_large) && page_address(head) == p ? head : nullptr;
 }
@@ -207,8 +207,7 @@ std::size_t ksize_slow(const void* p) {
 }
 
 bool kmalloc_owns(const void* p) {
-  kmem_cache* s;
-  if (kfree_slab_check(p, &s)) return true;
+  if (kfree_cache_check(p)) return true;
   if (mem_section* sec = lookup_section(p)) return large_head(sec, p) != nullptr;
   return huge_size(p) != 0 || kfence_ksize(p) != 0;
 }

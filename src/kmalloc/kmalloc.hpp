@@ -106,24 +106,23 @@ USLUB_ALWAYS_INLINE void* kmalloc_inline(std::size_t size, gfp_t gfp) {
   return kmalloc_slow(size, gfp);
 }
 
-// The slab of a kmalloc'd object and its cache, validated like slab_free_check_inline (object
-// boundary by slab_object_start); nullptr if p is not a slab object start.
-USLUB_ALWAYS_INLINE page* kfree_slab_check(const void* p, kmem_cache** sp) {
-  page* slab = virt_to_slab(p);
-  if (USLUB_UNLIKELY(!slab)) return nullptr;
-  auto* s = static_cast<kmem_cache*>(__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED));
-  if (!USLUB_NO_FREE_CHECKS && USLUB_UNLIKELY(!slab_object_start(s, slab_offset(slab, p))))
+// The cache of a kmalloc'd object from the slab map (slab.hpp), validated like
+// slab_free_check_inline (object boundary by slab_object_start); nullptr if p is not a slab
+// object start.  The slab's descriptor is not read: the slow halves look it up if they need it.
+USLUB_ALWAYS_INLINE kmem_cache* kfree_cache_check(const void* p) {
+  std::uintptr_t entry = slab_map_entry(p);
+  kmem_cache* s = slab_map_cache(entry);
+  if (USLUB_UNLIKELY(!s)) return nullptr;
+  if (!USLUB_NO_FREE_CHECKS && USLUB_UNLIKELY(!slab_object_start(s, slab_map_offset(entry, p))))
     return nullptr;
-  *sp = s;
-  return slab;
+  return s;
 }
 
 USLUB_ALWAYS_INLINE void kfree_inline(const void* p, const char* caller) {
-  // The free key's load (sheaf.hpp) of a cold object overlaps the descriptor look-up.
+  // The free key's load (sheaf.hpp) of a cold object overlaps the slab map look-up.
   if (!USLUB_NO_FREE_CHECKS) USLUB_PREFETCH_WRITE(p);
-  kmem_cache* s;
-  if (page* slab = kfree_slab_check(p, &s); USLUB_LIKELY(slab))
-    return cache_free(s, slab, const_cast<void*>(p));
+  if (kmem_cache* s = kfree_cache_check(p); USLUB_LIKELY(s))
+    return cache_free(s, nullptr, const_cast<void*>(p));
   if (p) kfree_slow(p, caller);
 }
 

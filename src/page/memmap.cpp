@@ -42,7 +42,7 @@ static mem_section* new_section(page_allocator* owner, zone* z, platform::vm_ops
     // grow_zone writes descriptors; only the header page is charged): then a free can read
     // the descriptor of any address of the section without comparing it with `top` first -
     // a descriptor never written reads as zeros, "not a slab" (virt_to_slab).
-    err = vm->commit(base, MEMMAP_BYTES);
+    err = vm->commit(base, MEMMAP_BYTES + SLAB_MAP_BYTES);
     if (err) vm->release(base, SECTION_SIZE);
   }
   if (err) {
@@ -56,7 +56,7 @@ static mem_section* new_section(page_allocator* owner, zone* z, platform::vm_ops
   sec->owner = owner;
   sec->zone = z;
   sec->node = z->node;
-  sec->top.store(MEMMAP_BYTES, std::memory_order_relaxed);
+  sec->top.store(SECTION_DATA_START, std::memory_order_relaxed);
   sec->lost.store(0, std::memory_order_relaxed);
   return sec;
 }

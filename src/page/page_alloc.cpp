@@ -302,7 +302,7 @@ void page_allocator::free_pages_addr(void* addr, unsigned order) {
     return;
   }
   std::uintptr_t off = reinterpret_cast<std::uintptr_t>(addr) - sec->base;
-  if (off < MEMMAP_BYTES || off >= sec->top.load(std::memory_order_acquire)) {
+  if (off < SECTION_DATA_START || off >= sec->top.load(std::memory_order_acquire)) {
     bad_free_.fetch_add(1, std::memory_order_relaxed);
     report_bug("page allocator", "Invalid pointer", "free_pages(%p, order %u): %s\n", addr, order,
                "not in committed memory");

@@ -85,7 +85,7 @@ void release_page(frag_pool* pool, page* p) {
 page* frag_check(frag_pool* pool, void* frag, unsigned* idx, const char* caller) {
   mem_section* sec = lookup_section(frag);
   auto off = reinterpret_cast<std::uintptr_t>(frag) & (SECTION_SIZE - 1);
-  if (sec && off >= MEMMAP_BYTES) {
+  if (sec && off >= SECTION_DATA_START) {
     page* p = virt_to_page(frag);
     if ((page_flags(p) & PG_frag) && p->slab_cache == pool) {
       auto in = reinterpret_cast<std::uintptr_t>(frag) & (PAGE_SIZE - 1);

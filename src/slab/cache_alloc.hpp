@@ -36,7 +36,8 @@ USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node,
   return cache_alloc_slow(s, gfp, node, orig_size);
 }
 
-// slab must be obj's slab (slab_free_check_inline or virt_to_slab).
+// slab: obj's slab (slab_free_check_inline or virt_to_slab), or nullptr when the caller found
+// the cache in the slab map (kfree): the out-of-line halves then look it up if they need it.
 USLUB_ALWAYS_INLINE void cache_free(kmem_cache* s, page* slab, void* obj) {
   if (USLUB_LIKELY(s->sheaf_fast_free)) {
     // The free key (sheaf.hpp) is also the double-free check, in a row or not.

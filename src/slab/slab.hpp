@@ -119,7 +119,8 @@ struct slab_sheaf;
 }  // namespace uslub
 
 // The C API names this type (include/uslub/slab.h), so it lives in the global namespace.
-struct kmem_cache {
+// 64-byte aligned: the slab map keeps the slab's order in the low bits of a cache's address.
+struct alignas(64) kmem_cache {
   using kmem_cache_cpu = uslub::kmem_cache_cpu;
   using kmem_cache_cpu_stats = uslub::kmem_cache_cpu_stats;
   using kmem_cache_node = uslub::kmem_cache_node;
@@ -274,6 +275,29 @@ USLUB_ALWAYS_INLINE char* slab_object(const kmem_cache* s, void* base, std::size
 // The descriptor area of a section is accessible as a whole (memmap.cpp), so the section's
 // fields are not needed: the table load only says "ours", and the descriptor load does not
 // depend on it.
+// ---- the slab map (page.hpp) ------------------------------------------------------------
+// Each page of a slab has `cache | order` in its map word (kmem_cache is 64-byte aligned, the
+// order needs 4 bits), written after PG_slab (release) by allocate_slab and cleared by
+// discard_slab before the slab leaves the cache; 0 for every other page.
+inline constexpr std::uintptr_t SLAB_MAP_ORDER_MASK = 15;
+static_assert(MAX_ORDER <= SLAB_MAP_ORDER_MASK && alignof(kmem_cache) > SLAB_MAP_ORDER_MASK);
+
+void slab_map_set(page* slab, kmem_cache* s, unsigned order);
+void slab_map_clear(page* slab, unsigned order);
+
+// obj's slab map word: 0 if obj is not in a slab (or not in uslub's memory at all).
+USLUB_ALWAYS_INLINE std::uintptr_t slab_map_entry(const void* obj) {
+  if (USLUB_UNLIKELY(!lookup_section(obj))) return 0;
+  return __atomic_load_n(slab_map_slot(obj), __ATOMIC_ACQUIRE);
+}
+USLUB_ALWAYS_INLINE kmem_cache* slab_map_cache(std::uintptr_t entry) {
+  return reinterpret_cast<kmem_cache*>(entry & ~SLAB_MAP_ORDER_MASK);
+}
+// obj's offset in its slab (slabs are aligned to their size, like slab_offset).
+USLUB_ALWAYS_INLINE std::size_t slab_map_offset(std::uintptr_t entry, const void* obj) {
+  return reinterpret_cast<std::uintptr_t>(obj) & ((PAGE_SIZE << (entry & SLAB_MAP_ORDER_MASK)) - 1);
+}
+
 USLUB_ALWAYS_INLINE page* virt_to_slab(const void* obj) {
   if (USLUB_UNLIKELY(!lookup_section(obj))) return nullptr;
   // An address in the descriptor area itself needs no test: its descriptor slot was never

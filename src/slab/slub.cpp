@@ -100,6 +100,7 @@ page* allocate_slab(kmem_cache* s, gfp_t, int node, unsigned cpu) {
   __atomic_store_n(&slab->slab_mask, (PAGE_SIZE << order) - 1, __ATOMIC_RELAXED);
   __atomic_store_n(&slab->slab_cache, static_cast<void*>(s), __ATOMIC_RELAXED);
   slab->flags.store(page_flags(slab) | PG_slab, std::memory_order_release);
+  slab_map_set(slab, s, order);
   kmem_cache_node* n = get_node(s, slab_nid(slab));
   n->nr_slabs.fetch_add(1, std::memory_order_relaxed);
   n->total_objects.fetch_add(objects, std::memory_order_relaxed);
@@ -128,12 +129,25 @@ static_assert(sizeof(rcu_head16) <= sizeof(list_head) &&
                   offsetof(page, lru) + sizeof(rcu_head16) <= offsetof(page, slab_cache),
               "the rcu_head of a slab waiting for a grace period must stay inside lru");
 
+void slab_map_set(page* slab, kmem_cache* s, unsigned order) {
+  auto entry = reinterpret_cast<std::uintptr_t>(s) | order;
+  std::uintptr_t* slot = slab_map_slot(slab_address(slab));
+  for (std::size_t i = 0; i < std::size_t{1} << order; ++i)
+    __atomic_store_n(&slot[i], entry, __ATOMIC_RELEASE);
+}
+void slab_map_clear(page* slab, unsigned order) {
+  std::uintptr_t* slot = slab_map_slot(slab_address(slab));
+  for (std::size_t i = 0; i < std::size_t{1} << order; ++i)
+    __atomic_store_n(&slot[i], std::uintptr_t{0}, __ATOMIC_RELAXED);
+}
+
 void discard_slab(kmem_cache* s, page* slab) {
   kmem_cache_node* n = get_node(s, slab_nid(slab));
   s->slabs_changing.fetch_add(1);  // (validate_slab_cache: see allocate_slab)
   n->nr_slabs.fetch_sub(1, std::memory_order_relaxed);
   n->total_objects.fetch_sub(load_counters(slab).objects, std::memory_order_relaxed);
   s->slab_gen.fetch_add(1);
+  slab_map_clear(slab, slab->order);
   set_page_flags(slab, page_flags(slab) & ~PG_slab);
   s->slabs_changing.fetch_sub(1);
   if (USLUB_UNLIKELY(s->flags & SLAB_TYPESAFE_BY_RCU)) {
@@ -595,7 +609,7 @@ void slab_free_report(kmem_cache* s, const void* obj, const char* caller) {
     // its last object was freed, i.e. a double free or a free after the cache was shrunk (the
     // fuzzer's first finding: the report used to say only "not an object").
     auto off = reinterpret_cast<std::uintptr_t>(obj) & (SECTION_SIZE - 1);
-    if (lookup_section(obj) && off >= MEMMAP_BYTES) {
+    if (lookup_section(obj) && off >= SECTION_DATA_START) {
       page* head = virt_to_page(obj);
       bool free_block = page_flags(head) & (PG_buddy | PG_pcp | PG_isolated);
       report_bug(s->name, free_block ? "Object already free" : "Invalid pointer",
@@ -640,10 +654,11 @@ void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node, std::size_t orig_size
 
 void cache_free_keyed(kmem_cache* s, page* slab, void* obj) {
   if (s->nr_nodes == 1 && sheaf_free_fast(s, obj)) return;
-  sheaf_free_slow(s, slab, obj);
+  sheaf_free_slow(s, slab ? slab : virt_to_slab(obj), obj);
 }
 
 void cache_free_slow(kmem_cache* s, page* slab, void* obj) {
+  if (!slab) slab = virt_to_slab(obj);
   if (s->cpu_sheaves) {
     if (USLUB_UNLIKELY(!free_key_set(s, obj))) return sheaf_report_double_free(s, obj);
     return cache_free_keyed(s, slab, obj);

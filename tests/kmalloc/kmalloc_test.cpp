@@ -96,6 +96,42 @@ TEST(Kmalloc, ForeignAndInteriorPointersAreReported) {
   EXPECT_EQ(cap.first_line(3), "uslub: BUG kmalloc: Invalid pointer");
 }
 
+// kfree finds the cache in the slab map: every page of a multi-page slab maps to its cache and
+// order while the slab lives, and a pointer into a later page of it that is no object start is
+// still an Invalid pointer; the words are 0 once the slab is released.
+TEST(Kmalloc, SlabMapNamesEveryPageOfASlabUntilItIsReleased) {
+  auto* p = static_cast<char*>(kmalloc(2000, 0));
+  kmem_cache* s = kmalloc_slab(2000);  // (after the first kmalloc: made by it)
+  page* slab = virt_to_slab(p);
+  ASSERT_NE(slab, nullptr);
+  unsigned order = slab->order;
+  ASSERT_GE(order, 1u) << "kmalloc-2048 slabs span several pages";
+  auto* base = static_cast<char*>(slab_address(slab));
+  for (std::size_t i = 0; i < std::size_t{1} << order; ++i) {
+    std::uintptr_t e = slab_map_entry(base + i * PAGE_SIZE);
+    EXPECT_EQ(slab_map_cache(e), s) << "page " << i;
+    EXPECT_EQ(e & SLAB_MAP_ORDER_MASK, order) << "page " << i;
+  }
+  report_capture cap;
+  kfree(base + PAGE_SIZE + 8);  // inside the slab's second page, not an object start
+  ASSERT_EQ(cap.count(), 1u);
+  EXPECT_EQ(cap.first_line(), "uslub: BUG kmalloc-2048: Invalid pointer");
+  int x;
+  EXPECT_EQ(slab_map_entry(&x), 0u) << "not uslub's memory";
+  // A cache of its own, emptied and shrunk: its slab is released and its words cleared.
+  kmem_cache* c = kmem_cache_create("slab-map", 2000, 0, SLAB_NO_MERGE | SLAB_NO_SHEAVES, nullptr);
+  void* q = kmem_cache_alloc(c, 0);
+  char* qbase = static_cast<char*>(slab_address(virt_to_slab(q)));
+  unsigned qorder = virt_to_slab(q)->order;
+  EXPECT_EQ(slab_map_cache(slab_map_entry(qbase)), c);
+  kmem_cache_free(c, q);
+  kmem_cache_shrink(c);
+  for (std::size_t i = 0; i < std::size_t{1} << qorder; ++i)
+    EXPECT_EQ(slab_map_entry(qbase + i * PAGE_SIZE), 0u) << "page " << i;
+  kmem_cache_destroy(c);
+  kfree(p);
+}
+
 TEST(CxxApi, CacheAllocatorAndResource) {
   struct obj {
     int a;
