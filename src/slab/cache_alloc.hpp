@@ -16,7 +16,8 @@ namespace uslub {
 void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node, std::size_t orig_size = 0);
 
 void cache_free_slow(kmem_cache* s, page* slab, void* obj);
-// A sheaf cache's free whose key is already stored (free_key_set), after the inline push missed.
+// A sheaf cache's free after its key step (the key stored by free_key_set, or the key off) and
+// a miss of the inline push.
 void cache_free_keyed(kmem_cache* s, page* slab, void* obj);
 
 // The hit path of a cache with sheaf_fast_alloc: the sheaf pop and the free key's clear
@@ -42,6 +43,11 @@ USLUB_ALWAYS_INLINE void cache_free(kmem_cache* s, page* slab, void* obj) {
   if (USLUB_LIKELY(s->sheaf_fast_free)) {
     // The free key (sheaf.hpp) is also the double-free check, in a row or not.
     if (USLUB_UNLIKELY(!free_key_set(s, obj))) return sheaf_report_double_free(s, obj);
+    if (USLUB_LIKELY(sheaf_free_rseq(s, obj))) return;
+    return cache_free_keyed(s, slab, obj);
+  }
+  // USLUB_DOUBLE_FREE=0: the push alone; the freed object is not touched.
+  if (s->sheaf_fast_free_plain) {
     if (USLUB_LIKELY(sheaf_free_rseq(s, obj))) return;
     return cache_free_keyed(s, slab, obj);
   }

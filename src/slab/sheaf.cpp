@@ -137,6 +137,7 @@ void sheaf_spread_lines(kmem_cache* s, void** objs, unsigned n) {
 
 // Objects a refill takes from the slabs into a sheaf get the free key (sheaf.hpp).
 void sheaf_set_keys(kmem_cache* s, void** objects, unsigned n) {
+  if (!s->free_key) return;
   for (unsigned i = 0; i < n; ++i) free_key_store(s, objects[i]);
 }
 
@@ -199,6 +200,8 @@ void flush_alien(kmem_cache* s, void** objs, unsigned n) {
 
 }  // namespace
 
+bool g_free_key_default = true;
+
 void sheaf_report_double_free(kmem_cache* s, void* obj) {
   report_bug(s->name, "Object already free",
              "object %p freed while it is free in a sheaf (its free key is there): freed twice; "
@@ -207,6 +210,7 @@ void sheaf_report_double_free(kmem_cache* s, void* obj) {
 }
 
 bool sheaf_flush_take(kmem_cache* s, void* obj) {
+  if (!s->free_key) return true;
   std::uintptr_t seen = *free_key_word(s, obj);
   if (USLUB_NO_FREE_CHECKS || USLUB_LIKELY(seen == free_key(s, obj))) return true;
   // 0 is what an allocation leaves: the same object was in a sheaf twice (two frees racing on
@@ -471,7 +475,7 @@ void sheaf_free_bulk(kmem_cache* s, std::size_t nr, void** p) {
     if (!obj) continue;
     page* slab = slab_free_check_inline(s, obj, "kmem_cache_free_bulk");
     if (!slab) continue;  // reported
-    if (USLUB_UNLIKELY(!free_key_set(s, obj))) {
+    if (USLUB_UNLIKELY(s->free_key && !free_key_set(s, obj))) {
       sheaf_report_double_free(s, obj);
       continue;
     }
@@ -624,14 +628,16 @@ int sheaves_init(kmem_cache* s, unsigned capacity) {
   }
   s->sheaf_rseq = platform::rseq_sequences_usable();
   s->sheaf_fast_alloc = USLUB_HAVE_RSEQ_ASM && s->sheaf_rseq && !s->sheaf_stat;
-  s->sheaf_fast_free = s->sheaf_fast_alloc && s->nr_nodes == 1;
+  s->free_key = g_free_key_default;
+  s->sheaf_fast_free = s->sheaf_fast_alloc && s->nr_nodes == 1 && s->free_key;
+  s->sheaf_fast_free_plain = s->sheaf_fast_alloc && s->nr_nodes == 1 && !s->free_key;
   // Publish the capacity last: a cache is only used after kmem_cache_create returns.
   s->sheaf_capacity = capacity;
   return 0;
 }
 
 void sheaves_free(kmem_cache* s) {
-  s->sheaf_fast_alloc = s->sheaf_fast_free = false;
+  s->sheaf_fast_alloc = s->sheaf_fast_free = s->sheaf_fast_free_plain = false;
   if (!s->cpu_sheaves) return;
   global_page_allocator().free_pages_addr(s->cpu_sheaves, s->pcs_order);
   s->cpu_sheaves = nullptr;

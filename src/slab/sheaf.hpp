@@ -134,6 +134,14 @@ void sheaf_free_bulk(kmem_cache* s, std::size_t nr, void** p);
 // reported there.  Objects on slab free lists hold an encoded free pointer in that word, never the
 // key.  A false report needs a program to store secret ^ address into a live object without ever
 // seeing the 64-bit secret.  (-DUSLUB_NO_FREE_CHECKS=1 benchmark builds drop the key altogether.)
+//
+// USLUB_DOUBLE_FREE=0 turns the key off for the caches made afterwards (all of them when set in
+// the environment): a free then pushes the pointer without touching the object (the key's load
+// of a cold object being freed is most of alloc-test's cost, docs/debug.md), and a double free
+// goes unseen: the object is handed out twice, as with mimalloc's or jemalloc's defaults.  The
+// boundary check (Invalid pointer) and the hardened slab free pointers stay on.  The choice is
+// the cache's (s->free_key), fixed at creation: its sheaves never mix keyed and plain objects.
+extern bool g_free_key_default;  // USLUB_DOUBLE_FREE (slab_init), default on
 USLUB_ALWAYS_INLINE std::uintptr_t* free_key_word(const kmem_cache* s, void* obj) {
   return reinterpret_cast<std::uintptr_t*>(static_cast<char*>(obj) + s->offset);
 }

@@ -128,9 +128,11 @@ struct alignas(64) kmem_cache {
   using list_head = uslub::list_head;
   // Hot fields first: the fast paths read only the first two cache lines of kmem_cache.
   uslub::slub_percpu_sheaves* cpu_sheaves;  // null: the classic per-CPU slab fast path
-  bool sheaf_fast_alloc;     // sheaves on rseq, no statistics: the inline alloc hit path applies
-  bool sheaf_fast_free;      // ... and one node: the inline free hit path applies
-  kmem_cache_cpu* cpu_slab;  // nr_cpu_ids slots
+  bool sheaf_fast_alloc;       // sheaves on rseq, no statistics: the inline alloc hit path applies
+  bool sheaf_fast_free;        // ... and one node: the inline free hit path applies (free key on)
+  bool sheaf_fast_free_plain;  // the same with the free key off (USLUB_DOUBLE_FREE=0)
+  bool free_key;               // the always-on double-free check (sheaf.hpp) is on
+  kmem_cache_cpu* cpu_slab;    // nr_cpu_ids slots
   kmem_cache_cpu_stats* cpu_stats;  // nullptr unless SLAB_STATS
   slab_flags_t flags;
   unsigned size;         // object stride in the slab

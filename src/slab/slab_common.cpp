@@ -204,6 +204,8 @@ void slab_init() {
   g_nomerge = platform::env_size("USLUB_NOMERGE", 0) != 0;
   if (platform::env_size("USLUB_STATS", 0)) g_stats.store(true);
   if (const char* fp = getenv("USLUB_FASTPATH")) g_sheaves_default = strcmp(fp, "cpuslab") != 0;
+  if (getenv("USLUB_DOUBLE_FREE"))
+    g_free_key_default = platform::env_size("USLUB_DOUBLE_FREE", 1) != 0;
   kmem_cache* s = &boot_kmem_cache;
   for (unsigned n = 0; n < platform::kMaxNodes; ++n) s->node[n] = &boot_nodes[n];
   std::size_t obj = sizeof(kmem_cache) + boot_node_capacity(pa) * sizeof(kmem_cache_node);

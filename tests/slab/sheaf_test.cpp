@@ -493,6 +493,41 @@ struct pin_to_current_cpu {
   ~pin_to_current_cpu() { sched_setaffinity(0, sizeof old, &old); }
 };
 
+// USLUB_DOUBLE_FREE=0 (g_free_key_default, read at start-up): caches made meanwhile free
+// without writing the object (no key) when it goes into a sheaf, on the inline path and the
+// counting one alike, and their flush has no key to check; the same free with the key on writes it
+// (the control).
+TEST(Sheaf, WithTheFreeKeyOffAFreeLeavesTheObjectAsItWas) {
+  for (slab_flags_t stats : {slab_flags_t{0}, SLAB_STATS}) {
+    for (bool key : {false, true}) {
+      g_free_key_default = key;
+      kmem_cache* s =
+          kmem_cache_create("sheaf-nokey", 64, 0, SLAB_NO_MERGE | SLAB_SHEAVES | stats, nullptr);
+      g_free_key_default = true;
+      pin_to_current_cpu pin;
+      report_capture cap;
+      void* keep = kmem_cache_alloc(s, 0);
+      void* warm[4];  // this CPU's main sheaf gets room (the first free installs an empty one)
+      for (void*& w : warm) w = kmem_cache_alloc(s, 0);
+      for (void* w : warm) kmem_cache_free(s, w);
+      auto* p = static_cast<unsigned char*>(kmem_cache_alloc(s, 0));
+      memset(p, 0x5a, 64);
+      kmem_cache_free(s, p);
+      unsigned changed = 0;
+      for (unsigned i = 0; i < 64; ++i) changed += p[i] != 0x5a;
+      if (key)
+        EXPECT_GT(changed, 0u) << "the key was stored";
+      else
+        EXPECT_EQ(changed, 0u) << "stats " << stats;
+      kmem_cache_shrink(s);  // the flush takes it back to its slab
+      EXPECT_EQ(cap.count(), 0u);
+      kmem_cache_free(s, keep);
+      EXPECT_EQ(kmem_cache_validate(s), 0);
+      kmem_cache_destroy(s);
+    }
+  }
+}
+
 TEST(SheafBulk, AllocTakesTheSheafsObjectsAndFreePutsThemBack) {
   pin_to_current_cpu pin;
   kmem_cache* s = make("sheaf-bulk", 64);
