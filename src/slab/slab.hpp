@@ -32,6 +32,13 @@
 // remote free (CAS on slab freelist+counters; list_lock only when the slab changes list).
 // Reading a stale object's free pointer in the alloc fast path is safe: slab memory is never
 // unmapped (the page allocator only madvises it, which reads as zeros), and the CAS fails.
+// The slab map (page.hpp; slab_map_entry below) is written without a lock by the one thread
+// that creates or discards the slab: allocate_slab stores each page's word (release) after
+// PG_slab, discard_slab clears the words before PG_slab and before the pages leave (or, for
+// SLAB_TYPESAFE_BY_RCU, before the grace period).  kfree reads it lockless: a free of a live
+// object finds its slab's word (the allocation that handed the object out came after the
+// store); a word read as 0 sends kfree to kfree_slow, which classifies the address from the
+// descriptors (and reports it: the slab was empty, so the free is a double free).
 //
 // Slab states (slab = head page descriptor; counters = inuse:16 objects:15 frozen:1):
 //   frozen, c->slab          the CPU slab: only its CPU slot takes slab->freelist
