@@ -279,11 +279,6 @@ USLUB_ALWAYS_INLINE char* slab_object(const kmem_cache* s, void* base, std::size
   return static_cast<char*>(base) + idx * s->size + s->red_left_pad;
 }
 
-// The slab holding obj, or nullptr if obj is not inside a uslub slab page.  One load for the
-// section, one for the descriptor's flags (and the head pointer for multi-page slabs).
-// The descriptor area of a section is accessible as a whole (memmap.cpp), so the section's
-// fields are not needed: the table load only says "ours", and the descriptor load does not
-// depend on it.
 // ---- the slab map (page.hpp) ------------------------------------------------------------
 // Each page of a slab has `cache | order` in its map word (kmem_cache is 64-byte aligned, the
 // order needs 4 bits), written after PG_slab (release) by allocate_slab and cleared by
@@ -307,6 +302,11 @@ USLUB_ALWAYS_INLINE std::size_t slab_map_offset(std::uintptr_t entry, const void
   return reinterpret_cast<std::uintptr_t>(obj) & ((PAGE_SIZE << (entry & SLAB_MAP_ORDER_MASK)) - 1);
 }
 
+// The slab holding obj, or nullptr if obj is not inside a uslub slab page.  One load for the
+// section, one for the descriptor's flags (and the head pointer for multi-page slabs).
+// The descriptor area of a section is accessible as a whole (memmap.cpp), so the section's
+// fields are not needed: the table load only says "ours", and the descriptor load does not
+// depend on it.
 USLUB_ALWAYS_INLINE page* virt_to_slab(const void* obj) {
   if (USLUB_UNLIKELY(!lookup_section(obj))) return nullptr;
   // An address in the descriptor area itself needs no test: its descriptor slot was never

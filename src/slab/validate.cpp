@@ -71,6 +71,16 @@ bool validate_slab(kmem_cache* s, page* slab, bool on_partial, bool walk_freelis
   if (__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED) != s)
     return fail(s, slab, "Slab corrupt", "slab_cache %#lx is not this cache%lu",
                 reinterpret_cast<unsigned long>(slab->slab_cache), 0);
+  // Every page's slab map word names this cache and the slab's order (kfree reads it).
+  unsigned order = __atomic_load_n(&slab->order, __ATOMIC_RELAXED);
+  std::uintptr_t* map = slab_map_slot(slab_address(slab));
+  for (std::size_t i = 0; i < std::size_t{1} << order; ++i) {
+    std::uintptr_t got = __atomic_load_n(&map[i], __ATOMIC_ACQUIRE);
+    if (got != (reinterpret_cast<std::uintptr_t>(s) | order)) {
+      if (off_list && s->slab_gen.load() != gen) return true;  // discarded while we looked
+      return fail(s, slab, "Slab corrupt", "slab map word of page %lu is %#lx", i, got);
+    }
+  }
   if (c.objects != s->objects && c.objects != s->min_objects)
     return fail(s, slab, "Slab corrupt", "objects %lu, expected %lu", c.objects, s->objects);
   if (c.inuse > c.objects)

@@ -96,6 +96,26 @@ TEST(KmemCache, DestroyWithLiveObjectsReportsAndKeepsTheCache) {
   EXPECT_EQ(cap.count(), 1u);
 }
 
+// The slab map word of each page of a slab is part of what validation checks.
+TEST(KmemCache, ValidateReportsAWrongSlabMapWord) {
+  kmem_cache* s = kmem_cache_create("test-map", 2000, 0, SLAB_NO_MERGE, nullptr);
+  void* p = kmem_cache_alloc(s, 0);
+  page* slab = virt_to_slab(p);
+  ASSERT_GE(slab->order, 1u);
+  std::uintptr_t* word = slab_map_slot(static_cast<char*>(slab_address(slab)) + PAGE_SIZE);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  std::uintptr_t saved = *word;
+  *word = 0;  // as if the second page were no slab's
+  report_capture cap;
+  EXPECT_NE(kmem_cache_validate(s), 0);
+  ASSERT_GE(cap.count(), 1u);
+  EXPECT_EQ(cap.first_line(), "uslub: BUG test-map: Slab corrupt");
+  *word = saved;
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_free(s, p);
+  kmem_cache_destroy(s);
+}
+
 TEST(KmemCache, BulkAllocAndFree) {
   kmem_cache* s = kmem_cache_create("test-bulk", 96, 0, SLAB_NO_MERGE, nullptr);
   for (int round = 0; round < 50; ++round) {
