@@ -37,20 +37,24 @@ USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node,
   return cache_alloc_slow(s, gfp, node, orig_size);
 }
 
+// The inline push of a free past its key step, and its out-of-line rest on a miss.
+USLUB_ALWAYS_INLINE void cache_free_push(kmem_cache* s, page* slab, void* obj) {
+  if (USLUB_LIKELY(sheaf_free_rseq(s, obj))) return;
+  cache_free_keyed(s, slab, obj);
+}
+
 // slab: obj's slab (slab_free_check_inline or virt_to_slab), or nullptr when the caller found
 // the cache in the slab map (kfree): the out-of-line halves then look it up if they need it.
+// Keyed and plain caches have a flag each (not one flag and a test of s->free_key), so the
+// default keyed path runs no extra instruction.
 USLUB_ALWAYS_INLINE void cache_free(kmem_cache* s, page* slab, void* obj) {
   if (USLUB_LIKELY(s->sheaf_fast_free)) {
     // The free key (sheaf.hpp) is also the double-free check, in a row or not.
     if (USLUB_UNLIKELY(!free_key_set(s, obj))) return sheaf_report_double_free(s, obj);
-    if (USLUB_LIKELY(sheaf_free_rseq(s, obj))) return;
-    return cache_free_keyed(s, slab, obj);
+    return cache_free_push(s, slab, obj);
   }
   // USLUB_DOUBLE_FREE=0: the push alone; the freed object is not touched.
-  if (s->sheaf_fast_free_plain) {
-    if (USLUB_LIKELY(sheaf_free_rseq(s, obj))) return;
-    return cache_free_keyed(s, slab, obj);
-  }
+  if (s->sheaf_fast_free_plain) return cache_free_push(s, slab, obj);
   cache_free_slow(s, slab, obj);
 }
 

@@ -141,6 +141,8 @@ void sheaf_free_bulk(kmem_cache* s, std::size_t nr, void** p);
 // goes unseen: the object is handed out twice, as with mimalloc's or jemalloc's defaults.  The
 // boundary check (Invalid pointer) and the hardened slab free pointers stay on.  The choice is
 // the cache's (s->free_key), fixed at creation: its sheaves never mix keyed and plain objects.
+// The allocation still clears the key word (free_key_clear, one store to the object it hands
+// out): skipping it would cost the keyed default a test on every allocation.
 extern bool g_free_key_default;  // USLUB_DOUBLE_FREE (slab_init), default on
 USLUB_ALWAYS_INLINE std::uintptr_t* free_key_word(const kmem_cache* s, void* obj) {
   return reinterpret_cast<std::uintptr_t*>(static_cast<char*>(obj) + s->offset);

@@ -658,13 +658,12 @@ void cache_free_keyed(kmem_cache* s, page* slab, void* obj) {
 }
 
 void cache_free_slow(kmem_cache* s, page* slab, void* obj) {
-  if (!slab) slab = virt_to_slab(obj);
   if (s->cpu_sheaves) {
     if (USLUB_UNLIKELY(s->free_key && !free_key_set(s, obj)))
       return sheaf_report_double_free(s, obj);
-    return cache_free_keyed(s, slab, obj);
+    return cache_free_keyed(s, slab, obj);  // (looks the slab up only on its slow path)
   }
-  do_slab_free(s, slab, obj, obj, 1);
+  do_slab_free(s, slab ? slab : virt_to_slab(obj), obj, obj, 1);
 }
 
 // ---- flush ------------------------------------------------------------------------------

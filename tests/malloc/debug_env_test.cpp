@@ -39,6 +39,13 @@ bool child() {
   return getenv("USLUB_DEBUG_TEST_CHILD") != nullptr;
 }
 
+// Output (stdout and stderr) of DebugEnvChild.<test> re-run with the environment env, then of
+// the shell command `after`.
+std::string run_child(const std::string& env, const char* test, const char* after = "") {
+  return run(env + " USLUB_DEBUG_TEST_CHILD=1 " + self() + " --gtest_filter=DebugEnvChild." + test +
+             " 2>&1" + after);
+}
+
 __attribute__((noinline)) void* leaky_function() {
   void* p = malloc(1000);
   asm volatile("" ::: "memory");
@@ -76,8 +83,7 @@ TEST(DebugEnvChild, DoubleFree) {
 
 TEST(DebugEnv, DoubleFreeIsReportedByDefault) {
   if (child()) GTEST_SKIP();
-  std::string out = run("USLUB_LEAK_REPORT=0 USLUB_DEBUG_TEST_CHILD=1 " + self() +
-                        " --gtest_filter=DebugEnvChild.DoubleFree 2>&1");
+  std::string out = run_child("USLUB_LEAK_REPORT=0", "DoubleFree");
   EXPECT_NE(out.find("uslub: BUG kmalloc-48: Object already free"), std::string::npos) << out;
   EXPECT_NE(out.find("handed out twice: 0"), std::string::npos) << out;
   EXPECT_NE(out.find("[  PASSED  ] 1 test"), std::string::npos) << out;
@@ -88,8 +94,7 @@ TEST(DebugEnv, DoubleFreeIsReportedByDefault) {
 // longer reads the block.
 TEST(DebugEnv, DoubleFreeCheckOffHandsTheBlockOutTwice) {
   if (child()) GTEST_SKIP();
-  std::string out = run("USLUB_DOUBLE_FREE=0 USLUB_LEAK_REPORT=0 USLUB_DEBUG_TEST_CHILD=1 " +
-                        self() + " --gtest_filter=DebugEnvChild.DoubleFree 2>&1");
+  std::string out = run_child("USLUB_DOUBLE_FREE=0 USLUB_LEAK_REPORT=0", "DoubleFree");
   EXPECT_EQ(out.find("uslub: BUG"), std::string::npos) << out;
   EXPECT_NE(out.find("handed out twice: 1"), std::string::npos) << out;
   EXPECT_NE(out.find("[  PASSED  ] 1 test"), std::string::npos) << out;
@@ -97,8 +102,7 @@ TEST(DebugEnv, DoubleFreeCheckOffHandsTheBlockOutTwice) {
 
 TEST(DebugEnv, MallocRedzoneAndLeakReport) {
   if (child()) GTEST_SKIP();
-  std::string out = run("USLUB_DEBUG=FZPU USLUB_DEBUG_TEST_CHILD=1 " + self() +
-                        " --gtest_filter=DebugEnvChild.OverflowAndLeak 2>&1");
+  std::string out = run_child("USLUB_DEBUG=FZPU", "OverflowAndLeak");
   EXPECT_NE(out.find("uslub: BUG kmalloc-48: Redzone overwritten"), std::string::npos) << out;
   EXPECT_NE(out.find("(requested 40)"), std::string::npos) << out;
   EXPECT_NE(out.find("First byte 0x41 instead of 0xcc"), std::string::npos) << out;
@@ -113,12 +117,10 @@ TEST(DebugEnv, DisabledListAndAbort) {
   if (child()) GTEST_SKIP();
   // '-' for kmalloc-48: no report for the same bug; everything else still debugged.
   std::string out =
-      run("USLUB_DEBUG='-,kmalloc-48;FZ' USLUB_LEAK_REPORT=0 USLUB_DEBUG_TEST_CHILD=1 " + self() +
-          " --gtest_filter=DebugEnvChild.OverflowAndLeak 2>&1");
+      run_child("USLUB_DEBUG='-,kmalloc-48;FZ' USLUB_LEAK_REPORT=0", "OverflowAndLeak");
   EXPECT_EQ(out.find("uslub: BUG"), std::string::npos) << out;
   // USLUB_DEBUG_ABORT=1: the first report aborts the process.
-  out = run("USLUB_DEBUG=Z USLUB_DEBUG_ABORT=1 USLUB_DEBUG_TEST_CHILD=1 " + self() +
-            " --gtest_filter=DebugEnvChild.OverflowAndLeak 2>&1; echo status=$?");
+  out = run_child("USLUB_DEBUG=Z USLUB_DEBUG_ABORT=1", "OverflowAndLeak", "; echo status=$?");
   EXPECT_NE(out.find("uslub: BUG kmalloc-48: Redzone overwritten"), std::string::npos) << out;
   EXPECT_EQ(out.find("[  PASSED  ]"), std::string::npos) << out;
   EXPECT_NE(out.find("status=134"), std::string::npos) << out;
