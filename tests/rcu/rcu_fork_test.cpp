@@ -11,7 +11,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -99,7 +101,22 @@ void parent_cb(uslub_rcu_head* h) {
   exit(0);
 }
 
-// Waits for pid until the deadline; kills it and fails if it is still running.
+// The stacks of every thread of pid (gdb attached in batch mode), or why there are none.
+std::string stacks_of(pid_t pid) {
+  std::string cmd = "gdb -q -p " + std::to_string(pid) +
+                    " -batch -ex 'thread apply all bt 30' 2>&1 | grep -E '^(Thread|#)'";
+  std::string out;
+  if (FILE* f = popen(cmd.c_str(), "r")) {
+    char buf[4096];
+    std::size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    pclose(f);
+  }
+  return out.empty() ? "(no stacks: gdb missing or not allowed to attach)" : out;
+}
+
+// Waits for pid until the deadline; if it is still running, fails with its threads' stacks
+// (where it hangs) and kills it.
 void expect_child_ok(pid_t pid, std::chrono::seconds deadline = 30s) {
   auto end = std::chrono::steady_clock::now() + deadline;
   int status = 0;
@@ -108,9 +125,10 @@ void expect_child_ok(pid_t pid, std::chrono::seconds deadline = 30s) {
     if (r == pid) break;
     ASSERT_EQ(r, 0);
     if (std::chrono::steady_clock::now() > end) {
+      std::string where = stacks_of(pid);
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);
-      FAIL() << "child " << pid << " hung";
+      FAIL() << "child " << pid << " hung; its threads:\n" << where;
     }
     std::this_thread::sleep_for(2ms);
   }
