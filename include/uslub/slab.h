@@ -113,6 +113,8 @@ struct kmem_cache_info {
   unsigned int sheaf_capacity;
   int sheaves_rseq;             /* 1: lock-free rseq fast paths, 0: locked fallback */
   unsigned long sheaf_stat[16]; /* see uslub_sheaf_stat_names */
+  /* Free objects parked in per-CPU sheaves and barns (not counted in active_objs). */
+  unsigned long sheaf_objs;
 };
 extern const char* const uslub_sheaf_stat_names[];
 /* Changes the sheaf capacity of a cache at run time (drains its sheaves).  0 or -EINVAL. */

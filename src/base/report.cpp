@@ -14,24 +14,7 @@ namespace {
 std::atomic<report_hook_fn> g_hook{nullptr};
 std::atomic<void*> g_hook_arg{nullptr};
 std::atomic<int> g_abort{-1};  // -1: not yet read from the environment
-std::atomic<int> g_log_fd{-1};
 std::atomic<unsigned long> g_bugs{0};
-
-int log_fd() {
-  int fd = g_log_fd.load(std::memory_order_acquire);
-  if (fd >= 0) return fd;
-  fd = 2;
-  if (const char* path = getenv("USLUB_LOG"); path && *path) {
-    int f = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (f >= 0) fd = f;
-  }
-  int expected = -1;
-  if (!g_log_fd.compare_exchange_strong(expected, fd) && fd != 2) {
-    close(fd);
-    fd = expected;
-  }
-  return fd;
-}
 
 bool abort_on_bug() {
   int a = g_abort.load(std::memory_order_relaxed);
@@ -55,7 +38,7 @@ void write_all(int fd, const char* s, size_t n) {
 void emit(char* buf, size_t len) {
   if (len > 0 && buf[len - 1] != '\n') buf[len++] = '\n';
   buf[len] = '\0';
-  write_all(log_fd(), buf, len);
+  write_all(report_fd(), buf, len);
   if (auto hook = g_hook.load(std::memory_order_acquire))
     hook(buf, g_hook_arg.load(std::memory_order_relaxed));
 }

@@ -26,6 +26,10 @@ USLUB_SLOWPATH void report_info(const char* fmt, ...) USLUB_PRINTF(1, 2);
 // Unrecoverable internal error: report and abort.
 [[noreturn]] USLUB_SLOWPATH void panic(const char* fmt, ...) USLUB_PRINTF(1, 2);
 
+// The descriptor reports go to: USLUB_LOG ("%p" -> pid), else stderr, else (stderr closed)
+// the duplicate of stderr taken at load (report_log.cpp).
+int report_fd();
+
 // Number of report_bug() calls since start (tests and fuzzers read it).
 unsigned long bug_count();
 

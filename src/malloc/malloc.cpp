@@ -84,26 +84,6 @@ void* do_aligned(size_t align, size_t size) {
   return p;
 }
 
-void print_stats(int fd) {
-  page_alloc_stats st = global_page_allocator().stats();
-  char buf[512];
-  int n = snprintf(
-      buf, sizeof buf,
-      "uslub: committed %llu KiB, free %llu KiB (returned %llu KiB), pcp %llu KiB, "
-      "huge %zu KiB, limit %llu KiB\n",
-      (unsigned long long)st.committed_bytes >> 10, (unsigned long long)st.free_bytes >> 10,
-      (unsigned long long)st.returned_bytes >> 10, (unsigned long long)st.pcp_bytes >> 10,
-      huge_bytes() >> 10, (unsigned long long)st.limit_bytes >> 10);
-  if (n > 0) (void)!write(fd, buf, static_cast<size_t>(n));
-  uslub_print_slabinfo(fd);
-  uslub_print_slab_stats(fd);
-}
-
-// USLUB_STATS=1: per-cache statistics at exit.
-__attribute__((destructor)) void uslub_exit_stats() {
-  if (platform::env_size("USLUB_STATS", 0)) print_stats(2);
-}
-
 }  // namespace
 
 extern "C" {
@@ -197,22 +177,6 @@ USLUB_EXPORT int malloc_trim(size_t) {
   global_page_allocator().drain_all_pages();
   std::size_t released = huge_trim();
   return global_page_allocator().reclaim(/*force=*/true) + released > 0 ? 1 : 0;
-}
-
-USLUB_EXPORT struct mallinfo2 mallinfo2(void) {
-  struct mallinfo2 mi {};
-  page_alloc_stats st = global_page_allocator().stats();
-  mi.arena = st.committed_bytes;
-  mi.hblks = 0;
-  mi.hblkhd = huge_bytes();
-  mi.fordblks = st.free_bytes + st.pcp_bytes;
-  mi.uordblks = st.committed_bytes > mi.fordblks ? st.committed_bytes - mi.fordblks : 0;
-  mi.keepcost = st.free_bytes - st.returned_bytes;
-  return mi;
-}
-
-USLUB_EXPORT void malloc_stats(void) {
-  print_stats(2);
 }
 
 }  // extern "C"

@@ -977,7 +977,7 @@ void slub_debug_exit_checks() {
   bool track = false;
   for (unsigned i = 0; i < r.nr_blocks; ++i)
     if (!r.blocks[i].disable && (r.blocks[i].flags & SLAB_STORE_USER)) track = true;
-  if (track && platform::env_size("USLUB_LEAK_REPORT", 1)) slub_debug_leak_report(2);
+  if (track && platform::env_size("USLUB_LEAK_REPORT", 1)) slub_debug_leak_report(report_fd());
 }
 
 namespace {

@@ -19,6 +19,7 @@
 #include "slab/debug.hpp"
 #include "slab/sheaf.hpp"
 #include "slab/slab.hpp"
+#include "slab/stats.hpp"
 
 namespace uslub {
 namespace {
@@ -202,7 +203,7 @@ void slab_init() {
   }
   page_allocator* pa = &global_page_allocator();
   g_nomerge = platform::env_size("USLUB_NOMERGE", 0) != 0;
-  if (platform::env_size("USLUB_STATS", 0)) g_stats.store(true);
+  if (stats_mode_from_env() >= 0) g_stats.store(true);
   if (const char* fp = getenv("USLUB_FASTPATH")) g_sheaves_default = strcmp(fp, "cpuslab") != 0;
   if (getenv("USLUB_DOUBLE_FREE"))
     g_free_key_default = platform::env_size("USLUB_DOUBLE_FREE", 1) != 0;
@@ -347,7 +348,7 @@ void slab_fill_info(kmem_cache* s, kmem_cache_info* info) {
   info->refcount = static_cast<unsigned>(s->refcount);
   info->cpu_partial = s->cpu_partial;
   info->min_partial = s->min_partial;
-  unsigned long free_partial = 0;
+  unsigned long free_partial = 0, empty_partial = 0;
   for (unsigned i = 0; i < s->nr_nodes; ++i) {
     kmem_cache_node* n = s->node[i];
     info->num_slabs += static_cast<unsigned long>(n->nr_slabs.load());
@@ -360,11 +361,16 @@ void slab_fill_info(kmem_cache* s, kmem_cache_info* info) {
       slab_counters c;
       c.v = load_u64(&list_entry<page, &page::lru>(pos)->counters);
       free_partial += c.objects - c.inuse;
+      if (c.inuse == 0) empty_partial++;
     }
   }
-  // Like /proc/slabinfo under SLUB: objects on CPU slabs count as active.
-  info->active_objs = info->num_objs - free_partial;
-  info->active_slabs = info->num_slabs;
+  // Like /proc/slabinfo under SLUB, objects on CPU slabs count as active; free objects parked
+  // in the per-CPU sheaves and barns do not (their own column, sheaf_objs), nor do the empty
+  // slabs kept on the partial lists.
+  info->sheaf_objs = static_cast<unsigned long>(sheaf_parked_objects(s));
+  unsigned long used = info->num_objs - free_partial;
+  info->active_objs = used > info->sheaf_objs ? used - info->sheaf_objs : 0;
+  info->active_slabs = info->num_slabs - empty_partial;
   for (unsigned c = 0; c < s->nr_cpus; ++c) {
     kmem_cache_cpu* cs = &s->cpu_slab[c];
     if (__atomic_load_n(&cs->slab, __ATOMIC_RELAXED)) info->cpu_slabs++;
