@@ -11,8 +11,8 @@
  *   active      bytes of slab pages that hold at least one object, plus huge blocks
  *   resident    committed minus what has been returned to the OS (madvised, not yet reused)
  *   committed   what uslub has taken from the OS (page allocator sections + huge mappings)
- *   metadata    uslub's own bookkeeping: page descriptors, cache descriptors and their
- *               per-CPU blocks, the stack depot
+ *   metadata    uslub's own bookkeeping: page descriptors, cache descriptors, their
+ *               per-CPU blocks and sheaves, the stack depot
  *   rss         the process's resident set (/proc/self/statm), everything, not only uslub's
  * Peaks: committed and rss peaks are exact (committed never shrinks: memory goes back to the
  * OS by madvise and stays committed; rss from the kernel's VmHWM); allocated / active /
@@ -42,7 +42,7 @@ struct uslub_stats {
   uint32_t nr_caches;
   uint64_t allocated, active, resident, committed, metadata;
   uint64_t peak_allocated, peak_active, peak_resident, peak_committed, peak_metadata;
-  uint64_t allocations, frees; /* slab objects; see `counted` */
+  uint64_t allocations, frees; /* objects of the program's caches; see `counted` */
   uint32_t counted;            /* 1: every cache keeps statistics, the counts are complete */
   uint32_t pad0;
   uint64_t rss, peak_rss;

@@ -1,5 +1,7 @@
 #include "base/report.hpp"
 
+#include "base/options.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -20,7 +22,7 @@ bool abort_on_bug() {
   int a = g_abort.load(std::memory_order_relaxed);
   if (a < 0) {
     const char* e = getenv("USLUB_DEBUG_ABORT");
-    a = (e && *e == '1') ? 1 : 0;
+    a = option_true(e) ? 1 : 0;
     g_abort.store(a, std::memory_order_relaxed);
   }
   return a == 1;

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <strings.h>
 #include <cstdlib>
 #include <cstring>
 
@@ -227,6 +228,10 @@ pid_t thread_id() {
 std::uint64_t env_size(const char* name, std::uint64_t def) {
   const char* s = getenv(name);
   if (!s || !*s) return def;
+  // Switches: yes/true/on and no/false/off as well as 1 and 0 (base/options.cpp warns about
+  // anything else).
+  if (!strcasecmp(s, "yes") || !strcasecmp(s, "true") || !strcasecmp(s, "on")) return 1;
+  if (!strcasecmp(s, "no") || !strcasecmp(s, "false") || !strcasecmp(s, "off")) return 0;
   char* end;
   unsigned long long v = strtoull(s, &end, 10);
   if (end == s) return def;

@@ -76,7 +76,7 @@ std::uint64_t status_kib(const char* text, const char* key) {
 
 struct cache_sums {
   std::uint64_t allocated = 0, slab_bytes = 0, active_slab_bytes = 0, sheaf_bytes = 0;
-  std::uint64_t percpu_bytes = 0, allocations = 0, frees = 0;
+  std::uint64_t percpu_bytes = 0, internal_bytes = 0, allocations = 0, frees = 0;
   std::uint32_t nr_caches = 0;
   bool counted = true;
 };
@@ -111,6 +111,12 @@ void fill_cache_stats(kmem_cache* s, uslub_cache_stats* cs) {
   }
 }
 
+// uslub's own caches: the cache descriptors (the bootstrap cache) and the sheaves.  Their
+// objects are metadata, not the program's.
+bool internal_cache(const kmem_cache* s) {
+  return strcmp(s->name, "kmem_cache") == 0 || strncmp(s->name, "slab_sheaf-", 11) == 0;
+}
+
 void sum_one(kmem_cache* s, void* arg) {
   auto* sum = static_cast<cache_sums*>(arg);
   if (s->pa != &global_page_allocator()) return;  // a test's private page allocator
@@ -118,17 +124,21 @@ void sum_one(kmem_cache* s, void* arg) {
   fill_cache_stats(s, &cs);
   std::uint64_t slab_bytes = PAGE_SIZE << s->order;
   sum->nr_caches++;
-  sum->allocated += cs.active_objs * s->size;
+  if (internal_cache(s))
+    sum->internal_bytes += cs.active_objs * s->size;
+  else
+    sum->allocated += cs.active_objs * s->size;
   sum->sheaf_bytes += cs.sheaf_objs * s->size;
   sum->slab_bytes += cs.num_slabs * slab_bytes;
   sum->active_slab_bytes += cs.active_slabs * slab_bytes;
   sum->percpu_bytes += PAGE_SIZE << s->cpu_order;
   if (s->cpu_sheaves) sum->percpu_bytes += PAGE_SIZE << s->pcs_order;
-  sum->allocations += cs.allocations;
-  sum->frees += cs.frees;
-  // The bootstrap cache of cache descriptors never counts (it exists before any setting is
-  // read); it holds uslub's metadata, not the program's objects.
-  if (!cs.counted && strcmp(s->name, "kmem_cache") != 0) sum->counted = false;
+  if (!internal_cache(s)) {
+    sum->allocations += cs.allocations;
+    sum->frees += cs.frees;
+  }
+  // The bootstrap cache never counts (it exists before any setting is read).
+  if (!cs.counted && !internal_cache(s)) sum->counted = false;
 }
 
 }  // namespace
@@ -174,8 +184,10 @@ void stats_snapshot(uslub_stats* st) {
   std::uint64_t huge = huge_bytes();
   // Each growth step of the page allocator charges a MAX_ORDER block and its descriptors.
   constexpr std::uint64_t desc = MAX_ORDER_BYTES / PAGE_SIZE * sizeof(page);
-  std::uint64_t descriptors = ps.committed_bytes / (MAX_ORDER_BYTES + desc) * desc;
-  std::uint64_t pool = ps.committed_bytes > descriptors ? ps.committed_bytes - descriptors : 0;
+  std::uint64_t blocks = ps.committed_bytes / (MAX_ORDER_BYTES + desc);
+  std::uint64_t pool = blocks * MAX_ORDER_BYTES;
+  // The rest of committed: descriptors and section headers.
+  std::uint64_t descriptors = ps.committed_bytes - pool;
   std::uint64_t free_pages = ps.free_bytes + ps.pcp_bytes;
   std::uint64_t used = pool > free_pages ? pool - free_pages : 0;
   // Pages in use that are neither slabs nor per-CPU blocks: large kmalloc blocks.
@@ -187,7 +199,7 @@ void stats_snapshot(uslub_stats* st) {
   st->committed = ps.committed_bytes + huge;
   st->returned = ps.returned_bytes;
   st->resident = st->committed > ps.returned_bytes ? st->committed - ps.returned_bytes : 0;
-  st->metadata = descriptors + sum.percpu_bytes + stack_depot_bytes();
+  st->metadata = descriptors + sum.percpu_bytes + sum.internal_bytes + stack_depot_bytes();
   st->returned_total = ps.reclaimed_bytes;
   st->free_pages = free_pages > ps.returned_bytes ? free_pages - ps.returned_bytes : 0;
   st->sheaf_bytes = sum.sheaf_bytes;

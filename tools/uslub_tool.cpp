@@ -1,9 +1,9 @@
-// uslub-stat: reads a running process's statistics from /dev/shm/uslub.<pid> (the layout and
-// protocol are src/malloc/stats_shm.hpp).  tools/uslub.in calls it for `uslub stat` and
-// `uslub top`.
-//   uslub-stat stat PID [--json]       the summary and slabinfo table once
-//   uslub-stat top PID [--interval S] [--iterations N]
-//                                       slabtop-like view sorted by active size; q quits
+// uslub-tool: the compiled half of the `uslub` command (tools/uslub.in calls it).
+//   uslub-tool stat PID [--json]       a running process's summary and slabinfo table, once
+//   uslub-tool top PID [--interval S] [--iterations N]
+//                                       slabtop-like live view sorted by active size; q quits
+//   uslub-tool options [--markdown]    every USLUB_* option with its default and meaning
+// stat and top read /dev/shm/uslub.<pid> (layout and protocol: src/malloc/stats_shm.hpp).
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "base/options_table.hpp"
 #include "malloc/stats_shm.hpp"
 
 using uslub::stats_shm;
@@ -212,9 +213,49 @@ int cmd_top(int pid, double interval, long iterations) {
 
 [[noreturn]] void usage(int code) {
   fprintf(code ? stderr : stdout,
-          "usage: uslub-stat stat PID [--json]\n"
-          "       uslub-stat top PID [--interval SECONDS] [--iterations N]\n");
+          "usage: uslub-tool stat PID [--json]\n"
+          "       uslub-tool top PID [--interval SECONDS] [--iterations N]\n"
+          "       uslub-tool options [--markdown]\n");
   exit(code);
+}
+
+const char* kind_name(uslub::opt_kind k) {
+  switch (k) {
+    case uslub::opt_kind::boolean:
+      return "yes/no";
+    case uslub::opt_kind::size:
+      return "size";
+    case uslub::opt_kind::number:
+      return "number";
+    case uslub::opt_kind::choice:
+      return "choice";
+    case uslub::opt_kind::text:
+      return "text";
+    case uslub::opt_kind::tooling:
+      break;
+  }
+  return "";
+}
+
+// The option table; --markdown: the table of docs/guide.md, byte for byte.
+int cmd_options(bool markdown) {
+  if (markdown) printf("| option | values | default | meaning |\n| --- | --- | --- | --- |\n");
+  for (const uslub::opt_desc& o : uslub::kOptions) {
+    if (o.kind == uslub::opt_kind::tooling) continue;
+    std::string values = o.kind == uslub::opt_kind::choice ? o.choices : kind_name(o.kind);
+    const char* def = *o.def ? o.def : "unset";
+    if (markdown) {
+      std::string meaning;
+      for (const char* p = o.meaning; *p; ++p)
+        meaning += *p == '|' ? std::string("\\|") : std::string(1, *p);
+      for (auto& c : values)
+        if (c == '|') c = '/';
+      printf("| `%s` | %s | `%s` | %s |\n", o.name, values.c_str(), def, meaning.c_str());
+    } else {
+      printf("%-24s %-14s default %-9s %s\n", o.name, values.c_str(), def, o.meaning);
+    }
+  }
+  return 0;
 }
 
 int parse_pid(const char* s) {
@@ -228,6 +269,16 @@ int parse_pid(const char* s) {
 
 int main(int argc, char** argv) {
   if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) usage(0);
+  if (argc >= 2 && !strcmp(argv[1], "options")) {
+    bool markdown = false;
+    for (int i = 2; i < argc; ++i) {
+      if (!strcmp(argv[i], "--markdown"))
+        markdown = true;
+      else
+        die(std::string("options: unknown option ") + argv[i], 2);
+    }
+    return cmd_options(markdown);
+  }
   if (argc < 3) usage(2);
   std::string cmd = argv[1];
   int pid = parse_pid(argv[2]);
