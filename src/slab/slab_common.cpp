@@ -364,11 +364,14 @@ void slab_fill_info(kmem_cache* s, kmem_cache_info* info) {
       if (c.inuse == 0) empty_partial++;
     }
   }
-  // Like /proc/slabinfo under SLUB, objects on CPU slabs count as active; free objects parked
-  // in the per-CPU sheaves and barns do not (their own column, sheaf_objs), nor do the empty
-  // slabs kept on the partial lists.
+  // Active objects are the program's: unlike /proc/slabinfo under SLUB, the free objects of
+  // the CPU slabs and CPU partial lists are not active, nor are the free objects parked in
+  // the per-CPU sheaves and barns (their own column, sheaf_objs), nor the empty slabs kept
+  // on the partial lists (stats.cpp).
   info->sheaf_objs = static_cast<unsigned long>(sheaf_parked_objects(s));
+  unsigned long cpu_free = static_cast<unsigned long>(cpu_free_objects(s));
   unsigned long used = info->num_objs - free_partial;
+  used = used > cpu_free ? used - cpu_free : 0;
   info->active_objs = used > info->sheaf_objs ? used - info->sheaf_objs : 0;
   info->active_slabs = info->num_slabs - empty_partial;
   for (unsigned c = 0; c < s->nr_cpus; ++c) {

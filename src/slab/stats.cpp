@@ -172,6 +172,44 @@ std::uint64_t sheaf_parked_objects(kmem_cache* s) {
   return n;
 }
 
+std::uint64_t cpu_free_objects(kmem_cache* s) {
+  std::uint64_t n = 0;
+  for (unsigned c = 0; c < s->nr_cpus; ++c) {
+    kmem_cache_cpu* cs = &s->cpu_slab[c];
+    if (!__atomic_load_n(&cs->slab, __ATOMIC_RELAXED) &&
+        !__atomic_load_n(&cs->partial, __ATOMIC_RELAXED))
+      continue;
+    if (!cs->lock.try_lock()) continue;  // a slow path of that CPU is busy: not counted
+    if (page* slab = cs->slab) {
+      slab_counters k;
+      k.v = load_u64(&slab->counters);
+      n += k.objects - k.inuse;  // frees that reached the slab's own freelist
+      // The CPU freelist: inuse counts these objects as handed out.  A fast path may pop
+      // concurrently: every step must stay inside this slab, on an object boundary, and the
+      // walk is bounded by the slab's object count.
+      auto base = reinterpret_cast<std::uintptr_t>(slab_address(slab)) + s->red_left_pad;
+      std::uintptr_t end = base + std::uintptr_t{k.objects} * s->size;
+      void* p = load_ptr(&cs->freelist);
+      for (unsigned i = 0; p && i < k.objects; ++i) {
+        auto a = reinterpret_cast<std::uintptr_t>(p);
+        if (a < base || a >= end || (a - base) % s->size) break;
+        ++n;
+        p = get_freepointer(s, p);
+      }
+    }
+    // The CPU partial list: frozen slabs chained by lru.next, their number in slab_private.
+    page* p = cs->partial;
+    for (std::uint64_t i = 0, nr = p ? p->slab_private : 0; p && i < nr && i < 4096; ++i) {
+      slab_counters k;
+      k.v = load_u64(&p->counters);
+      n += k.objects - k.inuse;
+      p = reinterpret_cast<page*>(p->lru.next);
+    }
+    cs->lock.unlock();
+  }
+  return n;
+}
+
 void stats_snapshot(uslub_stats* st) {
   std::uint32_t version = st->version, size = st->size;
   memset(st, 0, sizeof *st);

@@ -18,6 +18,11 @@ int stats_mode_from_env();
 // per-CPU sheaves, barn lists under their locks; each clamped to its capacity).
 // Context: slab_mutex or a reference on s (sheaves are not freed under it).
 std::uint64_t sheaf_parked_objects(kmem_cache* s);
+// Free objects held by the CPU slots: the CPU slab's freelist and its slab->freelist, and
+// the slabs on each CPU partial list (each slot under its lock, taken with try_lock: a busy
+// slot is skipped; the CPU freelist walk is bounded and range-checked, as a fast path may pop
+// from it meanwhile).
+std::uint64_t cpu_free_objects(kmem_cache* s);
 // Fills the summary (st->version / size as the caller set them; internal callers pass the
 // current ones).
 void stats_snapshot(uslub_stats* st);
