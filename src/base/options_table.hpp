@@ -26,8 +26,9 @@ struct opt_desc {
 inline constexpr opt_desc kOptions[] = {
     {"USLUB_STATS", opt_kind::choice, "0", "0|1|all|json",
      "statistics at exit: summary + slabinfo (1), with empty caches (all), as JSON (json)"},
-    {"USLUB_STATS_SHM", opt_kind::boolean, "1", "",
-     "publish statistics in /dev/shm/uslub.<pid> for `uslub stat` / `uslub top`"},
+    {"USLUB_STATS_SHM", opt_kind::boolean, "0", "",
+     "publish statistics in /dev/shm/uslub.<pid> for `uslub stat` / `uslub top` (a thread; "
+     "`uslub run` sets 1)"},
     {"USLUB_LOG", opt_kind::text, "", "",
      "write reports (BUG, leaks, statistics) to this file instead of stderr; %p is the pid"},
     {"USLUB_VERBOSE", opt_kind::boolean, "0", "", "print the settings in effect at start-up"},

@@ -1,5 +1,8 @@
 // Statistics for other processes: /dev/shm/uslub.<pid> (layout and protocol: stats_shm.hpp),
-// read by `uslub stat PID` and `uslub top PID`.  Off with USLUB_STATS_SHM=0.
+// read by `uslub stat PID` and `uslub top PID`.  On with USLUB_STATS_SHM=1, which `uslub run`
+// sets (unless the user set it): the library alone starts no thread, because a thread changes
+// what a program may do (unshare(CLONE_NEWUSER) and setns refuse a multithreaded process, so
+// `unshare -U` would fail under uslub).
 //
 // A publisher thread, started when the library is loaded (all signals blocked, so the
 // program's signals never land on it), creates the segment and then sleeps on its `request`
@@ -152,9 +155,8 @@ void* publisher(void*) {
 
 bool shm_enabled() {
   const char* v = getenv("USLUB_STATS_SHM");
-  if (!v || !*v) return true;
-  return !(!strcmp(v, "0") || !strcasecmp(v, "no") || !strcasecmp(v, "off") ||
-           !strcasecmp(v, "false"));
+  return v && (!strcmp(v, "1") || !strcasecmp(v, "yes") || !strcasecmp(v, "on") ||
+               !strcasecmp(v, "true"));
 }
 
 __attribute__((constructor)) void stats_shm_start() {

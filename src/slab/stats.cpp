@@ -11,7 +11,8 @@
 // lock: both are the documented order).  The per-CPU sheaves are read without their lock:
 // main / spare pointers and sheaf sizes are loaded relaxed and each size is clamped to its
 // sheaf's capacity; a sheaf is never unmapped (sheaves are slab objects, and slab memory is
-// only madvised), so a stale pointer reads a stale but harmless size.  The figures are
+// only madvised), so a stale pointer reads a stale but harmless size (TSan builds, whose
+// sheaves run without rseq, take the slot's lock word instead).  The figures are
 // therefore approximate while other threads allocate, as /proc/slabinfo's are.
 // Peaks (g_peak) are raised with a CAS loop by every snapshot.
 #include "slab/stats.hpp"
@@ -31,6 +32,7 @@
 #include "kmalloc/kmalloc.hpp"
 #include "page/page.hpp"
 #include "slab/sheaf.hpp"
+#include "slab/sheaf_fast.hpp"
 
 extern char* program_invocation_short_name;
 
@@ -158,10 +160,18 @@ std::uint64_t sheaf_parked_objects(kmem_cache* s) {
   std::uint64_t n = 0;
   for (unsigned c = 0; c < s->nr_cpus; ++c) {
     slub_percpu_sheaves* pcs = &s->cpu_sheaves[c];
+#if USLUB_TSAN
+    // TSan builds run the sheaves without rseq: every fast path takes the slot's lock word,
+    // so holding it makes these reads ordered (TSan would flag the racy reads below).
+    if (!pcs_trylock(pcs)) continue;
+#endif
     n += clamp_size(__atomic_load_n(&pcs->main, __ATOMIC_RELAXED));
     n += clamp_size(__atomic_load_n(&pcs->spare, __ATOMIC_RELAXED));
     unsigned alien = __atomic_load_n(&pcs->nr_alien, __ATOMIC_RELAXED);
     n += alien < kAlienBatch ? alien : kAlienBatch;
+#if USLUB_TSAN
+    pcs_unlock(pcs);
+#endif
   }
   for (unsigned i = 0; i < s->nr_nodes; ++i) {
     node_barn* b = s->barn[i];
@@ -180,7 +190,7 @@ std::uint64_t cpu_free_objects(kmem_cache* s) {
         !__atomic_load_n(&cs->partial, __ATOMIC_RELAXED))
       continue;
     if (!cs->lock.try_lock()) continue;  // a slow path of that CPU is busy: not counted
-    if (page* slab = cs->slab) {
+    if (page* slab = __atomic_load_n(&cs->slab, __ATOMIC_RELAXED)) {
       slab_counters k;
       k.v = load_u64(&slab->counters);
       n += k.objects - k.inuse;  // frees that reached the slab's own freelist
@@ -198,12 +208,13 @@ std::uint64_t cpu_free_objects(kmem_cache* s) {
       }
     }
     // The CPU partial list: frozen slabs chained by lru.next, their number in slab_private.
-    page* p = cs->partial;
-    for (std::uint64_t i = 0, nr = p ? p->slab_private : 0; p && i < nr && i < 4096; ++i) {
+    page* p = __atomic_load_n(&cs->partial, __ATOMIC_RELAXED);
+    std::uint64_t nr = p ? __atomic_load_n(&p->slab_private, __ATOMIC_RELAXED) : 0;
+    for (std::uint64_t i = 0; p && i < nr && i < 4096; ++i) {
       slab_counters k;
       k.v = load_u64(&p->counters);
       n += k.objects - k.inuse;
-      p = reinterpret_cast<page*>(p->lru.next);
+      p = reinterpret_cast<page*>(__atomic_load_n(&p->lru.next, __ATOMIC_RELAXED));
     }
     cs->lock.unlock();
   }

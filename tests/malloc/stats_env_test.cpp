@@ -277,13 +277,22 @@ TEST(StatsCli, StatAndTopReadARunningProgram) {
   EXPECT_NE(gone.status, 0);
 }
 
-TEST(StatsCli, ShmOffPublishesNothing) {
-  result r = sh("USLUB_STATS_SHM=0 " + kCli +
-                " run -- sh -c 'test -e /dev/shm/uslub.$$ && echo yes || echo no'");
-  EXPECT_EQ(r.out, "no\n");
-  result on =
-      sh(kCli + " run -- sh -c 'sleep 0.2; test -e /dev/shm/uslub.$$ && echo yes || echo no'");
-  EXPECT_EQ(on.out, "yes\n");
+// `uslub run` publishes; USLUB_STATS_SHM=0 (--no-shm) and the bare library do not, and then
+// the program stays single-threaded (unshare -U refuses a multithreaded process).
+TEST(StatsCli, ShmOnlyWhenAsked) {
+  const std::string probe =
+      " -- python3 -c 'import os,time; time.sleep(0.3); "
+      "print(os.path.exists(\"/dev/shm/uslub.%d\" % os.getpid()))'";
+  if (sh("command -v python3").status != 0) GTEST_SKIP() << "no python3";
+  EXPECT_EQ(sh(kCli + " run" + probe).out, "True\n");
+  EXPECT_EQ(sh(kCli + " run --no-shm" + probe).out, "False\n");
+  EXPECT_EQ(sh("USLUB_STATS_SHM=0 " + kCli + " run" + probe).out, "False\n");
+  std::string bare = probe.substr(4);
+  EXPECT_EQ(sh("LD_PRELOAD=" USLUB_SO_PATH " " + bare).out, "False\n");
+  if (sh("unshare -U true 2>/dev/null").status == 0) {
+    EXPECT_EQ(sh("LD_PRELOAD=" USLUB_SO_PATH " unshare -U true").status, 0);
+    EXPECT_EQ(sh(kCli + " run --no-shm -- unshare -U true").status, 0);
+  }
 }
 
 // In this process: the glibc statistics entry points, fed from uslub_stats_get.
