@@ -44,6 +44,11 @@ inline constexpr opt_desc kOptions[] = {
     {"USLUB_KFENCE_POOL_PAGES", opt_kind::number, "255", "", "KFENCE pool size in objects"},
     {"USLUB_FAILSLAB", opt_kind::text, "", "",
      "fault injection: probability%,interval,times (caches with the A flag)"},
+    {"USLUB_PROF_SAMPLE", opt_kind::size, "0", "",
+     "heap profiling: one sampled allocation per this many bytes on average (512K is usual); "
+     "0 off"},
+    {"USLUB_PROF", opt_kind::text, "", "",
+     "write the heap profile (google-pprof's heap format) to this file at exit; %p is the pid"},
     {"USLUB_MEMORY_LIMIT", opt_kind::size, "0", "",
      "fail allocations (NULL, ENOMEM) above this many committed bytes; 0 no limit"},
     {"USLUB_DECAY_MS", opt_kind::number, "500", "",

@@ -1,6 +1,8 @@
 // kmalloc size classes, large and huge blocks, kfree/ksize/krealloc.  See kmalloc.hpp.
 #include "kmalloc/kmalloc.hpp"
 
+#include "kmalloc/prof.hpp"
+
 #include <errno.h>
 #include <sched.h>
 
@@ -55,21 +57,24 @@ void kmalloc_init() {
     if (!k.caches[i]) panic("cannot create %s", name);
   }
   kfence_init_from_env();
+  prof_init_from_env();  // heap profiling: off unless USLUB_PROF_SAMPLE (prof.hpp)
   unsigned c = 0;
   for (std::size_t slot = 0; slot <= KMALLOC_MAX_CACHE_SIZE / 8; ++slot) {
     std::size_t size = slot * 8;
     while (k.sizes[c] < size) ++c;
     __atomic_store_n(&k.index[slot], static_cast<std::uint8_t>(c), __ATOMIC_RELAXED);
   }
-  g_kmalloc.ready.store(kfence_enabled() ? 3 : 2, std::memory_order_release);
-  kmalloc_set_fast(!kfence_enabled());
+  // Sampling (KFENCE, heap profiling) takes every allocation through kmalloc_slow.
+  bool sampling = kfence_enabled() || prof_enabled();
+  g_kmalloc.ready.store(sampling ? 3 : 2, std::memory_order_release);
+  kmalloc_set_fast(!sampling);
 }
 
 bool kmalloc_kfence_init(std::uint32_t sample, unsigned pool_objects) {
   if (g_kmalloc.ready.load(std::memory_order_acquire) < 2) kmalloc_init();
   if (!kfence_init(sample, pool_objects)) return false;
-  g_kmalloc.ready.store(sample ? 3 : 2, std::memory_order_release);
-  kmalloc_set_fast(sample == 0);
+  g_kmalloc.ready.store(sample || prof_enabled() ? 3 : 2, std::memory_order_release);
+  kmalloc_set_fast(sample == 0 && !prof_enabled());
   return true;
 }
 
@@ -104,8 +109,11 @@ void* kmalloc_slow(std::size_t size, gfp_t gfp) {
     kmalloc_init();
     ready = g_kmalloc.ready.load(std::memory_order_acquire);
   }
-  if (ready == 3)
+  if (ready == 3) {
     if (void* p = kfence_sampled(size, 16, gfp)) return p;
+    if (prof_enabled())
+      if (void* p = prof_maybe_sample(size, gfp)) return p;
+  }
   if (size <= KMALLOC_MAX_CACHE_SIZE)
     return cache_alloc(kmalloc_slab(size), gfp, NUMA_NO_NODE, size);
   if (size > (std::size_t{1} << 47)) {
@@ -138,6 +146,7 @@ void* kmalloc_aligned(std::size_t size, std::size_t align, gfp_t gfp) {
 
 // Context: p is not a slab object start.
 void kfree_slow(const void* p, const char* caller) {
+  if (prof_enabled()) prof_free(p);  // a sampled block (a large or huge one) is forgotten
   if (mem_section* sec = lookup_section(p)) {
     auto off = reinterpret_cast<std::uintptr_t>(p) - sec->base;
     if (off >= SECTION_DATA_START && off < sec->top.load(std::memory_order_acquire)) {
