@@ -2,6 +2,7 @@
 //   uslub-tool stat PID [--json]       a running process's summary and slabinfo table, once
 //   uslub-tool top PID [--interval S] [--iterations N]
 //                                       slabtop-like live view sorted by active size; q quits
+//   uslub-tool profile PID [-o FILE]   the process's heap profile now (USLUB_PROF_SAMPLE on)
 //   uslub-tool options [--markdown]    every USLUB_* option with its default and meaning
 // stat and top read /dev/shm/uslub.<pid> (layout and protocol: src/malloc/stats_shm.hpp).
 #include <errno.h>
@@ -121,6 +122,36 @@ int cmd_stat(int pid, bool json) {
   return 0;
 }
 
+// Asks the process to write its heap profile to path (made absolute: the process has its own
+// working directory).
+int cmd_profile(int pid, std::string path) {
+  if (path.empty()) path = "uslub-heap." + std::to_string(pid);
+  if (path[0] != '/') {
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof cwd)) die("cannot get the working directory");
+    path = std::string(cwd) + "/" + path;
+  }
+  stats_shm* m = attach(pid);
+  if (path.size() >= sizeof m->prof_path) die("profile path too long", 2);
+  std::uint64_t done = m->prof_done.load(std::memory_order_acquire);
+  memcpy(m->prof_path, path.c_str(), path.size() + 1);
+  m->prof_wanted.store(1, std::memory_order_release);
+  refresh(m);
+  for (int i = 0; i < 500 && m->prof_done.load(std::memory_order_acquire) == done; ++i) {
+    timespec ts{0, 10 * 1000 * 1000};
+    syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&m->prof_done), FUTEX_WAIT,
+            static_cast<std::uint32_t>(done), &ts, nullptr, 0);
+  }
+  if (m->prof_done.load(std::memory_order_acquire) == done)
+    die("the process did not write its profile within 5 s");
+  if (m->prof_result == ENOTSUP)
+    die("process " + std::to_string(pid) +
+        " does not profile: start it with USLUB_PROF_SAMPLE=512K (uslub run --prof=512K)");
+  if (m->prof_result != 0) die(path + ": " + strerror(m->prof_result));
+  printf("%s\n", path.c_str());
+  return 0;
+}
+
 termios g_saved_tty;
 bool g_raw = false;
 void restore_tty() {
@@ -215,6 +246,7 @@ int cmd_top(int pid, double interval, long iterations) {
   fprintf(code ? stderr : stdout,
           "usage: uslub-tool stat PID [--json]\n"
           "       uslub-tool top PID [--interval SECONDS] [--iterations N]\n"
+          "       uslub-tool profile PID [-o FILE]\n"
           "       uslub-tool options [--markdown]\n");
   exit(code);
 }
@@ -291,6 +323,19 @@ int main(int argc, char** argv) {
         die(std::string("stat: unknown option ") + argv[i], 2);
     }
     return cmd_stat(pid, json);
+  }
+  if (cmd == "profile") {
+    std::string out;
+    for (int i = 3; i < argc; ++i) {
+      std::string a = argv[i];
+      if ((a == "-o" || a == "--output") && i + 1 < argc)
+        out = argv[++i];
+      else if (a.rfind("--output=", 0) == 0)
+        out = a.substr(9);
+      else
+        die("profile: unknown option " + a, 2);
+    }
+    return cmd_profile(pid, out);
   }
   if (cmd == "top") {
     double interval = 1.0;

@@ -16,6 +16,7 @@
 // A process killed by a signal leaves its file; readers check that the pid is alive.
 #include "malloc/stats_shm.hpp"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -32,6 +33,7 @@
 #include <new>
 
 #include "base/compiler.hpp"
+#include "kmalloc/prof.hpp"
 #include "slab/stats.hpp"
 
 namespace uslub {
@@ -105,6 +107,26 @@ void publish(stats_shm* m, const snapshot_buf* b) {
           nullptr, nullptr, 0);
 }
 
+// `uslub profile PID`: the heap profile to the file the reader named.
+void write_profile(stats_shm* m) {
+  char path[sizeof m->prof_path];
+  memcpy(path, m->prof_path, sizeof path);
+  path[sizeof path - 1] = '\0';
+  int result = 0;
+  if (!prof_enabled()) {
+    result = ENOTSUP;
+  } else if (int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); fd < 0) {
+    result = errno;
+  } else {
+    prof_write(fd);
+    close(fd);
+  }
+  m->prof_result = result;
+  m->prof_done.fetch_add(1, std::memory_order_release);
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&m->prof_done), FUTEX_WAKE, INT32_MAX,
+          nullptr, nullptr, 0);
+}
+
 stats_shm* create_segment() {
   int fd = shm_open(g_name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return nullptr;
@@ -149,6 +171,7 @@ void* publisher(void*) {
     seen = req;
     take(b);
     publish(m, b);
+    if (m->prof_wanted.exchange(0, std::memory_order_acq_rel)) write_profile(m);
   }
   return nullptr;
 }

@@ -39,6 +39,13 @@ struct stats_shm {
   uslub_cache_stats caches[kShmMaxCaches];  // seq
   char text[kShmTextBytes];                 // seq: the USLUB_STATS=1 report
   char json[kShmJsonBytes];                 // seq: the USLUB_STATS=json report
+  // `uslub profile PID`: the reader writes prof_path, sets prof_wanted and makes a request;
+  // the publisher writes the heap profile to that file, stores prof_result (0 or an errno;
+  // ENOTSUP: profiling is off) and advances prof_done.  One such reader at a time.
+  char prof_path[4096];
+  std::atomic<std::uint32_t> prof_wanted;
+  std::int32_t prof_result;
+  std::atomic<std::uint64_t> prof_done;
 };
 
 // "/uslub.<pid>" (shm_open's name; the file is /dev/shm/uslub.<pid>).

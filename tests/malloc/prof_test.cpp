@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -53,10 +54,12 @@ __attribute__((noinline)) void keep_in_leaky_site(int n) {
 __attribute__((noinline)) void churn_in_temp_site(int n) {
   for (int i = 0; i < n; i++) { void* p = malloc(200); sink[100000] = p; free(p); }
 }
-int main(void) {
+int main(int argc, char** argv) {
   keep_in_leaky_site(100000);
   churn_in_temp_site(200000);
-  puts("done");
+  puts(argc > 1 ? "ready" : "done");
+  fflush(stdout);
+  if (argc > 1) getchar(); /* held open by the test: `uslub profile` meanwhile */
   return 0;
 }
 )";
@@ -96,6 +99,47 @@ TEST(HeapProfile, GooglePprofReadsTheSampledProfile) {
   // Objects in use: 100000 from the kept site.
   result objs = sh("google-pprof --text --inuse_objects " + dir + "/p " + profile + " 2>&1");
   EXPECT_NE(objs.out.find("keep_in_leaky_site"), std::string::npos) << objs.out;
+  sh("rm -rf " + dir);
+}
+
+// `uslub profile PID` while the program runs: the publisher thread writes the profile.
+TEST(HeapProfile, OnDemandFromAnotherProcess) {
+  if (sh("command -v google-pprof").status != 0) GTEST_SKIP() << "google-pprof not installed";
+  std::string dir = ::testing::TempDir() + "uslub_prof_live_" + std::to_string(getpid());
+  ASSERT_EQ(sh("mkdir -p " + dir).status, 0);
+  std::ofstream(dir + "/p.c") << kProgram;
+  if (sh("cc -O1 -g -o " + dir + "/p " + dir + "/p.c 2>&1").status != 0)
+    GTEST_SKIP() << "no C compiler";
+  // The program waits on a FIFO this test holds; its pid comes from the shell's exec.
+  std::string fifo = dir + "/in";
+  ASSERT_EQ(sh("mkfifo " + fifo).status, 0);
+  FILE* prog = popen(("exec " USLUB_CLI_PATH " run --prof=64K -- " + dir + "/p wait < " + fifo +
+                      " & echo $!; wait")
+                         .c_str(),
+                     "r");
+  ASSERT_NE(prog, nullptr);
+  FILE* in = fopen(fifo.c_str(), "w");  // unblocks the program's open of its stdin
+  ASSERT_NE(in, nullptr);
+  char line[64] = "";
+  ASSERT_NE(fgets(line, sizeof line, prog), nullptr);
+  std::string pid(line, strcspn(line, "\n"));
+  ASSERT_NE(fgets(line, sizeof line, prog), nullptr);
+  EXPECT_STREQ(line, "ready\n");
+  result r = sh(USLUB_CLI_PATH " profile " + pid + " -o " + dir + "/live.heap 2>&1");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(r.out, dir + "/live.heap\n");
+  result text = sh("google-pprof --text " + dir + "/p " + dir + "/live.heap 2>&1");
+  double kept = megabytes(text.out, "keep_in_leaky_site");
+  EXPECT_GT(kept, 95.4 * 0.8) << text.out;
+  EXPECT_LT(kept, 95.4 * 1.2) << text.out;
+  fputs("\n", in);
+  fclose(in);
+  pclose(prog);
+  // A process that does not profile says so.
+  result off =
+      sh(USLUB_CLI_PATH " run -- sleep 5 & q=$!; sleep 0.5; " USLUB_CLI_PATH " profile $q -o " +
+         dir + "/none 2>&1; kill $q");
+  EXPECT_NE(off.out.find("does not profile"), std::string::npos) << off.out;
   sh("rm -rf " + dir);
 }
 
