@@ -13,9 +13,11 @@
 //
 // The segment is removed by a destructor at exit (only by the process that created it: a
 // fork child inherits the mapping, not the publisher, and publishes nothing until it execs).
-// A process killed by a signal leaves its file; readers check that the pid is alive.
+// A process killed by a signal, or ending with _exit, leaves its file: readers check that the
+// pid is alive, and every publisher removes the files of dead processes when it starts.
 #include "malloc/stats_shm.hpp"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -150,12 +152,32 @@ stats_shm* create_segment() {
   return m;
 }
 
+// Segments of processes that are gone: a program that ends with _exit (dash does) runs no
+// destructor, so its file stays; each publisher removes those it may (same owner) when it
+// starts.
+void sweep_dead_segments() {
+  DIR* d = opendir("/dev/shm");
+  if (!d) return;
+  while (dirent* e = readdir(d)) {
+    if (strncmp(e->d_name, "uslub.", 6) != 0) continue;
+    char* end;
+    long pid = strtol(e->d_name + 6, &end, 10);
+    if (*end || pid <= 0 || pid == g_owner) continue;
+    if (kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    char name[32];
+    stats_shm_name(name, sizeof name, static_cast<int>(pid));
+    shm_unlink(name);
+  }
+  closedir(d);
+}
+
 void* publisher(void*) {
   int idle = 0;
   if (!g_state.compare_exchange_strong(idle, 1)) return nullptr;  // exiting already
   stats_shm* m = create_segment();
   g_state.store(m ? 2 : 0);
   if (!m) return nullptr;
+  sweep_dead_segments();
   void* mem = mmap(nullptr, sizeof(snapshot_buf), PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return nullptr;

@@ -289,6 +289,12 @@ TEST(StatsCli, ShmOnlyWhenAsked) {
   EXPECT_EQ(sh("USLUB_STATS_SHM=0 " + kCli + " run" + probe).out, "False\n");
   std::string bare = probe.substr(4);
   EXPECT_EQ(sh("LD_PRELOAD=" USLUB_SO_PATH " " + bare).out, "False\n");
+  // A shell that ends with _exit (dash) leaves its file; the next publisher removes it.
+  std::string pid = sh(kCli + " run -- sh -c 'sleep 0.2; echo $$'").out;
+  pid = pid.substr(0, pid.find('\n'));
+  sh(kCli + " run -- sleep 0.3");
+  struct stat st;
+  EXPECT_NE(stat(("/dev/shm/uslub." + pid).c_str(), &st), 0) << pid;
   if (sh("unshare -U true 2>/dev/null").status == 0) {
     EXPECT_EQ(sh("LD_PRELOAD=" USLUB_SO_PATH " unshare -U true").status, 0);
     EXPECT_EQ(sh(kCli + " run --no-shm -- unshare -U true").status, 0);
