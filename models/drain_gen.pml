@@ -8,7 +8,12 @@
  * Promela is sequentially consistent: this checks the protocol's logic.  The memory-ordering
  * half of the argument (the pcp lock's release/acquire hand-off makes the bump visible to a
  * caller whose free came later) is written next to the code.
- * -DBUG bumps gen after the drain loop instead of before: spin must find the violation.
+ * Mutations (scripts/check-models.sh compiles each with spin -D<name> and expects an error):
+ *   GEN_AFTER_DRAIN      gen is bumped after the drain loop instead of before (D): a caller
+ *                        piggybacks on a drain that had already passed its CPU;
+ *   CHECK_OUTSIDE_MUTEX  the generation check (C) is made before taking the drain mutex, so a
+ *                        caller piggybacks on a drain that has started but not finished.
+ * Each must make an assertion fail.
  */
 #define NCPU 2
 byte pcp[NCPU];
@@ -26,11 +31,17 @@ proctype caller(byte me; byte cpu) {
   unlock(pcplock[cpu]);
 
   this_gen = gen;
+#ifdef CHECK_OUTSIDE_MUTEX
+  if
+  :: this_gen != gen -> goto done
+  :: else -> skip
+  fi;
+#endif
   lock(mutex);
   if
   :: this_gen != gen -> skip      /* (C) someone drained after we started: piggyback */
   :: else ->
-#ifndef BUG
+#ifndef GEN_AFTER_DRAIN
      gen = gen + 1;               /* (D) before the loop */
 #endif
      c = 0;
@@ -38,11 +49,12 @@ proctype caller(byte me; byte cpu) {
      :: c < NCPU -> lock(pcplock[c]); pcp[c] = 0; unlock(pcplock[c]); c++
      :: else -> break
      od;
-#ifdef BUG
+#ifdef GEN_AFTER_DRAIN
      gen = gen + 1;
 #endif
   fi;
   unlock(mutex);
+done:
   assert((pcp[cpu] & (1 << me)) == 0)
 }
 

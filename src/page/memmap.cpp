@@ -9,6 +9,8 @@
 //     space only: nothing was committed).
 //   - zone::grow_section is replaced by CAS when full; the loser of that race releases its
 //     fresh reservation.
+// NUMA: a new section is bound to its zone's node (vm_ops::bind_node, mbind MPOL_PREFERRED)
+// right after its reservation, before any page of it is touched; see new_section.
 #include <errno.h>
 
 #include "base/check.hpp"
@@ -37,6 +39,13 @@ static mem_section* new_section(page_allocator* owner, zone* z, platform::vm_ops
   }
   void* base;
   int err = vm->reserve(SECTION_SIZE, SECTION_SIZE, &base);
+  // Node placement: the whole section - its descriptors too, as the kernel keeps a node's
+  // memmap on that node - prefers the zone's node, set before any of its pages is touched
+  // (the policy applies when a page is faulted in).  Only when the zones are the machine's
+  // nodes (init() decided: a single zone on a multi-node machine spans them all and keeps
+  // first-touch placement).  A refusal is recorded, not fatal (vm_ops::bind_node).
+  int bind_err = -1;
+  if (!err && owner->config().numa_bind) bind_err = vm->bind_node(base, SECTION_SIZE, z->node);
   if (!err) {
     // The whole descriptor area is made accessible at once (it stays non-resident until
     // grow_zone writes descriptors; only the header page is charged): then a free can read
@@ -56,6 +65,7 @@ static mem_section* new_section(page_allocator* owner, zone* z, platform::vm_ops
   sec->owner = owner;
   sec->zone = z;
   sec->node = z->node;
+  sec->bind_err = bind_err;
   sec->top.store(SECTION_DATA_START, std::memory_order_relaxed);
   sec->lost.store(0, std::memory_order_relaxed);
   return sec;

@@ -101,6 +101,10 @@ struct mem_section {
   page_allocator* owner;
   struct zone* zone;
   int node;
+  // The section's NUMA binding (memmap.cpp new_section): 0 bound to `node` (MPOL_PREFERRED),
+  // an errno if mbind refused, -1 not asked (numa_bind off, or zones are not the machine's
+  // nodes).
+  int bind_err;
   // Bytes from base that are committed (descriptor area first).  Grows by CAS.
   std::atomic<std::size_t> top;
   // Address space that could not be committed after top moved past it (not memory).

@@ -34,6 +34,7 @@ page_alloc_config page_alloc_config::from_env() {
   std::uint64_t thp = platform::env_size("USLUB_THP", 2);
   c.thp_min = thp == 0 ? SIZE_MAX : thp == 1 ? 0 : platform::env_size("USLUB_THP_MIN", 16ull << 20);
   c.retain_bytes = platform::env_size("USLUB_RETAIN", c.retain_bytes);
+  c.numa_bind = platform::env_size("USLUB_NUMA_BIND", 1) != 0 && !platform::task_has_mempolicy();
   return c;
 }
 
@@ -51,6 +52,8 @@ int page_allocator::init(const page_alloc_config& cfg) {
   nr_cpus_ = platform::nr_cpu_ids();
   unsigned nodes = cfg.nr_nodes ? cfg.nr_nodes : platform::nr_node_ids();
   if (nodes > platform::kMaxNodes) nodes = platform::kMaxNodes;
+  // Zones that are not the machine's nodes (one zone on a multi-node machine) are not bound.
+  if (nodes != platform::nr_node_ids()) cfg_.numa_bind = false;
   drain_mutex_.set_class(&drain_mutex_key);
   for (unsigned n = 0; n < nodes; ++n) {
     void* mem;

@@ -102,6 +102,12 @@ struct page_alloc_config {
   long decay_ms = -1;              // < 0: default (USLUB_DECAY_MS); 0: return at once
   platform::decommit_mode decommit = platform::decommit_mode::dontneed;
   unsigned nr_nodes = 0;  // 0: the platform's node count
+  // Bind each zone's sections to its node (mbind MPOL_PREFERRED through vm->bind_node) when
+  // the zones are the machine's nodes (init() turns it off unless the zone count equals
+  // platform::nr_node_ids() at that moment; config() shows the outcome).  The
+  // environment's default is on unless USLUB_NUMA_BIND=0 or the process runs under a memory
+  // policy of its own (numactl: platform::task_has_mempolicy()), which then decides alone.
+  bool numa_bind = true;
   // MADV_HUGEPAGE (transparent huge pages) on each new 4 MiB block once the committed heap
   // has reached thp_min bytes.  Small programs keep 4 KiB pages (every huge page they touched
   // would add up to 2 MiB to their RSS); large heaps take 512 times fewer page faults and TLB

@@ -147,7 +147,8 @@ bool rseq_available() {
 }
 
 void set_fake_topology(unsigned nr_nodes, const int* map, unsigned nr_map) {
-  const topology& real = topo();
+  topo();  // g_real read (topo() itself answers with the fake while one is installed)
+  const topology& real = g_real;
   if (nr_nodes == 0) {
     g_topo.store(&real, std::memory_order_release);
     return;

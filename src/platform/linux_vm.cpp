@@ -1,6 +1,12 @@
-// vm_ops on Linux: mmap/mprotect/madvise/munmap.
+// vm_ops on Linux: mmap/mprotect/madvise/munmap, and mbind for node placement.
+//
+// NUMA policy calls are raw system calls (libnuma's wrappers would add a library whose
+// constructor allocates, and this runs inside malloc's first call).
 #include <errno.h>
+#include <linux/mempolicy.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cstdint>
 
@@ -41,9 +47,24 @@ class linux_vm_ops final : public vm_ops {
     *out = p;
     return 0;
   }
+  int bind_node(void* p, std::size_t n, int node) override {
+    if (node < 0 || static_cast<unsigned>(node) >= kMaxNodes) return EINVAL;
+    unsigned long mask[kMaxNodes / (8 * sizeof(unsigned long))] = {};
+    mask[node / (8 * sizeof(unsigned long))] = 1ul << (node % (8 * sizeof(unsigned long)));
+    // maxnode counts one bit more than the mask holds (the kernel's get_nodes() reads
+    // maxnode - 1 bits, as libnuma's numa_tonode_memory passes it).
+    long r = syscall(SYS_mbind, p, n, MPOL_PREFERRED, mask, kMaxNodes + 1ul, 0u);
+    return r == 0 ? 0 : errno;
+  }
 };
 
 }  // namespace
+
+bool task_has_mempolicy() {
+  int mode = MPOL_DEFAULT;
+  if (syscall(SYS_get_mempolicy, &mode, nullptr, 0ul, nullptr, 0ul) != 0) return false;
+  return mode != MPOL_DEFAULT;
+}
 
 vm_ops& linux_vm() {
   // Constant-initialised (no constructor runs), so it is usable from any initialiser.

@@ -46,6 +46,13 @@ class vm_ops {
   virtual int release(void* p, std::size_t n) = 0;
   // Maps n bytes of zeroed read-write memory (metadata, large blocks).  0 or errno.
   virtual int map(std::size_t n, void** out) = 0;
+  // Prefers NUMA node `node` for the pages of [p, p+n) (mbind MPOL_PREFERRED, on a range
+  // inside one earlier reservation, before its pages are touched): each page faulted in later
+  // comes from that node while it has free memory, from the nearest others after.  Returns 0
+  // or an errno (EINVAL: no such node; EPERM: mbind refused, as a container's default seccomp
+  // profile does without CAP_SYS_NICE).  Failure is harmless: the pages then follow the
+  // thread's own policy (by default, the node of the CPU that first touches them).
+  virtual int bind_node(void* p, std::size_t n, int node) = 0;
 
  protected:
   // Not virtual: implementations live in static storage and must need no destructor call
@@ -70,6 +77,11 @@ int cpu_to_node(unsigned cpu);
 // True if glibc registered an rseq area for this process (it may be turned off with
 // GLIBC_TUNABLES=glibc.pthread.rseq=0), so current_cpu() costs one TLS load.
 bool rseq_available();
+
+// True if the calling thread has a NUMA memory policy other than the default (set_mempolicy,
+// numactl --interleave/--membind/--preferred, inherited across fork and exec).  The page
+// allocator then leaves placement to that policy instead of binding sections to nodes.
+bool task_has_mempolicy();
 
 // Test hook: pretend the machine has nr_nodes nodes with CPU c on node map[c] (issue 4's fake
 // two-node configuration).  nr_nodes == 0 restores the real topology.

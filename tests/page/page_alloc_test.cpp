@@ -259,6 +259,7 @@ class blocking_vm final : public platform::vm_ops {
   int hugepage(void* p, std::size_t n) override { return real().hugepage(p, n); }
   int release(void* p, std::size_t n) override { return real().release(p, n); }
   int map(std::size_t n, void** out) override { return real().map(n, out); }
+  int bind_node(void* p, std::size_t n, int node) override { return real().bind_node(p, n, node); }
 
  private:
   static platform::vm_ops& real() { return platform::linux_vm(); }

@@ -47,6 +47,13 @@ TEST(Numa, FakeTopologyMapsCpusToNodes) {
   EXPECT_EQ(platform::cpu_to_node(0), 0);
   platform::set_fake_topology(0, nullptr, 0);
   EXPECT_GE(platform::nr_node_ids(), 1u);
+  // Restored for good: the machine's count again, not the fake's.
+  unsigned real_nodes = platform::nr_node_ids();
+  platform::set_fake_topology(3, map, 2);
+  EXPECT_EQ(platform::nr_node_ids(), 3u);
+  platform::set_fake_topology(0, nullptr, 0);
+  EXPECT_EQ(platform::nr_node_ids(), real_nodes);
+  EXPECT_NE(real_nodes, 3u);
 }
 
 TEST(Vm, ReserveCommitDecommitRelease) {

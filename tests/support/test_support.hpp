@@ -113,6 +113,7 @@ class failing_vm final : public platform::vm_ops {
     if (fail_map) return ENOMEM;
     return real().map(n, out);
   }
+  int bind_node(void* p, std::size_t n, int node) override { return real().bind_node(p, n, node); }
 
  private:
   static platform::vm_ops& real() { return platform::linux_vm(); }
