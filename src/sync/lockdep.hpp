@@ -28,6 +28,9 @@ bool lockdep_is_held(const void* lock);
 void lockdep_assert_held_fn(const void* lock, const char* what, const char* file, int line);
 // Forgets every recorded ordering and re-arms the one-report latch (tests).
 void lockdep_reset();
+// Re-arms the one-report latch, keeping the dependencies learned so far (the test main, after
+// a test that made a report).
+void lockdep_rearm();
 // Has the dependency a -> b (a held while b was acquired, not tried) been recorded?
 bool lockdep_depends(const lock_class_key* a, const lock_class_key* b);
 #define lockdep_assert_held(l) ::uslub::lockdep_assert_held_fn((l), #l, __FILE__, __LINE__)
