@@ -149,7 +149,7 @@ bool monitor_hook() {
 }
 
 void fork_prepare() {
-  for (auto& krc : g_krc) krc.lock.lock();
+  for (auto& krc : g_krc) krc.lock.lock_nest_lock(rcu_fork_nest_lock());
 }
 void fork_release() {
   for (unsigned i = kMaxSlots; i-- > 0;) g_krc[i].lock.unlock();

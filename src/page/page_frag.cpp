@@ -170,7 +170,7 @@ bool monitor_hook() {  // RCU's monitor thread: the old ones
 void fork_prepare() {
   g_pools_lock.lock();
   for (list_head* l = g_pools.next; l != &g_pools; l = l->next)
-    list_entry<frag_pool, &frag_pool::pools>(l)->lock.lock();
+    list_entry<frag_pool, &frag_pool::pools>(l)->lock.lock_nest_lock(&g_pools_lock);
 }
 void fork_release() {
   for (list_head* l = g_pools.prev; l != &g_pools; l = l->prev)

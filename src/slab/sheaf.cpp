@@ -573,7 +573,7 @@ void sheaf_drain_all(kmem_cache* s) {
 void sheaf_fork_prepare(kmem_cache* s) {
   if (!s->cpu_sheaves) return;
   for (unsigned cpu = 0; cpu < s->nr_cpus; ++cpu) pcs_lock_remote(s, cpu);
-  for (unsigned n = 0; n < s->nr_nodes; ++n) s->barn[n]->lock.lock();
+  for (unsigned n = 0; n < s->nr_nodes; ++n) s->barn[n]->lock.lock_nest_lock(&slab_mutex);
 }
 
 void sheaf_fork_release(kmem_cache* s) {
