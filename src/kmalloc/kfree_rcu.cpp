@@ -115,6 +115,7 @@ void queue_batch(kfree_rcu_batch* b) {
 // Takes the open batch of krc off its slot, counted in transit.  Context: krc->lock; the caller
 // passes it to queue_batch after dropping the lock.
 kfree_rcu_batch* detach(kfree_rcu_cpu* krc) {
+  lockdep_assert_held(&krc->lock);
   kfree_rcu_batch* b = krc->cur;
   __atomic_store_n(&krc->cur, nullptr, __ATOMIC_RELAXED);  // peeked at without the lock
   rcu_detach_batch();

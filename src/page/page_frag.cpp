@@ -124,6 +124,7 @@ void end_deferral(rcu_head* rh) {
 // Takes the open batch if `all` or it is old enough; the caller queues it with
 // call_rcu_detached after dropping the lock.  Context: pool->lock.
 frag_batch* take_open(frag_pool* pool, bool all) {
+  lockdep_assert_held(&pool->lock);
   frag_batch* b = pool->open;
   if (!b || !b->n || (!all && platform::coarse_ms() - b->opened_ms < kFragDeferDelayMs))
     return nullptr;
