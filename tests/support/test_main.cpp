@@ -29,7 +29,8 @@ std::atomic<unsigned long> g_expected{0};  // reports made while a capture was a
 
 // First line of the first report made while no capture was alive (no allocation: the hook can
 // run with allocator locks held).
-std::atomic<bool> g_have_line{false};
+std::atomic<bool> g_have_line{false};   // claimed by the first reporter
+std::atomic<bool> g_line_ready{false};  // g_line written (release), for the listener (acquire)
 char g_line[256];
 
 void default_hook(const char* text, void*) {
@@ -38,11 +39,13 @@ void default_hook(const char* text, void*) {
   if (n >= sizeof g_line) n = sizeof g_line - 1;
   memcpy(g_line, text, n);
   g_line[n] = '\0';
+  g_line_ready.store(true, std::memory_order_release);
 }
 
 class unexpected_report_listener : public ::testing::EmptyTestEventListener {
  public:
   void OnTestStart(const ::testing::TestInfo&) override {
+    g_line_ready = false;
     g_have_line = false;
     base_ = bug_count();
     expected_ = g_expected.load();
@@ -52,8 +55,9 @@ class unexpected_report_listener : public ::testing::EmptyTestEventListener {
     unsigned long expected = g_expected.load() - expected_;
     if (g_capture_depth.load() > 0) expected += bug_count() - g_capture_start.load();
     if (made > expected) {
+      bool line = g_line_ready.load(std::memory_order_acquire);
       ADD_FAILURE() << made - expected << " unexpected uslub report(s) during this test"
-                    << (g_have_line ? ", the first: " : "") << (g_have_line ? g_line : "")
+                    << (line ? ", the first: " : "") << (line ? g_line : "")
                     << "\n(full text on stderr; a test that provokes reports holds a "
                        "report_capture and checks them)";
     }
