@@ -569,6 +569,19 @@ bool lockdep_depends(const lock_class_key* a, const lock_class_key* b) {
   return x >= 0 && y >= 0 && has_edge(x, y);
 }
 
+bool lockdep_depends_by_name(const char* a, const char* b) {
+  int x = -1, y = -1;
+  for (int i = 0; i < kMaxClasses; ++i) {
+    std::uintptr_t v = g_classes[i].load(std::memory_order_acquire);
+    if (!v || (v & (kLockdepSubclasses - 1))) continue;
+    const char* name = reinterpret_cast<const lock_class_key*>(v)->name;
+    if (!name) continue;
+    if (!strcmp(name, a)) x = i;
+    if (!strcmp(name, b)) y = i;
+  }
+  return x >= 0 && y >= 0 && has_edge(x, y);
+}
+
 void lockdep_rearm() {
   g_reported.store(false, std::memory_order_relaxed);
 }

@@ -51,6 +51,8 @@ void lockdep_reset();
 void lockdep_rearm();
 // Has the dependency a -> b (a held while b was acquired, not tried) been recorded?
 bool lockdep_depends(const lock_class_key* a, const lock_class_key* b);
+// The same by class names (subclass 0), for classes whose keys are private to their file.
+bool lockdep_depends_by_name(const char* a, const char* b);
 #define lockdep_assert_held(l) ::uslub::lockdep_assert_held_lock((l), #l, __FILE__, __LINE__)
 #else
 inline void lockdep_acquire(const lock_class_key*, const void*, bool, unsigned = 0,

@@ -12,6 +12,13 @@
 #include <thread>
 #include <vector>
 
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uslub/rcu.h>
+#include <uslub/slab.h>
+
+#include <cstdlib>
+
 #include "sync/local_lock.hpp"
 #include "sync/lockdep.hpp"
 #include "sync/spinlock.hpp"
@@ -381,6 +388,24 @@ TEST_F(Lockdep, ConcurrentOppositeOrdersAreReportedOnce) {
     t2.join();
     EXPECT_EQ(cap.count(), 1u) << "round " << round;
   }
+}
+
+// The fork path's classes are checked in their documented order: g_fork_lock, then the RCU gate
+// closed, then the RCU clients' fork hooks (kfree_rcu's per-CPU locks) - and no report.
+TEST(LockdepFork, ForkTakesTheRcuForkLockGateAndClientLocksInOrder) {
+  report_capture cap;
+  kvfree_rcu_mightsleep(kmalloc(64, 0));  // RCU and kfree_rcu in use: their fork handlers run
+  uslub_rcu_barrier();
+  pid_t pid = fork();
+  if (pid == 0) _exit(0);
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_TRUE(lockdep_depends_by_name("rcu_fork_lock", "rcu_fork_gate"));
+  EXPECT_TRUE(lockdep_depends_by_name("rcu_fork_gate", "kfree_rcu_cpu->lock"));
+  EXPECT_FALSE(lockdep_depends_by_name("rcu_fork_gate", "rcu_fork_lock"));
+  EXPECT_EQ(cap.count(), 0u);
 }
 
 // A real deadlock is reported before the threads hang in it (the check runs before a lock
