@@ -6,6 +6,8 @@
 #include <cstring>
 #include <mutex>
 
+#include "sync/lockdep.hpp"
+
 namespace uslub {
 
 struct stack_record {
@@ -30,6 +32,22 @@ std::atomic<const stack_record*> g_table[kBuckets];
 std::atomic<chunk*> g_chunk{nullptr};
 std::atomic<std::size_t> g_bytes{0};
 std::mutex depot_lock;  // mapping a new chunk
+constinit lock_class_key depot_lock_key{"stack_depot_lock"};
+
+// depot_lock with its lockdep class: a leaf (only mmap under it), taken inside the allocator's
+// locks by tracking (slub_debug 'U') and last by fork's prepare.
+struct depot_guard {
+  depot_guard() {
+    lockdep_acquire(&depot_lock_key, &depot_lock, false);
+    depot_lock.lock();
+  }
+  ~depot_guard() {
+    lockdep_release(&depot_lock_key, &depot_lock);
+    depot_lock.unlock();
+  }
+  depot_guard(const depot_guard&) = delete;
+  depot_guard& operator=(const depot_guard&) = delete;
+};
 
 std::uint64_t hash_stack(void* const* pcs, unsigned n) {
   std::uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
@@ -49,7 +67,7 @@ void* depot_alloc(std::size_t size) {
       std::size_t off = c->used.fetch_add(size, std::memory_order_relaxed);
       if (off + size <= c->cap) return c->data + off;
     }
-    std::lock_guard<std::mutex> g(depot_lock);
+    depot_guard g;
     if (g_chunk.load(std::memory_order_relaxed) != c) continue;  // someone mapped one
     void* m = mmap(nullptr, kChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) return nullptr;
@@ -104,9 +122,11 @@ std::size_t stack_depot_bytes() {
 }
 
 void stack_depot_fork_prepare() {
+  lockdep_acquire(&depot_lock_key, &depot_lock, false);
   depot_lock.lock();
 }
 void stack_depot_fork_release() {
+  lockdep_release(&depot_lock_key, &depot_lock);
   depot_lock.unlock();  // the child's only thread is the one that locked it
 }
 

@@ -44,6 +44,7 @@ std::size_t cached_bytes = 0;    // huge_lock
 // Takes a cached mapping of at least len bytes (and not more than twice it).
 // Context: huge_lock.
 bool take_cached(std::size_t len, huge_entry* out) {
+  lockdep_assert_held(&huge_lock);
   for (int i = 0; i < nr_cached; ++i) {
     if (cache[i].map_len >= len && cache[i].map_len <= 2 * len) {
       *out = cache[i];
@@ -61,6 +62,7 @@ std::size_t hash(std::uintptr_t a) {
 
 // Context: huge_lock.  Returns the slot of addr or nullptr.
 huge_entry* find(std::uintptr_t a) {
+  lockdep_assert_held(&huge_lock);
   if (!huge_cap) return nullptr;
   for (std::size_t i = hash(a) & (huge_cap - 1), n = 0; n < huge_cap;
        ++n, i = (i + 1) & (huge_cap - 1)) {

@@ -115,6 +115,7 @@ void queue_batch(kfree_rcu_batch* b) {
 // Takes the open batch of krc off its slot, counted in transit.  Context: krc->lock; the caller
 // passes it to queue_batch after dropping the lock.
 kfree_rcu_batch* detach(kfree_rcu_cpu* krc) {
+  lockdep_assert_held(&krc->lock);
   kfree_rcu_batch* b = krc->cur;
   __atomic_store_n(&krc->cur, nullptr, __ATOMIC_RELAXED);  // peeked at without the lock
   rcu_detach_batch();
@@ -149,7 +150,7 @@ bool monitor_hook() {
 }
 
 void fork_prepare() {
-  for (auto& krc : g_krc) krc.lock.lock();
+  for (auto& krc : g_krc) krc.lock.lock_nest_lock(rcu_fork_nest_lock());
 }
 void fork_release() {
   for (unsigned i = kMaxSlots; i-- > 0;) g_krc[i].lock.unlock();

@@ -383,8 +383,8 @@ void page_allocator::fork_prepare() {
     while (zones_[n]->reclaiming.exchange(true, std::memory_order_acquire)) sched_yield();
   drain_mutex_.lock();
   for (unsigned n = 0; n < nr_zones_; ++n)
-    for (unsigned c = 0; c < nr_cpus_; ++c) zones_[n]->pcp[c].lock.lock_wait();
-  for (unsigned n = 0; n < nr_zones_; ++n) zones_[n]->lock.lock();
+    for (unsigned c = 0; c < nr_cpus_; ++c) zones_[n]->pcp[c].lock.lock_wait(&drain_mutex_);
+  for (unsigned n = 0; n < nr_zones_; ++n) zones_[n]->lock.lock_nest_lock(&drain_mutex_);
 }
 
 void page_allocator::fork_release() {

@@ -124,6 +124,7 @@ void end_deferral(rcu_head* rh) {
 // Takes the open batch if `all` or it is old enough; the caller queues it with
 // call_rcu_detached after dropping the lock.  Context: pool->lock.
 frag_batch* take_open(frag_pool* pool, bool all) {
+  lockdep_assert_held(&pool->lock);
   frag_batch* b = pool->open;
   if (!b || !b->n || (!all && platform::coarse_ms() - b->opened_ms < kFragDeferDelayMs))
     return nullptr;
@@ -170,7 +171,7 @@ bool monitor_hook() {  // RCU's monitor thread: the old ones
 void fork_prepare() {
   g_pools_lock.lock();
   for (list_head* l = g_pools.next; l != &g_pools; l = l->next)
-    list_entry<frag_pool, &frag_pool::pools>(l)->lock.lock();
+    list_entry<frag_pool, &frag_pool::pools>(l)->lock.lock_nest_lock(&g_pools_lock);
 }
 void fork_release() {
   for (list_head* l = g_pools.prev; l != &g_pools; l = l->prev)

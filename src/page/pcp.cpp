@@ -28,6 +28,7 @@ USLUB_ALWAYS_INLINE per_cpu_pages* this_cpu_pcp(zone* z, unsigned nr_cpus) {
 // Moves up to `count` blocks of `order` from the zone to the pcp list with one zone->lock
 // acquisition (rmqueue_bulk).  Context: pcp->lock held.  Returns the number moved.
 int page_allocator::rmqueue_bulk(zone* z, unsigned order, int count, per_cpu_pages* pcp) {
+  lockdep_assert_held(&pcp->lock);
   int moved = 0;
   z->lock.lock();
   for (; moved < count; ++moved) {
@@ -48,6 +49,7 @@ int page_allocator::rmqueue_bulk(zone* z, unsigned order, int count, per_cpu_pag
 // and re-taking zone->lock every kFreeBatchLockBound blocks (bounded hold time).
 // Context: pcp->lock held.
 void page_allocator::free_pcppages_bulk(zone* z, int count, per_cpu_pages* pcp) {
+  lockdep_assert_held(&pcp->lock);
   std::uint64_t now = platform::coarse_ms();
   unsigned order = NR_PCP_ORDERS;
   while (count > 0 && pcp->count > 0) {
@@ -87,6 +89,7 @@ page* page_allocator::rmqueue_pcplist(zone* z, unsigned order, bool* zeroed, boo
 // The list of `order` is empty: refill it with one batch from the zone and take the first
 // block (nullptr if the zone is empty too).  Context: pcp->lock held.
 page* page_allocator::pcp_refill(zone* z, per_cpu_pages* pcp, unsigned order) {
+  lockdep_assert_held(&pcp->lock);
   int blocks = pcp->batch >> order;
   if (rmqueue_bulk(z, order, blocks > 0 ? blocks : 1, pcp) == 0) return nullptr;
   pcp->alloc_refill.add();

@@ -45,6 +45,11 @@ std::atomic<long> g_in_transit{0};  // batches detached by a client, not yet que
 std::atomic<int> g_atfork{0}, g_init{0};
 std::atomic<bool> g_used{false};  // RCU was used: the fork handlers have work
 pthread_mutex_t g_fork_lock = PTHREAD_MUTEX_INITIALIZER;  // held from prepare to parent/child
+// lockdep classes: g_fork_lock, and the gate (one class for entering and closing it: a thread
+// that waits to enter while the forking thread waits, under the gate, for a lock the first one
+// holds is a deadlock like any other).
+constinit lock_class_key fork_lock_key{"rcu_fork_lock"};
+constinit lock_class_key fork_gate_key{"rcu_fork_gate"};
 bool g_fork_skipped =
     false;  // g_fork_lock; prepare saw a read section: parent/child skip RCU's part
 constexpr int kMaxHooks = 4;
@@ -69,6 +74,7 @@ std::atomic<std::uint32_t> g_gate{0};
 
 void gate_enter() {
   if (t_gate++ > 0) return;
+  lockdep_acquire(&fork_gate_key, &g_gate, false);
   for (;;) {
     std::uint32_t v = g_gate.load(std::memory_order_acquire);
     if ((v & kClosed) || ((v & kDraining) && t_nesting == 0)) {
@@ -81,6 +87,7 @@ void gate_enter() {
 
 void gate_exit() {
   if (--t_gate > 0) return;
+  lockdep_release(&fork_gate_key, &g_gate);
   std::uint32_t v = g_gate.fetch_sub(1, std::memory_order_release) - 1;
   if ((v & kDraining) && (v & kHolders) == 0) platform::futex_wake(&g_gate, INT32_MAX);
 }
@@ -93,6 +100,7 @@ struct gate_guard {
 };
 
 void gate_close() {
+  lockdep_acquire(&fork_gate_key, &g_gate, false);
   g_gate.fetch_or(kDraining, std::memory_order_acq_rel);
   for (;;) {
     std::uint32_t v = g_gate.load(std::memory_order_acquire);
@@ -105,6 +113,7 @@ void gate_close() {
 }
 
 void gate_open() {
+  lockdep_release(&fork_gate_key, &g_gate);
   g_gate.store(0, std::memory_order_release);
   platform::futex_wake(&g_gate, INT32_MAX);
 }
@@ -214,6 +223,7 @@ int nfork_hooks() {
 void fork_prepare() {
   // Concurrent forks: glibc already runs one fork's handlers at a time; this makes it explicit
   // (and visible to TSan).  Released by the parent, re-initialised in the child.
+  lockdep_acquire(&fork_lock_key, &g_fork_lock, false);
   pthread_mutex_lock(&g_fork_lock);
   g_fork_skipped = false;
   if (g_used.load(std::memory_order_acquire)) {
@@ -238,6 +248,7 @@ void fork_parent() {
     gate_open();
     urcu_memb_call_rcu_after_fork_parent();
   }
+  lockdep_release(&fork_lock_key, &g_fork_lock);
   pthread_mutex_unlock(&g_fork_lock);
 }
 
@@ -252,6 +263,7 @@ void fork_child() {
   g_in_transit.store(0, std::memory_order_relaxed);  // their takers did not survive the fork
   // The monitor did not survive the fork: a new one, if there was one.
   if (g_monitor.exchange(0, std::memory_order_relaxed)) start_monitor();
+  lockdep_release(&fork_lock_key, &g_fork_lock);
   pthread_mutex_init(&g_fork_lock, nullptr);
 }
 
@@ -305,6 +317,10 @@ void queue(::rcu_head* head, void (*fn)(::rcu_head*)) {
 }
 
 }  // namespace
+
+const void* rcu_fork_nest_lock() {
+  return &g_fork_lock;
+}
 
 void rcu_register_fork_handlers() {
   int expected = 0;

@@ -116,6 +116,10 @@ void rcu_add_barrier_hook(void (*fn)());
 void rcu_detach_batch();
 void call_rcu_detached(rcu_head* head, rcu_callback_t func);
 
+// g_fork_lock, held around the fork hooks: lockdep's nest lock for a hook that takes many
+// locks of one class (lock_nest_lock).
+const void* rcu_fork_nest_lock();
+
 // A subsystem that defers work to grace periods (kfree_rcu, the frag pools) and its hooks.
 struct rcu_client_ops {
   void (*barrier)();                          // rcu_add_barrier_hook

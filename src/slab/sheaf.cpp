@@ -17,6 +17,11 @@ namespace {
 // A slot with no sheaf points here: capacity 0 makes both fast paths miss.
 constinit slab_sheaf g_empty_sheaf{0, 0, nullptr};
 constinit lock_class_key barn_lock_key{"node_barn->lock"};
+// The slot lock as the slow paths take it (pcs_lock_local / pcs_lock_remote, released by
+// pcs_unlock_tracked): lockdep checks the order slot -> barn -> list_lock.  The fast paths'
+// locked fallback (sheaf_fast.hpp) is a trylock with nothing taken under it and stays
+// untracked: no lockdep call on a fast path.
+constinit lock_class_key pcs_lock_key{"slub_percpu_sheaves->lock"};
 
 USLUB_ALWAYS_INLINE slab_sheaf* empty_sheaf() {
   return &g_empty_sheaf;
@@ -44,16 +49,27 @@ slub_percpu_sheaves* pcs_lock_local(kmem_cache* s) {
   if (s->sheaf_rseq) {
     int cpu = platform::rseq_lock_slot<offsetof(slub_percpu_sheaves, lock)>(
         reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves));
-    return cpu < 0 ? nullptr : &s->cpu_sheaves[cpu];
+    if (cpu < 0) return nullptr;
+    lockdep_acquire(&pcs_lock_key, &s->cpu_sheaves[cpu], true);
+    return &s->cpu_sheaves[cpu];
   }
 #endif
   slub_percpu_sheaves* pcs = &s->cpu_sheaves[this_cpu_index(s)];
-  return pcs_trylock(pcs) ? pcs : nullptr;
+  if (!pcs_trylock(pcs)) return nullptr;
+  lockdep_acquire(&pcs_lock_key, pcs, true);
+  return pcs;
+}
+
+void pcs_unlock_tracked(slub_percpu_sheaves* pcs) {
+  lockdep_release(&pcs_lock_key, pcs);
+  pcs_unlock(pcs);
 }
 
 // Locks another CPU's slot, waiting for a holder, and restarts its in-flight sequences.
-void pcs_lock_remote(kmem_cache* s, unsigned cpu) {
+// nest: see spinlock_t::lock_nest_lock (fork's prepare takes every slot under slab_mutex).
+void pcs_lock_remote(kmem_cache* s, unsigned cpu, const void* nest = nullptr) {
   slub_percpu_sheaves* pcs = &s->cpu_sheaves[cpu];
+  lockdep_acquire(&pcs_lock_key, pcs, false, 0, nest);  // before waiting
   for (int spins = 0; !pcs_trylock(pcs); ++spins) {
     if (spins < 64)
       cpu_relax();
@@ -264,11 +280,11 @@ static void* sheaf_alloc_miss(kmem_cache* s, gfp_t gfp) {
           retire = main;
       }
       void* obj = full->objects[--full->size];
-      pcs_unlock(pcs);
+      pcs_unlock_tracked(pcs);
       if (retire) sheaf_retire(s, retire);
       return obj;
     }
-    pcs_unlock(pcs);
+    pcs_unlock_tracked(pcs);
     // Refill a sheaf from the slabs with no sheaf lock held.
     slab_sheaf* sh = barn_get(s, local_barn(s), false);
     if (!sh || sh->capacity != sheaf_capacity_of(s)) {
@@ -302,7 +318,7 @@ static void* sheaf_alloc_miss(kmem_cache* s, gfp_t gfp) {
         retire = pcs->spare;
         pcs->spare = sh;
       }
-      pcs_unlock(pcs);
+      pcs_unlock_tracked(pcs);
     }
     if (retire) sheaf_retire(s, retire);
     return obj;
@@ -310,7 +326,7 @@ static void* sheaf_alloc_miss(kmem_cache* s, gfp_t gfp) {
   // main has objects now (swapped in, or refilled by someone while we looked).
   main = pcs->main;
   void* obj = main->size ? main->objects[--main->size] : nullptr;
-  pcs_unlock(pcs);
+  pcs_unlock_tracked(pcs);
   if (obj) return obj;
   return slab_alloc_core(s, gfp & ~__GFP_ZERO, NUMA_NO_NODE);
 }
@@ -341,7 +357,7 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
     }
     pcs->alien_node = nid;
     pcs->alien[pcs->nr_alien++] = obj;
-    pcs_unlock(pcs);
+    pcs_unlock_tracked(pcs);
     sheaf_stat_inc(s, SHEAF_ALIEN_FREE);
     flush_alien(s, batch, n);
     return;
@@ -349,13 +365,13 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
   slab_sheaf* main = pcs->main;
   if (main->size < main->capacity) {  // a refill raced in: just push
     main->objects[main->size++] = obj;
-    pcs_unlock(pcs);
+    pcs_unlock_tracked(pcs);
     return;
   }
   if (pcs->spare && pcs->spare->size < pcs->spare->capacity) {  // swap with the spare
     slab_sheaf* now = pcs_swap_main_spare(pcs);
     now->objects[now->size++] = obj;
-    pcs_unlock(pcs);
+    pcs_unlock_tracked(pcs);
     sheaf_stat_inc(s, SHEAF_SWAP);
     return;
   }
@@ -364,13 +380,13 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
   if (empty && empty->capacity == sheaf_capacity_of(s)) {
     pcs->main = empty;
     empty->objects[empty->size++] = obj;
-    pcs_unlock(pcs);
+    pcs_unlock_tracked(pcs);
     sheaf_retire(s, main);
     return;
   }
   // No empty sheaf: take the full main out and flush it to the slabs, no lock held.
   pcs->main = empty_sheaf();
-  pcs_unlock(pcs);
+  pcs_unlock_tracked(pcs);
   if (empty) sheaf_delete(s, empty);
   slab_sheaf* sh = main;
   if (sh == empty_sheaf()) {
@@ -390,7 +406,7 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
     pcs->main = sh;
     sh = nullptr;
   }
-  if (pcs) pcs_unlock(pcs);
+  if (pcs) pcs_unlock_tracked(pcs);
   if (sh) {  // the slot filled up meanwhile: our one object goes to its slab
     sh->size = 0;
     slab_free_core(s, slab, obj);
@@ -412,7 +428,7 @@ static std::size_t sheaf_take(kmem_cache* s, std::size_t nr, void** p) {
     main = pcs_swap_main_spare(pcs);
   std::size_t k = nr < main->size ? nr : main->size;
   if (k == 0) {  // never write the static empty sheaf (the fast paths read it unlocked)
-    pcs_unlock(pcs);
+    pcs_unlock_tracked(pcs);
     return 0;
   }
   main->size -= static_cast<unsigned>(k);
@@ -421,7 +437,7 @@ static std::size_t sheaf_take(kmem_cache* s, std::size_t nr, void** p) {
     p[i] = from[i];
     free_key_clear(s, from[i]);
   }
-  pcs_unlock(pcs);
+  pcs_unlock_tracked(pcs);
   return k;
 }
 
@@ -438,13 +454,13 @@ static std::size_t sheaf_put(kmem_cache* s, std::size_t n, void** p) {
   }
   std::size_t k = n < room ? n : room;
   if (k == 0) {  // never write the static empty sheaf (the fast paths read it unlocked)
-    pcs_unlock(pcs);
+    pcs_unlock_tracked(pcs);
     return 0;
   }
   void** to = main->objects + main->size;
   for (std::size_t i = 0; i < k; ++i) to[i] = p[i];
   main->size += static_cast<unsigned>(k);
-  pcs_unlock(pcs);
+  pcs_unlock_tracked(pcs);
   return k;
 }
 
@@ -524,7 +540,7 @@ void sheaf_drain_cpu(kmem_cache* s, unsigned cpu) {
   pcs->nr_alien = 0;
   pcs->main = empty_sheaf();
   pcs->spare = nullptr;
-  pcs_unlock(pcs);
+  pcs_unlock_tracked(pcs);
   sheaf_stat_inc(s, SHEAF_REMOTE_DRAIN);
   for (slab_sheaf* sh : {main, spare}) {
     if (!sh || sh == empty_sheaf()) continue;
@@ -572,14 +588,14 @@ void sheaf_drain_all(kmem_cache* s) {
 
 void sheaf_fork_prepare(kmem_cache* s) {
   if (!s->cpu_sheaves) return;
-  for (unsigned cpu = 0; cpu < s->nr_cpus; ++cpu) pcs_lock_remote(s, cpu);
-  for (unsigned n = 0; n < s->nr_nodes; ++n) s->barn[n]->lock.lock();
+  for (unsigned cpu = 0; cpu < s->nr_cpus; ++cpu) pcs_lock_remote(s, cpu, &slab_mutex);
+  for (unsigned n = 0; n < s->nr_nodes; ++n) s->barn[n]->lock.lock_nest_lock(&slab_mutex);
 }
 
 void sheaf_fork_release(kmem_cache* s) {
   if (!s->cpu_sheaves) return;
   for (unsigned n = s->nr_nodes; n-- > 0;) s->barn[n]->lock.unlock();
-  for (unsigned cpu = s->nr_cpus; cpu-- > 0;) pcs_unlock(&s->cpu_sheaves[cpu]);
+  for (unsigned cpu = s->nr_cpus; cpu-- > 0;) pcs_unlock_tracked(&s->cpu_sheaves[cpu]);
 }
 
 // ---- setup ------------------------------------------------------------------------------

@@ -420,6 +420,9 @@ kmem_cache* kmem_cache_create_on(page_allocator* pa, const char* name, std::size
 // in flight in other threads without a lock (a deactivate_slab between its steps) leave their
 // objects unreachable in the child: leaked, never corrupted.
 void slab_fork_prepare();
+// The cache list's lock (lock order 1): fork's prepare takes the per-cache locks under it
+// (lockdep's nest lock for them).
+extern spinlock_t slab_mutex;
 void slab_fork_parent();
 void slab_fork_child();
 

@@ -27,7 +27,9 @@ namespace {
 constinit lock_class_key slab_mutex_key{"slab_mutex"};
 constinit lock_class_key list_lock_key{"kmem_cache_node->list_lock"};
 constinit lock_class_key cpu_slab_lock_key{"kmem_cache_cpu->lock"};
-constinit spinlock_t slab_mutex{&slab_mutex_key};
+}  // namespace
+constinit spinlock_t slab_mutex{&slab_mutex_key};  // slab.hpp: fork's nest lock for sheaves
+namespace {
 constinit list_head slab_caches{&slab_caches, &slab_caches};  // slab_mutex
 
 // The bootstrap cache (seed 001): every kmem_cache structure is an object of this cache.
@@ -309,8 +311,8 @@ void slab_fork_prepare() {
     sheaf_fork_prepare(list_entry<kmem_cache, &kmem_cache::list>(l));
   for (list_head* l = slab_caches.next; l != &slab_caches; l = l->next) {
     kmem_cache* s = list_entry<kmem_cache, &kmem_cache::list>(l);
-    for (unsigned n = 0; n < s->nr_nodes; ++n) s->node[n]->list_lock.lock();
-    for (unsigned c = 0; c < s->nr_cpus; ++c) s->cpu_slab[c].lock.lock_wait();
+    for (unsigned n = 0; n < s->nr_nodes; ++n) s->node[n]->list_lock.lock_nest_lock(&slab_mutex);
+    for (unsigned c = 0; c < s->nr_cpus; ++c) s->cpu_slab[c].lock.lock_wait(&slab_mutex);
   }
   global_page_allocator().fork_prepare();
   stack_depot_fork_prepare();  // a leaf: only mmap under it

@@ -308,6 +308,7 @@ static void put_cpu_partial(kmem_cache* s, page* slab, bool drain) {
 // Context: n->list_lock.
 static void* acquire_slab(kmem_cache* s, kmem_cache_node* n, page* slab, bool first,
                           unsigned* avail, unsigned cpu) {
+  lockdep_assert_held(&n->list_lock);
   void* fl;
   slab_counters old, nw;
   do {
@@ -374,6 +375,7 @@ static page* get_partial(kmem_cache* s, int node, bool fill_cpu_partial, void** 
 
 // Detaches the CPU slab and its freelist (flush_slab).  Context: c->lock held.
 static page* detach_cpu_slab(kmem_cache* s, kmem_cache_cpu* c, void** freelist) {
+  lockdep_assert_held(&c->lock);
   page* slab = c->slab;
   set_c_slab(c, nullptr);  // before the tid bump: see slab.hpp
   for (;;) {
@@ -390,6 +392,7 @@ static page* detach_cpu_slab(kmem_cache* s, kmem_cache_cpu* c, void** freelist) 
 // it before objects that fast frees pushed meanwhile.  Always advances tid.
 // Context: c->lock held, c->slab already stored.
 static void install_cpu_freelist(kmem_cache* s, kmem_cache_cpu* c, void* list) {
+  lockdep_assert_held(&c->lock);
   void* tail = nullptr;
   for (;;) {
     std::uint64_t tid = __atomic_load_n(&c->tid, __ATOMIC_ACQUIRE);

@@ -39,15 +39,16 @@ class local_trylock_t {
     return true;
   }
 
-  // For drains and other rare callers that must get this lock.
-  void lock_wait() {
+  // For drains and other rare callers that must get this lock.  nest: see
+  // spinlock_t::lock_nest_lock (fork's prepare takes every CPU's lock under one outer lock).
+  void lock_wait(const void* nest = nullptr) {
+    lockdep_acquire(cls_, this, false, 0, nest);  // before waiting
     for (int spins = 0; !try_lock_quiet(); ++spins) {
       if (spins < 64)
         cpu_relax();
       else
         sched_yield();
     }
-    lockdep_acquire(cls_, this, false);
   }
 
   USLUB_ALWAYS_INLINE void unlock() {
@@ -56,6 +57,7 @@ class local_trylock_t {
   }
 
   bool is_locked() const { return locked_.load(std::memory_order_relaxed) != 0; }
+  const lock_class_key* lock_class() const { return cls_; }
   // Failed try_lock() calls (racy count: a statistic, not an invariant).
   std::uint64_t trylock_failures() const { return failed_.load(std::memory_order_relaxed); }
 

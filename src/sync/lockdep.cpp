@@ -23,11 +23,21 @@
 //
 // Like the kernel: a trylock adds no dependency *to* the lock it takes (it cannot wait, so it
 // cannot close a deadlock), but once held it is the source of dependencies like any other lock.
-// Nesting two locks of one class adds nothing (fork's prepare takes every cache's list_lock in
-// list order); the kernel would want a subclass annotation there, we accept it.  Locks without a
-// class (nullptr key) are tracked for lockdep_assert_held() only.  After the first report the
-// checker keeps recording but reports no more cycles (kernel: debug_locks_off()); tests re-arm
-// it with lockdep_reset().
+// The check runs before a blocking acquisition waits, so a deadlock about to happen (AA, or the
+// second half of an ABBA) is reported before the thread hangs in it.
+//
+// Also reported, as the kernel does ("possible recursive locking detected"): acquiring a lock
+// this thread already holds, and nesting two locks of one class (a blocking acquisition) unless
+// annotated - with a subclass (lock_nested(n): class "name/n", ordered like any other class) or
+// with a nest lock (lock_nest_lock(&outer): many locks of one class taken under one lock that
+// serialises all such takers, as fork's prepare takes every cache's list_lock under slab_mutex;
+// they share one held entry with a count, so fork's hundreds of locks fit the 48 entries).
+// Releasing a lock this thread does not hold is "bad unlock balance detected".  More than 48
+// entries is reported ("too many locks held") and the thread's extra locks go untracked until
+// released: lockdep_is_held() never answers "held" for a lock it did not see taken.  Locks
+// without a class (nullptr key) are tracked for lockdep_assert_held() only.  After the first
+// report the checker keeps recording but reports no more (kernel: debug_locks_off()); tests
+// re-arm it with lockdep_reset() or lockdep_rearm().
 //
 // Locking rules:
 //   graph_lock  a bare test-and-set flag, deliberately not tracked (it would recurse).  Taken
@@ -74,11 +84,15 @@ constexpr int kEdgeInfo = 2048;
 constexpr int kGates = 4;
 constexpr int kReportBuf = 7680;  // report_bug's buffer is 8 KB including the first line
 
-std::atomic<const lock_class_key*> g_classes[kMaxClasses];
+// A class is a key and a subclass: the entry is the key's address plus the subclass (keys are
+// pointer-aligned, subclasses < kLockdepSubclasses).
+std::atomic<std::uintptr_t> g_classes[kMaxClasses];
+static_assert(alignof(lock_class_key) >= kLockdepSubclasses);
 std::atomic<std::uint64_t> g_edges[kMaxClasses][kWords];  // bit b of g_edges[a]: a -> b
 std::atomic<std::uint64_t> g_gated[kMaxClasses][kWords];  // a -> b has gates
 std::atomic<bool> g_reported{false};
 std::atomic<bool> g_table_full_reported{false};
+std::atomic<bool> g_depth_reported{false};
 std::atomic<bool> g_graph_lock{false};
 
 struct stack_trace {
@@ -104,11 +118,18 @@ bool g_seen[kStates];
 
 struct held_lock {
   const void* lock;
-  const void* ip;  // where it was acquired
-  int cls;         // -1: no class
+  const void* ip;             // where it was acquired
+  int cls;                    // -1: no class
+  const lock_class_key* key;  // the class's key (release does not know the subclass)
+  const void* nest;           // the nest lock it was taken under, or nullptr
+  int count;                  // instances of the class held under nest (1 without one)
+  bool many;                  // has counted more than one: held by class (lock may be gone)
 };
 __attribute__((tls_model("initial-exec"))) thread_local held_lock t_held[kMaxHeld];
-__attribute__((tls_model("initial-exec"))) thread_local int t_nheld;
+__attribute__((tls_model("initial-exec"))) thread_local int t_nheld;  // <= kMaxHeld
+// Locks acquired while t_held was full (reported once as a bug): not tracked, so this thread's
+// "held" answers and unlock checks are suspended until they are released.
+__attribute__((tls_model("initial-exec"))) thread_local int t_untracked;
 // Set while this thread is inside the checker's slow path: a lock taken meanwhile (report_bug's
 // test hook may allocate) is tracked as held but not checked, so the checker never recurses.
 __attribute__((tls_model("initial-exec"))) thread_local bool t_busy;
@@ -142,25 +163,36 @@ USLUB_SLOWPATH void report_table_full(const lock_class_key* key) {
                 kMaxClasses, key->name ? key->name : "?");
 }
 
-int class_id(const lock_class_key* key) {
+int class_id(const lock_class_key* key, unsigned subclass = 0) {
   if (!key) return -1;
-  std::uintptr_t h = (reinterpret_cast<std::uintptr_t>(key) >> 3) % kMaxClasses;
+  if (subclass >= kLockdepSubclasses) subclass = kLockdepSubclasses - 1;
+  std::uintptr_t want = reinterpret_cast<std::uintptr_t>(key) + subclass;
+  std::uintptr_t h = (want >> 3) % kMaxClasses;
   for (int n = 0; n < kMaxClasses; ++n) {
     int i = static_cast<int>((h + static_cast<std::uintptr_t>(n)) % kMaxClasses);
-    const lock_class_key* cur = g_classes[i].load(std::memory_order_acquire);
-    if (USLUB_LIKELY(cur == key)) return i;
+    std::uintptr_t cur = g_classes[i].load(std::memory_order_acquire);
+    if (USLUB_LIKELY(cur == want)) return i;
     if (!cur) {
-      if (g_classes[i].compare_exchange_strong(cur, key, std::memory_order_acq_rel)) return i;
-      if (cur == key) return i;
+      if (g_classes[i].compare_exchange_strong(cur, want, std::memory_order_acq_rel)) return i;
+      if (cur == want) return i;
     }
   }
   report_table_full(key);
   return -1;
 }
 
+// "name" or "name/subclass".  The names of subclasses live in a static table (written once per
+// class, under no lock: two writers write the same text).
+char g_sub_names[kMaxClasses][48];
 const char* class_name(int id) {
-  const lock_class_key* k = g_classes[id].load(std::memory_order_acquire);
-  return k && k->name ? k->name : "(unnamed class)";
+  std::uintptr_t v = g_classes[id].load(std::memory_order_acquire);
+  const auto* k =
+      reinterpret_cast<const lock_class_key*>(v & ~std::uintptr_t{kLockdepSubclasses - 1});
+  const char* name = k && k->name ? k->name : "(unnamed class)";
+  unsigned sub = static_cast<unsigned>(v & (kLockdepSubclasses - 1));
+  if (!sub) return name;
+  if (!g_sub_names[id][0]) snprintf(g_sub_names[id], sizeof g_sub_names[id], "%s/%u", name, sub);
+  return g_sub_names[id];
 }
 
 bool has_edge(int a, int b) {
@@ -227,8 +259,9 @@ bool test_bit(const std::atomic<std::uint64_t> (&m)[kMaxClasses][kWords], int a,
 // first, other than those of the two classes.
 int current_gates(int prev, int cur, const void** gates) {
   int n = 0;
-  for (int i = 0; i < t_nheld && i < kMaxHeld && n < kGates; ++i)
-    if (t_held[i].cls != prev && t_held[i].cls != cur) gates[n++] = t_held[i].lock;
+  for (int i = 0; i < t_nheld && n < kGates; ++i)
+    if (t_held[i].cls != prev && t_held[i].cls != cur && t_held[i].lock)
+      gates[n++] = t_held[i].lock;
   return n;
 }
 
@@ -312,7 +345,7 @@ std::size_t compose_report(char* buf, int prev, int cur, const void* lock, const
   put("so %s -> %s closes a cycle: threads taking these locks in the two orders can deadlock.\n",
       class_name(prev), class_name(cur));
   put("locks held by this thread:\n");
-  for (int i = 0; i < t_nheld && i < kMaxHeld; ++i) {
+  for (int i = 0; i < t_nheld; ++i) {
     put("  #%d %s (%p) taken at ", i, t_held[i].cls >= 0 ? class_name(t_held[i].cls) : "-",
         t_held[i].lock);
     l = append_pc(buf, l, t_held[i].ip);
@@ -389,41 +422,137 @@ USLUB_SLOWPATH USLUB_NOINLINE void add_dependency(int prev, int cur, const void*
   t_busy = false;
 }
 
+// One-shot reports of the calling thread's own misuse (recursion, same-class nesting, an
+// unlock of a lock it does not hold, too many locks): the text, this thread's held locks and
+// its stack.  Shares the latch of the cycle report (the kernel's debug_locks_off).
+USLUB_SLOWPATH USLUB_NOINLINE void report_misuse(const char* problem, const void* ip_lock,
+                                                 const char* fmt, ...) USLUB_PRINTF(3, 4);
+void report_misuse(const char* problem, const void* lock, const char* fmt, ...) {
+  if (g_reported.exchange(true)) return;
+  bool busy = t_busy;
+  t_busy = true;
+  stack_trace now;
+  save_stack(&now, 2);  // drop report_misuse and the hook
+  char text[kReportBuf];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(text, kReportBuf, fmt, ap);
+  va_end(ap);
+  std::size_t l = n > 0 ? static_cast<std::size_t>(n) : 0;
+  if (l >= kReportBuf) l = kReportBuf - 1;
+#define put(...) l = appendf(text, l, __VA_ARGS__)
+  put("locks held by thread %d:\n", static_cast<int>(gettid()));
+  for (int i = 0; i < t_nheld; ++i) {
+    put("  #%d %s (%p)", i, t_held[i].cls >= 0 ? class_name(t_held[i].cls) : "-", t_held[i].lock);
+    if (t_held[i].count > 1)
+      put(" and %d more of its class under %p", t_held[i].count - 1, t_held[i].nest);
+    put(" taken at ");
+    l = append_pc(text, l, t_held[i].ip);
+    put("\n");
+  }
+  put("stack (lock %p):\n", lock);
+#undef put
+  text[append_stack(text, l, &now)] = '\0';
+  report_bug("lockdep", problem, "%s", text);
+  t_busy = busy;
+}
+
+held_lock* find_held(const void* lock) {
+  for (int i = t_nheld - 1; i >= 0; --i)
+    if (t_held[i].lock == lock) return &t_held[i];
+  return nullptr;
+}
+
 }  // namespace
 
-void lockdep_acquire(const lock_class_key* cls, const void* lock, bool trylock) {
-  int id = class_id(cls);
+void lockdep_acquire(const lock_class_key* cls, const void* lock, bool trylock, unsigned subclass,
+                     const void* nest) {
+  int id = class_id(cls, subclass);
   int n = t_nheld;
-  if (!trylock && id >= 0 && !t_busy) {
-    for (int i = 0; i < n && i < kMaxHeld; ++i) {
-      int a = t_held[i].cls;
-      if (a < 0 || a == id) continue;
-      if (USLUB_UNLIKELY(!has_edge(a, id) || test_bit(g_gated, a, id))) add_dependency(a, id, lock);
+  if (!t_busy) {
+    for (int i = 0; i < n; ++i) {
+      held_lock& h = t_held[i];
+      if (USLUB_UNLIKELY(h.lock == lock)) {
+        report_misuse("possible recursive locking detected", lock,
+                      "thread %d is acquiring %s (%p), which it already holds: it would wait for "
+                      "itself forever\n",
+                      static_cast<int>(gettid()), id >= 0 ? class_name(id) : "a lock", lock);
+        break;
+      }
+      if (USLUB_UNLIKELY(id >= 0 && h.cls == id)) {
+        if (nest && h.nest == nest && find_held(nest)) {  // many of a class under one lock
+          ++h.count;
+          h.many = true;
+          return;
+        }
+        if (!trylock)  // a trylock cannot wait, so cannot deadlock
+          report_misuse("possible recursive locking detected", lock,
+                        "thread %d is acquiring %s (%p) while holding %s (%p) of the same "
+                        "class: two threads nesting two such locks in opposite orders deadlock "
+                        "(annotate a fixed nesting with a subclass, lock_nested(), or many "
+                        "locks taken under one serialising lock with lock_nest_lock())\n",
+                        static_cast<int>(gettid()), class_name(id), lock, class_name(h.cls),
+                        h.lock);
+      }
+    }
+    if (!trylock && id >= 0) {
+      for (int i = 0; i < n; ++i) {
+        int a = t_held[i].cls;
+        if (a < 0 || a == id) continue;
+        if (USLUB_UNLIKELY(!has_edge(a, id) || test_bit(g_gated, a, id)))
+          add_dependency(a, id, lock);
+      }
     }
   }
-  if (n < kMaxHeld) t_held[n] = {lock, __builtin_return_address(0), id};
+  if (USLUB_UNLIKELY(n == kMaxHeld || t_untracked)) {
+    ++t_untracked;
+    if (!g_depth_reported.exchange(true))
+      report_misuse("too many locks held", lock,
+                    "thread %d holds %d locks (entries) and acquires %p: lockdep tracks %d per "
+                    "thread; it stops checking this thread until they are released\n",
+                    static_cast<int>(gettid()), n, lock, kMaxHeld);
+    return;
+  }
+  t_held[n] = {lock, __builtin_return_address(0), id, cls, nest, 1, false};
   t_nheld = n + 1;
 }
 
-void lockdep_release(const lock_class_key*, const void* lock) {
-  for (int i = (t_nheld < kMaxHeld ? t_nheld : kMaxHeld) - 1; i >= 0; --i) {
-    if (t_held[i].lock == lock) {
-      for (int j = i; j + 1 < t_nheld && j + 1 < kMaxHeld; ++j) t_held[j] = t_held[j + 1];
-      --t_nheld;
-      return;
-    }
+void lockdep_release(const lock_class_key* cls, const void* lock) {
+  if (USLUB_UNLIKELY(t_untracked)) {  // locks of the overflow go first (last in, first out)
+    --t_untracked;
+    return;
   }
-  if (t_nheld > kMaxHeld) --t_nheld;  // an untracked one (more than kMaxHeld held)
+  held_lock* h = find_held(lock);
+  if (!h && cls)  // one of many of a class held under a nest lock
+    for (int i = t_nheld - 1; i >= 0 && !h; --i)
+      if (t_held[i].key == cls && t_held[i].many) h = &t_held[i];
+  if (USLUB_UNLIKELY(!h)) {
+    if (!t_busy)
+      report_misuse("bad unlock balance detected", lock,
+                    "thread %d is releasing %s (%p), which it does not hold\n",
+                    static_cast<int>(gettid()), cls && cls->name ? cls->name : "a lock", lock);
+    return;
+  }
+  if (--h->count > 0) {
+    if (h->lock == lock) h->lock = nullptr;  // the others are still held, by class
+    return;
+  }
+  for (held_lock* p = h; p + 1 < t_held + t_nheld; ++p) *p = p[1];
+  --t_nheld;
 }
 
-bool lockdep_is_held(const void* lock) {
-  for (int i = 0; i < t_nheld && i < kMaxHeld; ++i)
-    if (t_held[i].lock == lock) return true;
-  return t_nheld > kMaxHeld;  // overflowed (fork's prepare holds hundreds): cannot tell
+bool lockdep_is_held(const void* lock, const lock_class_key* cls, bool locked) {
+  if (find_held(lock)) return true;
+  if (cls && locked)
+    for (int i = 0; i < t_nheld; ++i)
+      if (t_held[i].key == cls && t_held[i].many) return true;
+  return false;
 }
 
-void lockdep_assert_held_fn(const void* lock, const char* what, const char* file, int line) {
-  if (USLUB_LIKELY(lockdep_is_held(lock))) return;
+void lockdep_assert_held_fn(const void* lock, const char* what, const char* file, int line,
+                            const lock_class_key* cls, bool locked) {
+  // While this thread's locks overflowed the table (already reported) it cannot tell.
+  if (USLUB_LIKELY(lockdep_is_held(lock, cls, locked)) || t_untracked) return;
   bool busy = t_busy;
   t_busy = true;
   stack_trace now;
@@ -438,6 +567,23 @@ void lockdep_assert_held_fn(const void* lock, const char* what, const char* file
 bool lockdep_depends(const lock_class_key* a, const lock_class_key* b) {
   int x = class_id(a), y = class_id(b);
   return x >= 0 && y >= 0 && has_edge(x, y);
+}
+
+bool lockdep_depends_by_name(const char* a, const char* b) {
+  int x = -1, y = -1;
+  for (int i = 0; i < kMaxClasses; ++i) {
+    std::uintptr_t v = g_classes[i].load(std::memory_order_acquire);
+    if (!v || (v & (kLockdepSubclasses - 1))) continue;
+    const char* name = reinterpret_cast<const lock_class_key*>(v)->name;
+    if (!name) continue;
+    if (!strcmp(name, a)) x = i;
+    if (!strcmp(name, b)) y = i;
+  }
+  return x >= 0 && y >= 0 && has_edge(x, y);
+}
+
+void lockdep_rearm() {
+  g_reported.store(false, std::memory_order_relaxed);
 }
 
 void lockdep_reset() {

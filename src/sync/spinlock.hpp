@@ -31,12 +31,20 @@ class spinlock_t {
   void set_class(const lock_class_key* cls) { cls_ = cls; }
 
   USLUB_ALWAYS_INLINE void lock() {
-    std::uint32_t expected = 0;
-    if (USLUB_UNLIKELY(!state_.compare_exchange_strong(expected, 1, std::memory_order_acquire,
-                                                       std::memory_order_relaxed)))
-      lock_slow();
-    bump(acquired_);
-    lockdep_acquire(cls_, this, false);
+    lockdep_acquire(cls_, this, false);  // before waiting: a deadlock is reported, not hung on
+    lock_nolockdep();
+  }
+  // lockdep annotations (sync/lockdep.hpp): a fixed nesting of two locks of one class (the
+  // inner one names its level, the kernel's spin_lock_nested), and many locks of one class
+  // taken under one serialising lock (spin_lock_nest_lock).
+  void lock_nested(unsigned subclass) {
+    lockdep_acquire(cls_, this, false, subclass);
+    lock_nolockdep();
+  }
+  template <class Outer>
+  void lock_nest_lock(const Outer* nest) {
+    lockdep_acquire(cls_, this, false, 0, nest);
+    lock_nolockdep();
   }
 
   USLUB_ALWAYS_INLINE bool try_lock() {
@@ -60,6 +68,13 @@ class spinlock_t {
   const lock_class_key* lock_class() const { return cls_; }
 
  private:
+  USLUB_ALWAYS_INLINE void lock_nolockdep() {
+    std::uint32_t expected = 0;
+    if (USLUB_UNLIKELY(!state_.compare_exchange_strong(expected, 1, std::memory_order_acquire,
+                                                       std::memory_order_relaxed)))
+      lock_slow();
+    bump(acquired_);
+  }
   USLUB_SLOWPATH void lock_slow();
   // Counters are written only by the holder: a plain load+store, no locked instruction.
   static USLUB_ALWAYS_INLINE void bump(std::atomic<std::uint64_t>& c) {

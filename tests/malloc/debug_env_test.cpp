@@ -1,6 +1,7 @@
 // USLUB_DEBUG on the drop-in malloc: the environment is read before main (the first malloc),
 // so the parent test re-runs this executable with USLUB_DEBUG set and checks what the child
-// printed: the report of an off-by-one write past malloc(40) inside kmalloc-48's slack, and
+// printed (each child prints how many reports it saw, so a check for "no report" also proves
+// the child ran): the report of an off-by-one write past malloc(40) inside kmalloc-48's slack, and
 // the exit-time leak report of a block never freed, with its allocation stack; and
 // USLUB_DOUBLE_FREE=0, which turns the always-on double-free check off.
 #include <gtest/gtest.h>
@@ -15,7 +16,11 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include "test_support.hpp"
+
 namespace {
+
+using uslub::test::report_capture;
 
 std::string run(const std::string& cmd) {
   std::string out;
@@ -54,10 +59,12 @@ __attribute__((noinline)) void* leaky_function() {
 
 TEST(DebugEnvChild, OverflowAndLeak) {
   if (!child()) GTEST_SKIP() << "run by DebugEnv.* with USLUB_DEBUG set";
+  report_capture cap;
   auto* p = static_cast<unsigned char*>(malloc(40));
-  EXPECT_EQ(malloc_usable_size(p), 40u);
+  printf("usable: %zu\n", malloc_usable_size(p));      // 40 when kmalloc-48 is debugged
   static_cast<volatile unsigned char*>(p)[40] = 0x41;  // volatile: not a dead store
   free(p);
+  printf("child reports: %zu\n", cap.count());
   static void* volatile keep;
   keep = leaky_function();
 }
@@ -70,6 +77,7 @@ TEST(DebugEnvChild, DoubleFree) {
   CPU_ZERO(&one);
   CPU_SET(sched_getcpu(), &one);
   ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+  report_capture cap;
   void* keep = malloc(40);  // the slab stays a slab throughout
   void* p = malloc(40);
   free(p);
@@ -77,6 +85,7 @@ TEST(DebugEnvChild, DoubleFree) {
   void* a = malloc(40);
   void* b = malloc(40);
   printf("handed out twice: %d\n", a == p && b == p);
+  printf("child reports: %zu\n", cap.count());
   static void* volatile sink[3];
   sink[0] = keep, sink[1] = a, sink[2] = b;  // (not freed: a and b may be one block)
 }
@@ -86,6 +95,7 @@ TEST(DebugEnv, DoubleFreeIsReportedByDefault) {
   std::string out = run_child("USLUB_LEAK_REPORT=0", "DoubleFree");
   EXPECT_NE(out.find("uslub: BUG kmalloc-48: Object already free"), std::string::npos) << out;
   EXPECT_NE(out.find("handed out twice: 0"), std::string::npos) << out;
+  EXPECT_NE(out.find("child reports: 1\n"), std::string::npos) << out;
   EXPECT_NE(out.find("[  PASSED  ] 1 test"), std::string::npos) << out;
 }
 
@@ -97,6 +107,7 @@ TEST(DebugEnv, DoubleFreeCheckOffHandsTheBlockOutTwice) {
   std::string out = run_child("USLUB_DOUBLE_FREE=0 USLUB_LEAK_REPORT=0", "DoubleFree");
   EXPECT_EQ(out.find("uslub: BUG"), std::string::npos) << out;
   EXPECT_NE(out.find("handed out twice: 1"), std::string::npos) << out;
+  EXPECT_NE(out.find("child reports: 0\n"), std::string::npos) << out;
   EXPECT_NE(out.find("[  PASSED  ] 1 test"), std::string::npos) << out;
 }
 
@@ -105,7 +116,9 @@ TEST(DebugEnv, MallocRedzoneAndLeakReport) {
   std::string out = run_child("USLUB_DEBUG=FZPU", "OverflowAndLeak");
   EXPECT_NE(out.find("uslub: BUG kmalloc-48: Redzone overwritten"), std::string::npos) << out;
   EXPECT_NE(out.find("(requested 40)"), std::string::npos) << out;
+  EXPECT_NE(out.find("usable: 40\n"), std::string::npos) << out;
   EXPECT_NE(out.find("First byte 0x41 instead of 0xcc"), std::string::npos) << out;
+  EXPECT_NE(out.find("child reports: 1\n"), std::string::npos) << out;
   EXPECT_NE(out.find("uslub: leak report:"), std::string::npos) << out;
   auto leak = out.find("1000 bytes in 1 objects of kmalloc-1024 allocated from:");
   ASSERT_NE(leak, std::string::npos) << out;
@@ -119,10 +132,14 @@ TEST(DebugEnv, DisabledListAndAbort) {
   std::string out =
       run_child("USLUB_DEBUG='-,kmalloc-48;FZ' USLUB_LEAK_REPORT=0", "OverflowAndLeak");
   EXPECT_EQ(out.find("uslub: BUG"), std::string::npos) << out;
+  EXPECT_NE(out.find("usable: 48\n"), std::string::npos) << "kmalloc-48 not debugged:\n" << out;
+  EXPECT_NE(out.find("child reports: 0\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("[  PASSED  ] 1 test"), std::string::npos) << out;
   // USLUB_DEBUG_ABORT=1: the first report aborts the process.
   out = run_child("USLUB_DEBUG=Z USLUB_DEBUG_ABORT=1", "OverflowAndLeak", "; echo status=$?");
   EXPECT_NE(out.find("uslub: BUG kmalloc-48: Redzone overwritten"), std::string::npos) << out;
   EXPECT_EQ(out.find("[  PASSED  ]"), std::string::npos) << out;
+  EXPECT_EQ(out.find("child reports:"), std::string::npos) << "aborted at the report:\n" << out;
   EXPECT_NE(out.find("status=134"), std::string::npos) << out;
 }
 

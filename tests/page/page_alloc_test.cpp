@@ -126,7 +126,28 @@ TEST_F(PageAlloc, OsRefusalIsEnomemAndNothingLeaks) {
   page* p = pa_.alloc_pages(0);
   ASSERT_NE(p, nullptr);
   pa_.free_pages(p, 0);
-  vm_.fail_reserve = true;  // a full section needs a new reservation
+  // The OS refuses address space: the section in use is filled, then the next growth needs
+  // a new reservation and fails cleanly.
+  vm_.fail_reserve = true;
+  int reserves = vm_.reserves.load();
+  auto grow_fail = pa_.stats().grow_fail;
+  std::vector<page*> blocks;
+  errno = 0;
+  for (page* b; (b = pa_.alloc_pages(MAX_ORDER)) != nullptr;) {
+    blocks.push_back(b);
+    ASSERT_LT(blocks.size(), 2 * SECTION_SIZE / MAX_ORDER_BYTES) << "never needed a section";
+  }
+  EXPECT_EQ(errno, ENOMEM);
+  EXPECT_GT(blocks.size(), 0u) << "the reserved section still had room";
+  EXPECT_EQ(vm_.reserves.load(), reserves);
+  EXPECT_GT(pa_.stats().grow_fail, grow_fail);
+  EXPECT_TRUE(pa_.validate());
+  vm_.fail_reserve = false;  // and recovers when the OS has address space again
+  page* more = pa_.alloc_pages(MAX_ORDER);
+  ASSERT_NE(more, nullptr);
+  EXPECT_EQ(vm_.reserves.load(), reserves + 1);
+  blocks.push_back(more);
+  for (page* b : blocks) pa_.free_pages(b, MAX_ORDER);
   EXPECT_TRUE(pa_.validate());
 }
 

@@ -13,12 +13,16 @@ class Pcp : public page_alloc_fixture {
     c.pcp_batch = 8;
     c.pcp_high = 32;
     make(c);
+    ASSERT_EQ(sched_getaffinity(0, sizeof allowed_, &allowed_), 0);  // before pinning
     ASSERT_TRUE(pin_to_cpu(0));
   }
   void TearDown() override {
     unpin();
     page_alloc_fixture::TearDown();
   }
+  // Can this process run on cpu?  Pinning tests skip loudly when not.
+  bool cpu_allowed(unsigned cpu) const { return CPU_ISSET(cpu, &allowed_); }
+  cpu_set_t allowed_;
 };
 
 TEST_F(Pcp, RefillTakesOneBatchThenHits) {
@@ -159,13 +163,16 @@ TEST(PcpLimit, AtTheMemoryLimitPagesCachedOnPcpListsAreDrainedBeforeEnomem) {
 }
 
 TEST_F(Pcp, DrainAllEmptiesEveryCpu) {
+  if (!cpu_allowed(1)) GTEST_SKIP() << "CPU 1 is not in this process's affinity mask";
   std::vector<page*> v;
   for (int i = 0; i < 20; ++i) v.push_back(pa_.alloc_pages(0));
+  bool pinned = false;
   std::thread other([&] {
-    if (!pin_to_cpu(1)) return;
+    if (!(pinned = pin_to_cpu(1))) return;
     for (int i = 0; i < 10; ++i) pa_.free_pages(v[i], 0);
   });
   other.join();
+  ASSERT_TRUE(pinned) << "could not pin to CPU 1";
   for (int i = 10; i < 20; ++i) pa_.free_pages(v[i], 0);
   pa_.drain_all_pages();
   EXPECT_EQ(pa_.stats().pcp_bytes, 0u);
@@ -195,10 +202,15 @@ TEST_F(Pcp, ConcurrentDrainAllPiggybacksOnARunningDrain) {
 TEST_F(Pcp, DrainAllCoversEveryFreeBeforeTheCall) {
   // Two threads on two CPUs free into their own pcp and drain; whenever drain_all returns,
   // the caller's own pcp must be empty even if it piggybacked on the other's drain.
-  if (platform::nr_cpu_ids() < 2) GTEST_SKIP();
-  std::atomic<int> failures{0};
+  if (platform::nr_cpu_ids() < 2) GTEST_SKIP() << "needs two CPUs";
+  if (!cpu_allowed(0) || !cpu_allowed(1))
+    GTEST_SKIP() << "CPUs 0 and 1 are not both in this process's affinity mask";
+  std::atomic<int> failures{0}, unpinned{0};
   auto worker = [&](unsigned cpu) {
-    if (!pin_to_cpu(cpu)) return;
+    if (!pin_to_cpu(cpu)) {
+      unpinned++;
+      return;
+    }
     std::vector<page*> v(16);
     for (int it = 0; it < 300 * stress_scale(); ++it) {
       for (auto& p : v) p = pa_.alloc_pages(0);
@@ -210,6 +222,7 @@ TEST_F(Pcp, DrainAllCoversEveryFreeBeforeTheCall) {
   std::thread a(worker, 0), b(worker, 1);
   a.join();
   b.join();
+  ASSERT_EQ(unpinned.load(), 0) << "could not pin to CPU 0 or 1";
   EXPECT_EQ(failures.load(), 0);
 }
 

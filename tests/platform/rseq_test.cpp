@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 
 #include <atomic>
@@ -53,6 +54,12 @@ TEST_F(Rseq, PushThenPopOnOneThread) {
     slots[i].main = &stacks[i];
   }
   char* base = reinterpret_cast<char*>(slots.data());
+  // Pinned: every operation below is on this CPU's slot (restored at the end).
+  cpu_set_t all, one;
+  ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
+  CPU_ZERO(&one);
+  CPU_SET(sched_getcpu(), &one);
+  if (sched_setaffinity(0, sizeof one, &one) != 0) GTEST_SKIP() << "cannot pin to a CPU";
   int x[3];
   EXPECT_EQ((platform::rseq_percpu_pop<kLock, kMain, kSize, kObjs, sizeof(slot_t)>(base)), nullptr);
   for (int& v : x)
@@ -61,13 +68,21 @@ TEST_F(Rseq, PushThenPopOnOneThread) {
   unsigned total = 0;
   for (auto& s : stacks) total += s.size;
   EXPECT_EQ(total, 3u);
-  // A locked slot refuses both operations.
+  unsigned here = platform::current_cpu();
+  EXPECT_EQ(stacks[here].size, 3u);
+  // A locked slot refuses the lock, a pop and a push.
   int cpu = platform::rseq_lock_slot<kLock>(base, sizeof(slot_t));
-  ASSERT_GE(cpu, 0);
-  EXPECT_EQ(platform::rseq_lock_slot<kLock>(base, sizeof(slot_t)) == -1 ||
-                platform::current_cpu() != static_cast<unsigned>(cpu),
-            true);
+  ASSERT_EQ(cpu, static_cast<int>(here));
+  EXPECT_EQ(platform::rseq_lock_slot<kLock>(base, sizeof(slot_t)), -1);
+  EXPECT_EQ((platform::rseq_percpu_pop<kLock, kMain, kSize, kObjs, sizeof(slot_t)>(base)), nullptr);
+  EXPECT_FALSE((platform::rseq_percpu_push<kLock, kMain, kSize, kCapOff, kObjs, sizeof(slot_t)>(
+      base, &x[0])));
+  EXPECT_EQ(stacks[here].size, 3u);
   slots[cpu].lock = 0;
+  // Unlocked, it serves again.
+  EXPECT_NE((platform::rseq_percpu_pop<kLock, kMain, kSize, kObjs, sizeof(slot_t)>(base)), nullptr);
+  EXPECT_EQ(stacks[here].size, 2u);
+  sched_setaffinity(0, sizeof all, &all);
 }
 
 static void on_signal(int) {}

@@ -1,5 +1,8 @@
 // Helpers shared by the test suites: report capture, a vm_ops that fails on demand,
 // background traffic on a cache, stress scaling.
+//
+// Every suite runs with the test main of test_main.cpp, which fails a test during which a
+// `uslub: BUG` report was made that no report_capture was alive to expect.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -20,11 +23,23 @@
 
 namespace uslub::test {
 
-// Captures every report_bug()/report_info() text while alive.
+// test_main.cpp: the expected-report window and the hook that notes unexpected reports.
+void expect_reports_begin();
+void expect_reports_end();
+void install_default_report_hook();
+
+// Captures every report_bug()/report_info() text while alive; the reports made meanwhile are
+// expected (the test checks them), any other one fails the test.  One capture at a time.
 class report_capture {
  public:
-  report_capture() { set_report_hook(&hook, this); }
-  ~report_capture() { set_report_hook(nullptr, nullptr); }
+  report_capture() {
+    expect_reports_begin();
+    set_report_hook(&hook, this);
+  }
+  ~report_capture() {
+    install_default_report_hook();
+    expect_reports_end();
+  }
   std::vector<std::string> reports() {
     std::lock_guard<std::mutex> g(mu_);
     return texts_;

@@ -45,7 +45,7 @@ struct result {
 
 // write(i) performs one write section; read(&p) one validated read (retrying as needed).
 template <class Write, class Read>
-result stress(Write write, Read read, const payload* shared) {
+result stress(Write write, Read read, const payload* shared, bool until_control_tears = false) {
   std::atomic<bool> stop{false};
   std::atomic<long> reads{0}, torn{0}, raw_torn{0};
   std::vector<std::thread> ts;
@@ -56,23 +56,26 @@ result stress(Write write, Read read, const payload* shared) {
     });
   for (int r = 0; r < kReaders; ++r)
     ts.emplace_back([&, r] {
-      long n = 0, bad = 0, raw_bad = 0;
+      long n = 0, bad = 0;
       while (!stop.load(std::memory_order_relaxed)) {
         payload p;
         read(&p);
         bad += !p.consistent();
         ++n;
-        if (r == 0 && (n & 15) == 0) raw_bad += !seq_load(shared).consistent();  // no seqcount
+        if (r < 2 && (n & 3) == 0 && !seq_load(shared).consistent())  // no seqcount
+          raw_torn.fetch_add(1, std::memory_order_relaxed);  // live: the control is awaited
       }
       reads += n;
       torn += bad;
-      raw_torn += raw_bad;
     });
   std::this_thread::sleep_for(run_time());
+  // On a loaded machine the writers may barely have run: the control needs a torn copy to
+  // mean something, so give it up to 10 s more.
+  for (int i = 0; until_control_tears && raw_torn.load() == 0 && i < 100; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   stop = true;
   for (auto& t : ts) t.join();
   result r{reads.load(), torn.load(), raw_torn.load()};
-  // The control: copies taken without the seqcount do tear (printed, not asserted: timing).
   printf("reads %ld, torn accepted %ld; unvalidated copies torn: %ld\n", r.reads, r.torn,
          r.raw_torn);
   return r;
@@ -101,10 +104,38 @@ TEST(SeqcountStress, SpinlockReadersNeverAcceptTornData) {
           seq_load(p, &shared);
         } while (read_seqcount_retry(&seq, s));
       },
-      &shared);
+      &shared, /*until_control_tears=*/true);
   EXPECT_EQ(r.torn, 0);
   EXPECT_GT(r.reads, 10000);
+  // The control: copies of the same data taken without the seqcount do tear, so a seqcount
+  // that let torn copies through would have been seen.
+  EXPECT_GT(r.raw_torn, 0) << "the writers never overlapped a reader: the test proves nothing";
   printf("reader lock waits: %lu\n", seqcount_reader_lock_waits.load() - waits);
+}
+
+// The other control: a reader that finds a writer inside its section (here: stopped there,
+// as a preempted one would be) falls back to the writer's lock and waits on it, instead of
+// spinning; it gets the count only after the section ends.
+TEST(SeqcountStress, ReaderOfAStoppedWriterWaitsOnItsLock) {
+  spinlock_t lock;
+  seqcount_spinlock_t seq(&lock);
+  unsigned long waits = seqcount_reader_lock_waits.load();
+  lock.lock();
+  write_seqcount_begin(&seq);
+  std::atomic<bool> done{false};
+  std::atomic<unsigned> seen{1};
+  std::thread reader([&] {
+    seen = read_seqcount_begin(&seq);
+    done = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(done.load()) << "a reader returned an odd count's section";
+  EXPECT_GT(seqcount_reader_lock_waits.load(), waits) << "the reader never waited on the lock";
+  write_seqcount_end(&seq);
+  lock.unlock();
+  reader.join();
+  EXPECT_TRUE(done.load());
+  EXPECT_EQ(seen.load() & 1, 0u);
 }
 
 TEST(SeqcountStress, MutexReadersNeverAcceptTornData) {
