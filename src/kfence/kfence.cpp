@@ -28,7 +28,12 @@ namespace {
 constexpr std::size_t kPage = 4096;
 constexpr unsigned kNone = ~0u;
 
-enum : std::uint8_t { SLOT_UNUSED, SLOT_ALLOCATED, SLOT_FREED };
+// Slot states.  Every transition out of UNUSED, ALLOCATED or FREED happens under kfence_lock
+// (the one that claims the slot: alloc takes an UNUSED or FREED slot, free an ALLOCATED one, by
+// setting BUSY); BUSY -> ALLOCATED is the allocating owner's release store, BUSY -> FREED the
+// freeing owner's, under the lock when it queues the slot.  So of two frees of one object only
+// one claims it; the other finds BUSY or FREED and reports a double free.
+enum : std::uint8_t { SLOT_UNUSED, SLOT_ALLOCATED, SLOT_FREED, SLOT_BUSY };
 
 struct kfence_track {
   depot_stack_handle_t stack;
@@ -247,11 +252,14 @@ void* kfence_alloc(std::size_t size, std::size_t align, bool zero) {
     g_full.fetch_add(1, std::memory_order_relaxed);
     return nullptr;
   }
-  kfence_lock.unlock();
   kfence_meta& m = g_meta[i];
+  std::uint8_t was = m.state.load(std::memory_order_relaxed);
+  m.state.store(SLOT_BUSY, std::memory_order_relaxed);  // ours until the release store below
+  kfence_lock.unlock();
   char* pg = object_page(i);
   if (mprotect(pg, kPage, PROT_READ | PROT_WRITE) != 0) {  // give the slot back
     kfence_lock.lock();
+    m.state.store(was, std::memory_order_relaxed);
     m.next = g_fifo_head;
     g_fifo_head = i;
     if (g_fifo_tail == kNone) g_fifo_tail = i;
@@ -306,18 +314,32 @@ void kfence_free(const void* p) {
   }
   unsigned i = static_cast<unsigned>((page_idx - 1) / 2);
   kfence_meta& m = g_meta[i];
-  std::uint8_t st = m.state.load(std::memory_order_acquire);
-  if (st != SLOT_ALLOCATED) {
-    report_object(
-        "Invalid free", m, "free(%p): %s\n", p,
-        st == SLOT_FREED ? "the object is already free (double free)" : "never allocated");
+  // Claim the slot under kfence_lock (ALLOCATED -> BUSY).  A refused free reports from a copy
+  // taken under the lock: the slot may be reallocated as soon as the lock is dropped.
+  kfence_lock.lock();
+  std::uint8_t st = m.state.load(std::memory_order_acquire);  // alloc's fields: release store
+  if (st != SLOT_ALLOCATED || a != m.addr) {
+    kfence_meta copy{};
+    if (st != SLOT_BUSY) {  // BUSY: its owner is writing the metadata
+      copy.state.store(st, std::memory_order_relaxed);
+      copy.right = m.right;
+      copy.addr = m.addr;
+      copy.size = m.size;
+      copy.alloc = m.alloc;
+      copy.free = m.free;
+    }
+    kfence_lock.unlock();
+    if (st == SLOT_ALLOCATED)
+      report_object("Invalid free", copy, "free(%p): not the start of the object (offset %ld)\n", p,
+                    static_cast<long>(a - copy.addr));
+    else
+      report_object(
+          "Invalid free", copy, "free(%p): %s\n", p,
+          st == SLOT_UNUSED ? "never allocated" : "the object is already free (double free)");
     return;
   }
-  if (a != m.addr) {
-    report_object("Invalid free", m, "free(%p): not the start of the object (offset %ld)\n", p,
-                  static_cast<long>(a - m.addr));
-    return;
-  }
+  m.state.store(SLOT_BUSY, std::memory_order_relaxed);
+  kfence_lock.unlock();
   auto pg = reinterpret_cast<unsigned char*>(object_page(i));
   for (std::size_t k = 0; k < kPage; ++k) {
     std::uintptr_t at = reinterpret_cast<std::uintptr_t>(pg + k);
@@ -331,9 +353,9 @@ void kfence_free(const void* p) {
     }
   }
   fill_track(&m.free);
-  m.state.store(SLOT_FREED, std::memory_order_release);
   mprotect(pg, kPage, PROT_NONE);
   kfence_lock.lock();
+  m.state.store(SLOT_FREED, std::memory_order_release);
   m.next = kNone;
   if (g_fifo_tail != kNone)
     g_meta[g_fifo_tail].next = i;

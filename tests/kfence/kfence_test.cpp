@@ -78,6 +78,57 @@ TEST(Kfence, DoubleFreeInteriorFreeAndSlackCorruptionAreReported) {
   EXPECT_NE(cap.reports()[2].find("double free"), std::string::npos);
 }
 
+// Two threads free one sampled object at the same moment: exactly one free succeeds, the other
+// is reported as a double free, and the slot goes back to the pool once (it used to be queued
+// twice when both saw it allocated, and then handed out twice).
+TEST(Kfence, ConcurrentDoubleFreeIsReportedOnceAndTheSlotQueuedOnce) {
+  ASSERT_TRUE(kmalloc_kfence_init(1, 8));
+  kfence_stats before = kfence_get_stats();
+  test::report_capture cap;
+  std::atomic<void*> target{nullptr};
+  std::atomic<unsigned> gen{0}, done{0};
+  std::atomic<bool> stop{false};
+  std::thread other([&] {  // frees each round's object as this thread does
+    unsigned seen = 0;
+    for (;;) {
+      unsigned g;
+      while ((g = gen.load(std::memory_order_acquire)) == seen)
+        if (stop.load(std::memory_order_relaxed)) return;
+      seen = g;
+      kfence_free(target.load(std::memory_order_relaxed));
+      done.fetch_add(1, std::memory_order_acq_rel);
+    }
+  });
+  constexpr unsigned kRounds = 500;
+  for (unsigned r = 0; r < kRounds; ++r) {
+    void* p = kfence_alloc(64, 16, false);
+    ASSERT_NE(p, nullptr) << "round " << r << ": the pool lost slots";
+    target.store(p, std::memory_order_relaxed);
+    gen.fetch_add(1, std::memory_order_acq_rel);
+    kfence_free(p);
+    while (done.load(std::memory_order_acquire) < r + 1) cpu_relax();
+  }
+  stop = true;
+  other.join();
+  EXPECT_EQ(cap.count(), kRounds) << "one double-free report per round";
+  for (std::size_t i = 0; i < cap.count(); ++i) {
+    ASSERT_EQ(cap.first_line(i), "uslub: BUG kfence: Invalid free") << i;
+    ASSERT_NE(cap.reports()[i].find("double free"), std::string::npos) << cap.reports()[i];
+  }
+  kfence_stats after = kfence_get_stats();
+  EXPECT_EQ(after.frees - before.frees, kRounds);
+  EXPECT_EQ(after.objects_in_use, before.objects_in_use);
+  // Every slot is in the pool once: the objects allocated until the pool is full all differ.
+  std::set<void*> live;
+  for (int i = 0; i < 1000; ++i) {
+    void* p = kfence_alloc(64, 16, false);
+    if (!p) break;
+    EXPECT_TRUE(live.insert(p).second) << "slot handed out twice";
+  }
+  for (void* p : live) kfence_free(p);
+  EXPECT_EQ(cap.count(), kRounds);
+}
+
 TEST(Kfence, KmallocSamplesAtTheRateAndKfreeKsizeRecogniseThePool) {
   ASSERT_TRUE(kmalloc_kfence_init(10, 255));
   std::vector<void*> v;
