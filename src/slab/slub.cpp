@@ -3,7 +3,9 @@
 // states: see the comment at the top of slab.hpp.
 #include <errno.h>
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 
 #include "base/check.hpp"
 #include "rcu/rcu.hpp"
@@ -818,6 +820,13 @@ int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** 
 }
 
 void kmem_cache_free_bulk_impl(kmem_cache* s, std::size_t nr, void** p, bool checked) {
+  // A pointer twice in the caller's array would be linked into a detached freelist twice (a
+  // cycle, or an object lost and the slab's inuse count wrong) or freed again later in the
+  // batch, where only a free "in a row" is caught.  Sorting the array makes every duplicate
+  // adjacent, so each is reported and skipped, and groups each slab's objects into one run.
+  // (p's order is the caller's no longer; the kernel clears the entries it has processed.)
+  // checked arrays come from sheaves, whose free key already refused duplicates.
+  if (!checked && nr > 1) std::sort(p, p + nr, std::less<void*>());
   // Detached freelists: consecutive objects of one slab are freed with one CAS.
   page* cur = nullptr;
   void *head = nullptr, *tail = nullptr;
@@ -826,6 +835,11 @@ void kmem_cache_free_bulk_impl(kmem_cache* s, std::size_t nr, void** p, bool che
     page* slab = nullptr;
     if (i < nr) {
       if (!p[i]) continue;
+      if (!checked && i > 0 && p[i] == p[i - 1]) {
+        report_bug(s->name, "Object already free",
+                   "object %p appears twice in the kmem_cache_free_bulk array\n", p[i]);
+        continue;
+      }
       slab = checked ? virt_to_slab(p[i]) : slab_free_check(s, p[i], "kmem_cache_free_bulk");
       if (!slab) continue;
       if (kmem_cache_debug(s)) {  // one at a time: a double free must not relink a free object
