@@ -61,8 +61,11 @@ unsigned g_never_used = 0;                          // kfence_lock
 std::atomic<unsigned> g_flip{0};
 std::atomic<unsigned long> g_allocs{0}, g_frees{0}, g_full{0}, g_in_use{0};
 struct sigaction g_old_segv;
-thread_local long t_countdown = 0;
-thread_local bool t_counting = false;  // false until the thread's first countdown is drawn
+// Initial-exec, as every thread-local on a malloc path (docs/malloc.md): a general-dynamic access
+// calls __tls_get_addr, which may itself be allocating a dlopen'ed library's TLS block.
+__attribute__((tls_model("initial-exec"))) thread_local long t_countdown = 0;
+// false until the thread's first countdown is drawn
+__attribute__((tls_model("initial-exec"))) thread_local bool t_counting = false;
 
 char* object_page(unsigned i) {
   return g_pool + kPage * (2 * std::size_t{i} + 1);
