@@ -1,6 +1,10 @@
 // KFENCE (src/kfence): sampled guard-page objects catch out-of-bounds accesses and use after
 // free at the faulting instruction; frees are checked.  The fault paths abort, so they run as
 // death tests (in a child) and check the report on stderr.
+#include <dlfcn.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <uslub/slab.h>
 
 #include <atomic>
@@ -63,6 +67,105 @@ TEST(KfenceDeathTest, UseAfterFreeFaultsAndReportsTheFreeingStack) {
                    " \\(offset 8 in the object\\).*allocated by.*freed by");
 }
 
+// ---- the fault handler: async-signal-safe, and chained with the program's handlers ----------
+
+// A fault while another thread is inside dlopen (holding glibc's loader lock, which dladdr
+// takes) is still reported at once: the handler resolves frames from /proc/self/maps.
+TEST(KfenceDeathTest, AFaultWhileAnotherThreadHoldsTheLoaderLockIsReported) {
+  EXPECT_DEATH(
+      {
+        kmalloc_kfence_init(1, 16);
+        auto* p = static_cast<unsigned char*>(kfence_alloc(40, 16, true));
+        kfence_free(p);
+        std::thread([] { dlopen(USLUB_SLOW_CTOR_LIB, RTLD_NOW); }).detach();
+        usleep(300 * 1000);  // inside the library's constructor, under the loader lock
+        alarm(3);            // a handler that waits for the lock dies of SIGALRM, unreported
+        g_sink = reinterpret_cast<void*>(static_cast<volatile unsigned char*>(p)[8]);
+      },
+      "uslub: BUG kfence: Use-after-free access.*allocated by thread [0-9]+ on cpu [0-9]+ "
+      "[0-9]+\\.[0-9]{3} s ago:\n    #0 [^ ]+\\+0x[0-9a-f]+\n.*freed by");
+}
+
+// A SIGSEGV that is not a fault in the pool goes where it would have gone without KFENCE.
+TEST(KfenceDeathTest, OtherFaultsGoToTheHandlerInstalledBefore) {
+  EXPECT_EXIT(
+      {
+        struct sigaction sa {};
+        sa.sa_handler = [](int) {
+          const char msg[] = "the program's earlier handler\n";
+          write(2, msg, sizeof msg - 1);
+          _exit(42);
+        };
+        sigaction(SIGSEGV, &sa, nullptr);
+        kmalloc_kfence_init(1, 16);
+        void* page = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        g_sink = reinterpret_cast<void*>(*static_cast<volatile char*>(page));
+      },
+      ::testing::ExitedWithCode(42), "the program's earlier handler");
+}
+
+TEST(KfenceDeathTest, OtherFaultsWithoutAnEarlierHandlerGetTheDefaultAction) {
+  EXPECT_EXIT(
+      {
+        kmalloc_kfence_init(1, 16);
+        void* page = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        g_sink = reinterpret_cast<void*>(*static_cast<volatile char*>(page));
+      },
+      ::testing::KilledBySignal(SIGSEGV), "");
+}
+
+// A SIGSEGV sent with kill/raise (no fault to re-execute) is not swallowed.
+TEST(KfenceDeathTest, ARaisedSigsegvStillKills) {
+  EXPECT_EXIT(
+      {
+        kmalloc_kfence_init(1, 16);
+        raise(SIGSEGV);
+        _exit(0);
+      },
+      ::testing::KilledBySignal(SIGSEGV), "");
+}
+
+// A handler the program installs later replaces KFENCE's, as with any signal: one that chains
+// to the action sigaction returned (as crash reporters do) keeps the KFENCE report ...
+struct sigaction g_saved_action;
+TEST(KfenceDeathTest, AProgramHandlerThatChainsKeepsTheReport) {
+  ASSERT_TRUE(kmalloc_kfence_init(1, 16));
+  auto* p = static_cast<unsigned char*>(kfence_alloc(40, 16, true));
+  kfence_free(p);
+  EXPECT_DEATH(
+      {
+        struct sigaction sa {};
+        sa.sa_flags = SA_SIGINFO;
+        sa.sa_sigaction = [](int sig, siginfo_t* info, void* uc) {
+          const char msg[] = "crash reporter first\n";
+          write(2, msg, sizeof msg - 1);
+          g_saved_action.sa_sigaction(sig, info, uc);
+        };
+        sigaction(SIGSEGV, &sa, &g_saved_action);
+        g_sink = reinterpret_cast<void*>(static_cast<volatile unsigned char*>(p)[8]);
+      },
+      "crash reporter first\nuslub: BUG kfence: Use-after-free access");
+}
+
+// ... and one that does not chain gets the KFENCE faults too (no report).
+TEST(KfenceDeathTest, AProgramHandlerThatDoesNotChainGetsTheFault) {
+  ASSERT_TRUE(kmalloc_kfence_init(1, 16));
+  auto* p = static_cast<unsigned char*>(kfence_alloc(40, 16, true));
+  kfence_free(p);
+  EXPECT_EXIT(
+      {
+        struct sigaction sa {};
+        sa.sa_handler = [](int) {
+          const char msg[] = "the program's own handler\n";
+          write(2, msg, sizeof msg - 1);
+          _exit(7);
+        };
+        sigaction(SIGSEGV, &sa, nullptr);
+        g_sink = reinterpret_cast<void*>(static_cast<volatile unsigned char*>(p)[8]);
+      },
+      ::testing::ExitedWithCode(7), "the program's own handler");
+}
+
 TEST(Kfence, DoubleFreeInteriorFreeAndSlackCorruptionAreReported) {
   ASSERT_TRUE(kmalloc_kfence_init(1, 16));
   test::report_capture cap;
@@ -99,7 +202,7 @@ TEST(Kfence, ConcurrentDoubleFreeIsReportedOnceAndTheSlotQueuedOnce) {
       done.fetch_add(1, std::memory_order_acq_rel);
     }
   });
-  constexpr unsigned kRounds = 500;
+  constexpr unsigned kRounds = 200;
   for (unsigned r = 0; r < kRounds; ++r) {
     void* p = kfence_alloc(64, 16, false);
     ASSERT_NE(p, nullptr) << "round " << r << ": the pool lost slots";
