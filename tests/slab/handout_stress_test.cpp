@@ -109,6 +109,15 @@ double test_seconds() {
   return 2.0 * stress_scale();
 }
 
+// The id word: relaxed atomics, so that the checker's own cross-thread accesses (and the
+// deliberate second owner of the checker test) are no data race; a real one stays visible.
+std::uint64_t load_id(const void* p) {
+  return __atomic_load_n(static_cast<const std::uint64_t*>(p), __ATOMIC_RELAXED);
+}
+void store_id(void* p, std::uint64_t v) {
+  __atomic_store_n(static_cast<std::uint64_t*>(p), v, __ATOMIC_RELAXED);
+}
+
 struct held {
   void* p;
   std::size_t size;
@@ -126,7 +135,7 @@ void worker(shared_state& st, const allocator_ops& ops, unsigned id, unsigned nt
   std::vector<held> mine;
   mine.reserve(512);
   auto release = [&](const held& h) {
-    if (*static_cast<std::uint64_t*>(h.p) != (0x5eedull << 48 | me)) st.overwritten.fetch_add(1);
+    if (load_id(h.p) != (0x5eedull << 48 | me)) st.overwritten.fetch_add(1);
     std::uint16_t old = st.owners.at(h.p).exchange(kFree, std::memory_order_acq_rel);
     if (old != me) st.wrong_free.fetch_add(1);
     ops.free(ops.ctx, h.p);
@@ -138,7 +147,7 @@ void worker(shared_state& st, const allocator_ops& ops, unsigned id, unsigned nt
       void* p = ops.alloc(ops.ctx, size);
       if (!p) continue;
       take(st, p, me, kFree);
-      *static_cast<std::uint64_t*>(p) = 0x5eedull << 48 | me;
+      store_id(p, 0x5eedull << 48 | me);
       mine.push_back({p, size});
     }
     // Hand some to other threads (their free is a remote free) and adopt what others sent.
@@ -148,21 +157,20 @@ void worker(shared_state& st, const allocator_ops& ops, unsigned id, unsigned nt
       held h = mine.back();
       if (st.owners.at(h.p).exchange(kTransit, std::memory_order_acq_rel) != me)
         st.second_owner.fetch_add(1);
-      *static_cast<std::uint64_t*>(h.p) = 0x5eedull << 48 | kTransit;
+      store_id(h.p, 0x5eedull << 48 | kTransit);
       if (slot.compare_exchange_strong(expected, h.p)) {
         mine.pop_back();
       } else {  // slot busy: keep it
         st.owners.at(h.p).store(me, std::memory_order_release);
-        *static_cast<std::uint64_t*>(h.p) = 0x5eedull << 48 | me;
+        store_id(h.p, 0x5eedull << 48 | me);
       }
     }
     for (unsigned k = 0; k < 4; ++k) {
       auto& slot = st.mailbox[rng() % st.mailbox.size()];
       if (void* p = slot.exchange(nullptr, std::memory_order_acq_rel)) {
-        if (*static_cast<std::uint64_t*>(p) != (0x5eedull << 48 | kTransit))
-          st.overwritten.fetch_add(1);
+        if (load_id(p) != (0x5eedull << 48 | kTransit)) st.overwritten.fetch_add(1);
         take(st, p, me, kTransit);
-        *static_cast<std::uint64_t*>(p) = 0x5eedull << 48 | me;
+        store_id(p, 0x5eedull << 48 | me);
         mine.push_back({p, ops.min_size});
       }
     }
