@@ -61,6 +61,9 @@ void* kmem_cache_zalloc(struct kmem_cache* s, uslub_gfp_t gfp);
 void kmem_cache_free(struct kmem_cache* s, void* obj);
 /* All or nothing: returns nr with p[0..nr) filled, or 0 (errno ENOMEM) with nothing allocated. */
 int kmem_cache_alloc_bulk(struct kmem_cache* s, uslub_gfp_t gfp, size_t nr, void** p);
+/* Frees p[0..nr) (NULL entries skipped); a pointer that appears twice is reported as "Object
+ * already free" and freed once.  On caches without sheaves an array of more than 512 entries is
+ * sorted in place to find duplicates (its order is not kept). */
 void kmem_cache_free_bulk(struct kmem_cache* s, size_t nr, void** p);
 /* Flushes per-CPU slabs and frees empty slabs.  Returns 0. */
 int kmem_cache_shrink(struct kmem_cache* s);

@@ -3,6 +3,7 @@
 #include "base/options.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,8 +14,21 @@
 namespace uslub {
 namespace {
 
-std::atomic<report_hook_fn> g_hook{nullptr};
-std::atomic<void*> g_hook_arg{nullptr};
+// The report hook: a function and its argument, published together as one pointer to a pair.
+// Setters (serialised by g_hook_setting) fill the pair that is not current, publish it, then
+// wait until no report is inside a hook (g_hook_users), so that when set_report_hook returns
+// no call of the previous hook is running or can still start: its argument may be destroyed.
+// The next setter reuses that pair, which no reporter can still hold.  The counter and the
+// pointer are seq_cst on both sides (a reporter counts itself before it loads the pointer, a
+// setter stores the pointer before it reads the count: one of them sees the other).
+struct hook_pair {
+  report_hook_fn fn;
+  void* arg;
+};
+hook_pair g_hook_pairs[2];
+std::atomic<hook_pair*> g_hook{nullptr};
+std::atomic<unsigned long> g_hook_users{0};
+std::atomic<bool> g_hook_setting{false};
 std::atomic<int> g_abort{-1};  // -1: not yet read from the environment
 std::atomic<unsigned long> g_bugs{0};
 
@@ -41,8 +55,10 @@ void emit(char* buf, size_t len) {
   if (len > 0 && buf[len - 1] != '\n') buf[len++] = '\n';
   buf[len] = '\0';
   write_all(report_fd(), buf, len);
-  if (auto hook = g_hook.load(std::memory_order_acquire))
-    hook(buf, g_hook_arg.load(std::memory_order_relaxed));
+  if (!g_hook.load(std::memory_order_relaxed)) return;  // (no hook: no shared write)
+  g_hook_users.fetch_add(1, std::memory_order_seq_cst);
+  if (hook_pair* h = g_hook.load(std::memory_order_seq_cst)) h->fn(buf, h->arg);
+  g_hook_users.fetch_sub(1, std::memory_order_release);
 }
 
 constexpr size_t kBuf = 8192;
@@ -50,8 +66,26 @@ constexpr size_t kBuf = 8192;
 }  // namespace
 
 void set_report_hook(report_hook_fn fn, void* arg) {
-  g_hook_arg.store(arg, std::memory_order_relaxed);
-  g_hook.store(fn, std::memory_order_release);
+  while (g_hook_setting.exchange(true, std::memory_order_acquire)) sched_yield();
+  hook_pair* cur = g_hook.load(std::memory_order_relaxed);
+  hook_pair* next = nullptr;
+  if (fn) {
+    next = cur == &g_hook_pairs[0] ? &g_hook_pairs[1] : &g_hook_pairs[0];
+    next->fn = fn;
+    next->arg = arg;
+  }
+  g_hook.store(next, std::memory_order_seq_cst);
+  while (g_hook_users.load(std::memory_order_seq_cst) != 0) sched_yield();
+  g_hook_setting.store(false, std::memory_order_release);
+}
+
+void report_prepare_signal_safe() {
+  report_fd();
+}
+
+void report_bug_signal_safe(const char* text, std::size_t len) {
+  g_bugs.fetch_add(1, std::memory_order_relaxed);
+  write_all(report_fd_signal_safe(), text, len);
 }
 
 void set_abort_on_bug(bool on) {

@@ -4,6 +4,10 @@
 // which writes to stderr (or USLUB_LOG=path), passes the text to a test hook if one is set,
 // and aborts if USLUB_DEBUG_ABORT=1 or set_abort_on_bug(true).  Callers then refuse the
 // operation instead of corrupting state.
+//
+// Locking: none on the report path (the log is one write(2) per chunk).  The hook pair is
+// published with one pointer; set_report_hook waits for reporters inside the old hook to leave
+// (a counter, report.cpp), so it must not be called from a hook.
 #pragma once
 
 #include <cstdarg>
@@ -14,6 +18,9 @@
 namespace uslub {
 
 // Receives every report (full text, NUL-terminated). Tests install one to assert on reports.
+// set_report_hook publishes fn and arg together and returns only when no call of the hook it
+// replaced is still running (arg may be destroyed then); never call it from inside a hook.
+// Reports written from a signal handler (report_bug_signal_safe) do not reach the hook.
 using report_hook_fn = void (*)(const char* text, void* arg);
 void set_report_hook(report_hook_fn fn, void* arg);
 void set_abort_on_bug(bool on);
@@ -29,6 +36,15 @@ USLUB_SLOWPATH void report_info(const char* fmt, ...) USLUB_PRINTF(1, 2);
 // The descriptor reports go to: USLUB_LOG ("%p" -> pid), else stderr, else (stderr closed)
 // the duplicate of stderr taken at load (report_log.cpp).
 int report_fd();
+// The same for a signal handler: only a descriptor report_fd() has already opened.
+int report_fd_signal_safe();
+
+// For signal handlers (async-signal-safe): writes a report already formatted by the caller to
+// the log (USLUB_LOG, else stderr) and counts it; no formatting, no hook, no lock, no abort.
+// report_prepare_signal_safe() opens the log now (getenv/open are not for a handler); call it
+// when the handler is installed.
+void report_bug_signal_safe(const char* text, std::size_t len);
+void report_prepare_signal_safe();
 
 // Number of report_bug() calls since start (tests and fuzzers read it).
 unsigned long bug_count();

@@ -88,4 +88,12 @@ int report_fd() {
   return 2;
 }
 
+int report_fd_signal_safe() {
+  // Only what report_fd() already opened: no getenv, no open (async-signal-safe).
+  int fd = g_log_fd.load(std::memory_order_acquire);
+  if (fd >= 0) return fd;
+  if (fcntl(2, F_GETFD) != -1) return 2;
+  return g_saved_stderr >= 0 ? g_saved_stderr : 2;
+}
+
 }  // namespace uslub

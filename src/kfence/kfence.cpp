@@ -1,6 +1,9 @@
 // KFENCE: sampled guard-page allocations.  Design, costs and locking: kfence.hpp.
 #include "kfence/kfence.hpp"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -28,7 +31,12 @@ namespace {
 constexpr std::size_t kPage = 4096;
 constexpr unsigned kNone = ~0u;
 
-enum : std::uint8_t { SLOT_UNUSED, SLOT_ALLOCATED, SLOT_FREED };
+// Slot states.  Every transition out of UNUSED, ALLOCATED or FREED happens under kfence_lock
+// (the one that claims the slot: alloc takes an UNUSED or FREED slot, free an ALLOCATED one, by
+// setting BUSY); BUSY -> ALLOCATED is the allocating owner's release store, BUSY -> FREED the
+// freeing owner's, under the lock when it queues the slot.  So of two frees of one object only
+// one claims it; the other finds BUSY or FREED and reports a double free.
+enum : std::uint8_t { SLOT_UNUSED, SLOT_ALLOCATED, SLOT_FREED, SLOT_BUSY };
 
 struct kfence_track {
   depot_stack_handle_t stack;
@@ -56,8 +64,11 @@ unsigned g_never_used = 0;                          // kfence_lock
 std::atomic<unsigned> g_flip{0};
 std::atomic<unsigned long> g_allocs{0}, g_frees{0}, g_full{0}, g_in_use{0};
 struct sigaction g_old_segv;
-thread_local long t_countdown = 0;
-thread_local bool t_counting = false;  // false until the thread's first countdown is drawn
+// Initial-exec, as every thread-local on a malloc path (docs/malloc.md): a general-dynamic access
+// calls __tls_get_addr, which may itself be allocating a dlopen'ed library's TLS block.
+__attribute__((tls_model("initial-exec"))) thread_local long t_countdown = 0;
+// false until the thread's first countdown is drawn
+__attribute__((tls_model("initial-exec"))) thread_local bool t_counting = false;
 
 char* object_page(unsigned i) {
   return g_pool + kPage * (2 * std::size_t{i} + 1);
@@ -111,40 +122,206 @@ void report_object(const char* problem, const kfence_meta& m, const char* fmt, .
   report_bug("kfence", problem, "%s", buf);
 }
 
-// The fault handler.  Faults outside the pool go to the previous handler (or the default).
-void on_segv(int sig, siginfo_t* info, void* uctx) {
-  auto a = reinterpret_cast<std::uintptr_t>(info->si_addr);
-  auto base = reinterpret_cast<std::uintptr_t>(g_pool);
-  if (!g_pool || a < base || a >= base + g_pool_bytes) {
-    if (g_old_segv.sa_flags & SA_SIGINFO) {
-      g_old_segv.sa_sigaction(sig, info, uctx);
-    } else if (g_old_segv.sa_handler == SIG_IGN || g_old_segv.sa_handler == SIG_DFL) {
-      signal(SIGSEGV, SIG_DFL);  // the faulting instruction runs again and kills us
-    } else {
-      g_old_segv.sa_handler(sig);
+// ---- the fault handler ----------------------------------------------------------------
+//
+// Async-signal-safe: it formats with its own integer printers into a static buffer, resolves
+// frames to module+offset by reading /proc/self/maps with open/read (no dladdr: it takes the
+// loader's lock, which the interrupted thread or a dlopen in another may hold), writes the
+// report with report_bug_signal_safe (no hook, no stdio, no malloc, no lock) and aborts.  It
+// reads the slot metadata without kfence_lock (the interrupted thread may hold it): a slot
+// changing under a racing allocation can make the report name the wrong object, never hang.
+
+// Appends to a fixed buffer, truncating (never overflowing).
+struct sig_text {
+  char* buf;
+  std::size_t cap, len = 0;
+  sig_text& str(const char* s) {
+    while (*s && len + 1 < cap) buf[len++] = *s++;
+    return *this;
+  }
+  sig_text& num(unsigned long long v, unsigned base = 10, unsigned min_digits = 1) {
+    char d[24];
+    unsigned n = 0;
+    do {
+      d[n++] = "0123456789abcdef"[v % base];
+      v /= base;
+    } while (v || n < min_digits);
+    while (n && len + 1 < cap) buf[len++] = d[--n];
+    return *this;
+  }
+  sig_text& sdec(long long v) {
+    if (v < 0) str("-");
+    return num(v < 0 ? 0ull - static_cast<unsigned long long>(v) : v);
+  }
+  sig_text& hex(unsigned long long v) { return str("0x").num(v, 16); }
+};
+
+// One mapping of /proc/self/maps per frame: module base name and offset.
+struct frame_module {
+  char name[64];
+  unsigned long long off;
+  bool found;
+};
+
+unsigned long long parse_hex(const char*& p) {
+  unsigned long long v = 0;
+  for (;; ++p) {
+    char c = *p;
+    unsigned d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : 16;
+    if (d == 16) return v;
+    v = v * 16 + d;
+  }
+}
+
+// Resolves pcs[0..n) (return addresses: the call is at pc - 1) to module+offset in one pass.
+void resolve_frames(void* const* pcs, unsigned n, frame_module* out) {
+  for (unsigned i = 0; i < n; ++i) out[i].found = false;
+  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  char chunk[1024], line[512];
+  std::size_t ll = 0;
+  for (;;) {
+    ssize_t got = read(fd, chunk, sizeof chunk);
+    if (got <= 0) break;
+    for (ssize_t k = 0; k < got; ++k) {
+      char c = chunk[k];
+      if (c != '\n') {
+        if (ll + 1 < sizeof line) line[ll++] = c;
+        continue;
+      }
+      line[ll] = '\0';
+      ll = 0;
+      // start-end perms offset dev inode path
+      const char* p = line;
+      unsigned long long start = parse_hex(p);
+      if (*p++ != '-') continue;
+      unsigned long long end = parse_hex(p);
+      int field = 0;
+      while (*p && field < 4) {  // skip " perms offset dev inode", keeping the offset
+        while (*p == ' ') ++p;
+        if (field == 1) {
+          const char* q = p;
+          unsigned long long off = parse_hex(q);
+          p = q;
+          for (unsigned i = 0; i < n; ++i) {
+            auto pc = reinterpret_cast<std::uintptr_t>(pcs[i]) - 1;
+            if (!out[i].found && pc >= start && pc < end) out[i].off = pc - start + off;
+          }
+        } else {
+          while (*p && *p != ' ') ++p;
+        }
+        ++field;
+      }
+      while (*p == ' ') ++p;
+      if (*p != '/') continue;  // anonymous or [special]: keep looking for a file mapping
+      const char* base = p;
+      for (const char* q = p; *q; ++q)
+        if (*q == '/') base = q + 1;
+      for (unsigned i = 0; i < n; ++i) {
+        auto pc = reinterpret_cast<std::uintptr_t>(pcs[i]) - 1;
+        if (out[i].found || pc < start || pc >= end) continue;
+        std::size_t m = 0;
+        while (base[m] && m + 1 < sizeof out[i].name) out[i].name[m] = base[m], ++m;
+        out[i].name[m] = '\0';
+        out[i].found = true;
+      }
     }
+  }
+  close(fd);
+}
+
+void sig_track(sig_text& t, const char* what, const kfence_track& tr) {
+  if (!tr.when_ns) return;
+  std::uint64_t now = platform::monotonic_ns();
+  std::uint64_t ms = now > tr.when_ns ? (now - tr.when_ns) / 1000000 : 0;
+  t.str(what).str(" by thread ").sdec(tr.tid).str(" on cpu ").sdec(tr.cpu).str(" ");
+  t.num(ms / 1000).str(".").num(ms % 1000, 10, 3).str(" s ago:\n");
+  void* const* pcs;
+  unsigned n = stack_depot_fetch(tr.stack, &pcs);
+  frame_module mods[kStackDepth];
+  if (n > kStackDepth) n = kStackDepth;
+  resolve_frames(pcs, n, mods);
+  for (unsigned i = 0; i < n; ++i) {
+    t.str("    #").num(i).str(" ");
+    if (mods[i].found)
+      t.str(mods[i].name).str("+").hex(mods[i].off);
+    else
+      t.hex(reinterpret_cast<std::uintptr_t>(pcs[i]) - 1);
+    t.str("\n");
+  }
+}
+
+char g_sig_buf[8192];  // owned by the thread that won g_sig_reporting
+std::atomic<bool> g_sig_reporting{false};
+
+// Sends a fault that is not KFENCE's where it would have gone without uslub: the handler that
+// was installed before kfence_init (with its mask and flags), or the default action.
+void chain_segv(int sig, siginfo_t* info, void* uctx) {
+  struct sigaction old = g_old_segv;
+  bool dfl = !(old.sa_flags & SA_SIGINFO) &&
+             (old.sa_handler == SIG_DFL || old.sa_handler == SIG_IGN);  // IGN: the kernel
+                                                                        // kills on a fault too
+  if (dfl) {
+    struct sigaction sa {};
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, nullptr);
+    // A fault re-executes the instruction and dies by the default action; a SIGSEGV sent by
+    // kill/raise/sigqueue (si_code <= 0) would be lost by returning: send it again (pending
+    // until this handler returns, since sig is blocked here).
+    if (info->si_code <= 0) raise(sig);
     return;
   }
+  if (old.sa_flags & SA_RESETHAND) {  // one-shot: the next one gets the default
+    g_old_segv.sa_handler = SIG_DFL;
+    g_old_segv.sa_flags &= ~SA_SIGINFO;
+  }
+  sigset_t mask, saved;
+  mask = old.sa_mask;
+  pthread_sigmask(SIG_BLOCK, &mask, &saved);
+  if (old.sa_flags & SA_NODEFER) {
+    sigemptyset(&mask);
+    sigaddset(&mask, sig);
+    pthread_sigmask(SIG_UNBLOCK, &mask, nullptr);
+  }
+  if (old.sa_flags & SA_SIGINFO)
+    old.sa_sigaction(sig, info, uctx);
+  else
+    old.sa_handler(sig);
+  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+}
+
+void on_segv(int sig, siginfo_t* info, void* uctx) {
+  int saved_errno = errno;
+  auto a = reinterpret_cast<std::uintptr_t>(info->si_addr);
+  auto base = reinterpret_cast<std::uintptr_t>(g_pool);
+  if (!g_pool || a < base || a >= base + g_pool_bytes || info->si_code <= 0) {
+    chain_segv(sig, info, uctx);
+    errno = saved_errno;
+    return;
+  }
+  // One report: a second thread faulting in the pool meanwhile waits for the abort.
+  if (g_sig_reporting.exchange(true, std::memory_order_acquire))
+    for (;;) pause();
   bool write = false;
 #if defined(__x86_64__)
   write = static_cast<ucontext_t*>(uctx)->uc_mcontext.gregs[REG_ERR] & 2;
 #endif
   const char* rw = write ? "write" : "read";
-  symbolize_without_allocating(true);  // no libdw (malloc) inside a signal handler
   std::size_t page_idx = (a - base) / kPage;
+  const kfence_meta* m = nullptr;
+  sig_text t{g_sig_buf, sizeof g_sig_buf};
   if (page_idx % 2) {  // an object page: the object was freed
-    const kfence_meta& m = g_meta[(page_idx - 1) / 2];
-    report_object("Use-after-free access", m,
-                  "Use-after-free %s at %#lx (offset %ld in the object)\n", rw,
-                  static_cast<unsigned long>(a), static_cast<long>(a - m.addr));
+    m = &g_meta[(page_idx - 1) / 2];
+    t.str("uslub: BUG kfence: Use-after-free access\nUse-after-free ").str(rw).str(" at ");
+    t.hex(a).str(" (offset ").sdec(static_cast<long long>(a - m->addr)).str(" in the object)\n");
   } else {  // a guard page: the nearer of the objects on either side
-    long best = -1;
     std::uintptr_t dist = ~std::uintptr_t{0};
     bool right_of = false;
     if (page_idx > 0) {
       const kfence_meta& l = g_meta[page_idx / 2 - 1];
       if (l.state.load(std::memory_order_relaxed) != SLOT_UNUSED) {
-        best = static_cast<long>(page_idx / 2 - 1);
+        m = &l;
         dist = a - (l.addr + l.size);
         right_of = true;
       }
@@ -152,26 +329,32 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
     if (page_idx / 2 < g_nr) {
       const kfence_meta& r = g_meta[page_idx / 2];
       if (r.state.load(std::memory_order_relaxed) != SLOT_UNUSED && r.addr - a < dist) {
-        best = static_cast<long>(page_idx / 2);
+        m = &r;
         right_of = false;
       }
     }
-    if (best < 0) {
-      kfence_meta none{};
-      report_object("Out-of-bounds access", none, "Out-of-bounds %s at %#lx in a guard page\n", rw,
-                    static_cast<unsigned long>(a));
+    t.str("uslub: BUG kfence: Out-of-bounds access\nOut-of-bounds ").str(rw).str(" at ").hex(a);
+    if (!m) {
+      t.str(" in a guard page\n");
     } else {
-      const kfence_meta& m = g_meta[best];
-      std::uintptr_t by = right_of ? a - (m.addr + m.size) + 1 : m.addr - a;
-      report_object(
-          "Out-of-bounds access", m, "Out-of-bounds %s at %#lx (%lu bytes %s of the %s)\n", rw,
-          static_cast<unsigned long>(a), static_cast<unsigned long>(by),
-          right_of ? "right" : "left",
-          m.state.load(std::memory_order_relaxed) == SLOT_FREED ? "freed object" : "object");
+      std::uintptr_t by = right_of ? a - (m->addr + m->size) + 1 : m->addr - a;
+      t.str(" (").num(by).str(" bytes ").str(right_of ? "right" : "left").str(" of the ");
+      t.str(m->state.load(std::memory_order_relaxed) == SLOT_FREED ? "freed object" : "object")
+          .str(")\n");
     }
   }
-  symbolize_without_allocating(false);
-  signal(SIGABRT, SIG_DFL);
+  if (m) {
+    t.str("kfence object ").hex(m->addr).str("-").hex(m->addr + (m->size ? m->size : 1) - 1);
+    t.str(", size ").num(m->size).str(" (").str(m->right ? "right" : "left").str("-aligned)\n");
+    sig_track(t, "allocated", m->alloc);
+    if (m->state.load(std::memory_order_relaxed) == SLOT_FREED) sig_track(t, "freed", m->free);
+  }
+  if (t.len + 1 < t.cap && (t.len == 0 || t.buf[t.len - 1] != '\n')) t.buf[t.len++] = '\n';
+  report_bug_signal_safe(t.buf, t.len);
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  sigaction(SIGABRT, &dfl, nullptr);
   abort();
 }
 
@@ -201,6 +384,7 @@ bool kfence_init(std::uint32_t sample, unsigned pool_objects) {
   sa.sa_sigaction = &on_segv;
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
   sigemptyset(&sa.sa_mask);
+  report_prepare_signal_safe();  // the handler only write()s
   sigaction(SIGSEGV, &sa, &g_old_segv);
   __atomic_store_n(&detail::g_kfence_sample, sample, __ATOMIC_RELEASE);
   return true;
@@ -247,11 +431,14 @@ void* kfence_alloc(std::size_t size, std::size_t align, bool zero) {
     g_full.fetch_add(1, std::memory_order_relaxed);
     return nullptr;
   }
-  kfence_lock.unlock();
   kfence_meta& m = g_meta[i];
+  std::uint8_t was = m.state.load(std::memory_order_relaxed);
+  m.state.store(SLOT_BUSY, std::memory_order_relaxed);  // ours until the release store below
+  kfence_lock.unlock();
   char* pg = object_page(i);
   if (mprotect(pg, kPage, PROT_READ | PROT_WRITE) != 0) {  // give the slot back
     kfence_lock.lock();
+    m.state.store(was, std::memory_order_relaxed);
     m.next = g_fifo_head;
     g_fifo_head = i;
     if (g_fifo_tail == kNone) g_fifo_tail = i;
@@ -306,18 +493,32 @@ void kfence_free(const void* p) {
   }
   unsigned i = static_cast<unsigned>((page_idx - 1) / 2);
   kfence_meta& m = g_meta[i];
-  std::uint8_t st = m.state.load(std::memory_order_acquire);
-  if (st != SLOT_ALLOCATED) {
-    report_object(
-        "Invalid free", m, "free(%p): %s\n", p,
-        st == SLOT_FREED ? "the object is already free (double free)" : "never allocated");
+  // Claim the slot under kfence_lock (ALLOCATED -> BUSY).  A refused free reports from a copy
+  // taken under the lock: the slot may be reallocated as soon as the lock is dropped.
+  kfence_lock.lock();
+  std::uint8_t st = m.state.load(std::memory_order_acquire);  // alloc's fields: release store
+  if (st != SLOT_ALLOCATED || a != m.addr) {
+    kfence_meta copy{};
+    if (st != SLOT_BUSY) {  // BUSY: its owner is writing the metadata
+      copy.state.store(st, std::memory_order_relaxed);
+      copy.right = m.right;
+      copy.addr = m.addr;
+      copy.size = m.size;
+      copy.alloc = m.alloc;
+      copy.free = m.free;
+    }
+    kfence_lock.unlock();
+    if (st == SLOT_ALLOCATED)
+      report_object("Invalid free", copy, "free(%p): not the start of the object (offset %ld)\n", p,
+                    static_cast<long>(a - copy.addr));
+    else
+      report_object(
+          "Invalid free", copy, "free(%p): %s\n", p,
+          st == SLOT_UNUSED ? "never allocated" : "the object is already free (double free)");
     return;
   }
-  if (a != m.addr) {
-    report_object("Invalid free", m, "free(%p): not the start of the object (offset %ld)\n", p,
-                  static_cast<long>(a - m.addr));
-    return;
-  }
+  m.state.store(SLOT_BUSY, std::memory_order_relaxed);
+  kfence_lock.unlock();
   auto pg = reinterpret_cast<unsigned char*>(object_page(i));
   for (std::size_t k = 0; k < kPage; ++k) {
     std::uintptr_t at = reinterpret_cast<std::uintptr_t>(pg + k);
@@ -331,9 +532,9 @@ void kfence_free(const void* p) {
     }
   }
   fill_track(&m.free);
-  m.state.store(SLOT_FREED, std::memory_order_release);
   mprotect(pg, kPage, PROT_NONE);
   kfence_lock.lock();
+  m.state.store(SLOT_FREED, std::memory_order_release);
   m.next = kNone;
   if (g_fifo_tail != kNone)
     g_meta[g_fifo_tail].next = i;

@@ -23,9 +23,20 @@
 // failed.  When on: the countdown per kmalloc; a sampled allocation costs two mprotect calls
 // (alloc and free), which split and merge the pool's VMA (docs/kfence.md has the figures).
 //
-// Locking: kfence_lock (spinlock_t, class "kfence_lock") protects the slot table and the free
-// FIFO; mprotect is called outside it (a slot in transit belongs to its caller).  The fault
-// handler takes no lock (it reads the slot's metadata, which its faulting owner left stable).
+// Locking: kfence_lock (spinlock_t, class "kfence_lock", a leaf) protects g_never_used, the
+// free FIFO and every change of a slot's state out of UNUSED, ALLOCATED or FREED: kfence_alloc
+// claims an UNUSED or FREED slot and kfence_free an ALLOCATED one by setting BUSY under the
+// lock, so of two frees of one object exactly one wins and the other is reported as a double
+// free.  A BUSY slot belongs to the thread that claimed it: it fills the metadata and calls
+// mprotect without the lock, then publishes ALLOCATED (release store) or FREED (under the lock,
+// as it queues the slot).  Lockless readers: kfence_ksize (acquire load of ALLOCATED, then the
+// fields its release published), kfence_enabled (g_kfence_sample, written at start-up), and
+// the SIGSEGV handler, which cannot take a lock (the interrupted thread may hold it): it reads
+// the faulting slot's metadata unlocked, so an allocation racing with the fault can make it
+// name the wrong object; it never blocks.  The handler is async-signal-safe (own integer
+// formatting, frames resolved from /proc/self/maps, report_bug_signal_safe: no hook, malloc,
+// stdio or loader lock) and passes every other SIGSEGV to the handler installed before it.
+// The countdown's thread-locals are initial-exec (docs/malloc.md: no __tls_get_addr in malloc).
 #pragma once
 
 #include <cstddef>

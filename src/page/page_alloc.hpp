@@ -69,7 +69,9 @@ struct free_area {
 // One CPU's cache of small blocks for one zone (struct per_cpu_pages).
 struct alignas(kDestructiveLine) per_cpu_pages {
   local_trylock_t lock;
-  // All fields below: lock.
+  // All fields below: written under lock.  Read without it: count (relaxed atomic stores,
+  // pcp_set_count; relaxed loads in drain_before_enomem's "anything cached?" and stats()) and
+  // the stat_counters (racy statistics by design).
   int count;                       // pages (not blocks) on all lists
   int high;                        // above this, free drains `batch` pages to the zone
   int batch;                       // pages moved per refill or drain
@@ -82,7 +84,9 @@ struct zone {
   spinlock_t lock;
   int node;
   page_allocator* owner;
-  // lock:
+  // lock: (written under it; read without it: free_pages and returned_pages, stored with
+  // relaxed atomics in buddy.cpp and loaded so by maybe_reclaim's retain check, a heuristic
+  // that may see a stale pair; and the stat_counters, racy statistics by design)
   free_area area[NR_ORDERS];
   std::size_t free_pages;      // pages in free_area (resident + returned)
   std::size_t returned_pages;  // pages in free blocks whose memory was returned to the OS

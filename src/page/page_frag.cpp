@@ -67,7 +67,7 @@ page* settle(frag_pool* pool, page* p) {
   if (!a && !pd) {
     if (on_list(p)) list_off(p);
     set_page_flags(p, page_flags(p) & ~PG_frag);
-    p->slab_cache = nullptr;
+    __atomic_store_n(&p->slab_cache, nullptr, __ATOMIC_RELAXED);  // frag_check reads unlocked
     return p;
   }
   bool has_free = ((a | pd) & all_mask(pool)) != all_mask(pool);
@@ -81,13 +81,31 @@ void release_page(frag_pool* pool, page* p) {
   pool->pa->free_pages(p, 0);
 }
 
+// Is p a fragment page of pool?  Unlocked in frag_check (a look-up, as kfree's virt_to_slab):
+// the page may be released, or reused, before the caller takes pool->lock, which is why
+// frag_free and frag_free_defer ask again under it.
+bool frag_page_of(const page* p, const frag_pool* pool) {
+  return (page_flags(p) & PG_frag) && __atomic_load_n(&p->slab_cache, __ATOMIC_RELAXED) == pool;
+}
+
+// Under pool->lock: p stopped being pool's between frag_check and the lock (a racing free of
+// the page's last fragment released it).  Reports; the caller drops the lock and refuses.
+bool frag_page_gone(frag_pool* pool, page* p, void* frag, const char* caller) {
+  if (USLUB_LIKELY(frag_page_of(p, pool))) return false;
+  pool->lock.unlock();
+  report_bug("frag_pool", "Object already free",
+             "%s(%p): its page was freed meanwhile (a racing free of the same fragment)\n", caller,
+             frag);
+  return true;
+}
+
 // The fragment's page and index, or nullptr after reporting.
 page* frag_check(frag_pool* pool, void* frag, unsigned* idx, const char* caller) {
   mem_section* sec = lookup_section(frag);
   auto off = reinterpret_cast<std::uintptr_t>(frag) & (SECTION_SIZE - 1);
   if (sec && off >= SECTION_DATA_START) {
     page* p = virt_to_page(frag);
-    if ((page_flags(p) & PG_frag) && p->slab_cache == pool) {
+    if (frag_page_of(p, pool)) {
       auto in = reinterpret_cast<std::uintptr_t>(frag) & (PAGE_SIZE - 1);
       if (in % pool->frag_size == 0) {
         *idx = static_cast<unsigned>(in / pool->frag_size);
@@ -242,7 +260,7 @@ void* frag_alloc(frag_pool* pool) {
     }
     pool->nr_pages.fetch_add(1, std::memory_order_relaxed);
     set_page_flags(fresh, page_flags(fresh) | PG_frag);
-    fresh->slab_cache = pool;
+    __atomic_store_n(&fresh->slab_cache, static_cast<void*>(pool), __ATOMIC_RELAXED);
     fresh->slab_private = 0;
     set_bits(fresh, 0, 0);
   }
@@ -253,6 +271,7 @@ void frag_free(frag_pool* pool, void* frag) {
   page* p = frag_check(pool, frag, &idx, "frag_free");
   if (!p) return;
   pool->lock.lock();
+  if (frag_page_gone(pool, p, frag, "frag_free")) return;
   if (!(allocated(p) & (1u << idx))) {
     bool pend = pending(p) & (1u << idx);
     pool->lock.unlock();
@@ -273,6 +292,7 @@ void frag_free_defer(frag_pool* pool, void* frag) {
   if (!p) return;
   frag_batch* full = nullptr;
   pool->lock.lock();
+  if (frag_page_gone(pool, p, frag, "frag_free_defer")) return;
   if (!(allocated(p) & (1u << idx))) {
     pool->lock.unlock();
     report_bug("frag_pool", "Object already free", "frag_free_defer(%p): fragment %u is free\n",

@@ -14,8 +14,14 @@
 // (a batch taken under the lock is counted in transit, rcu_detach_batch, so that a concurrent
 // rcu_barrier waits for it to be queued).
 // g_pools_lock ("frag_pools_lock") protects the list of pools and nests outside pool->lock.
-// Nothing is lockless.  Fork: RCU's prepare handler takes g_pools_lock then every pool->lock
-// (after its fork gate is closed); parent and child release them.
+// Lockless: frag_check, the look-up at the start of frag_free / frag_free_defer (the section,
+// the descriptor's PG_frag flag and slab_cache, both written under pool->lock with relaxed
+// atomic stores), like kfree's slab look-up.  The page can be released (or reused by another
+// pool) before the lock is taken, so both ask again under pool->lock and refuse the free if
+// the page is no longer the pool's; nothing is changed on the strength of the unlocked look.
+// The pool's counters (nr_pages, nr_pending, nr_allocated) are relaxed statistics.  Fork: RCU's
+// prepare handler takes g_pools_lock then every pool->lock (after its fork gate is closed); parent
+// and child release them.
 //
 // The races of seed 002 and why they cannot happen here:
 //   - list maintenance against concurrent deferred frees: the RCU callback that ends a

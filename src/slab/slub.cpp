@@ -3,7 +3,9 @@
 // states: see the comment at the top of slab.hpp.
 #include <errno.h>
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 
 #include "base/check.hpp"
 #include "rcu/rcu.hpp"
@@ -820,7 +822,57 @@ int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** 
   return static_cast<int>(nr);
 }
 
+namespace {
+
+// Finds pointers that appear twice in a bulk-free array: an open-addressing set on the stack
+// for arrays of up to kMaxHashed (a few instructions per object, the array left as it is);
+// larger ones are sorted instead, which makes every duplicate adjacent.
+class bulk_dup_filter {
+ public:
+  static constexpr std::size_t kMaxHashed = 512;
+  // Empty, for up to n pointers (n <= kMaxHashed).  Until then the object is uninitialised
+  // stack: nothing is paid on paths that do not check.
+  void init(std::size_t n) {
+    bits_ = 5;
+    while ((std::size_t{1} << bits_) < 2 * n) ++bits_;
+    memset(slot_, 0, sizeof(void*) << bits_);
+  }
+  // Adds p (not null); true if it was there already.
+  bool seen(void* p) {
+    std::size_t mask = (std::size_t{1} << bits_) - 1;
+    std::size_t i = (reinterpret_cast<std::uintptr_t>(p) * 0x9e3779b97f4a7c15ull) >> (64 - bits_);
+    for (;; i = (i + 1) & mask) {
+      if (!slot_[i]) {
+        slot_[i] = p;
+        return false;
+      }
+      if (slot_[i] == p) return true;
+    }
+  }
+
+ private:
+  unsigned bits_;
+  void* slot_[2 * kMaxHashed];
+};
+
+}  // namespace
+
 void kmem_cache_free_bulk_impl(kmem_cache* s, std::size_t nr, void** p, bool checked) {
+  // A pointer twice in the caller's array would be linked into a detached freelist twice (a
+  // cycle, or an object lost and the slab's inuse count wrong) or freed again later in the
+  // batch, where only a free "in a row" is caught.  Each duplicate is reported and skipped.
+  // checked arrays come from sheaves, whose free key already refused duplicates.
+  bool hashed = !checked && nr > 1 && nr <= bulk_dup_filter::kMaxHashed;
+  bool sorted = !checked && nr > bulk_dup_filter::kMaxHashed;
+  bulk_dup_filter filter_mem;
+  bulk_dup_filter* filter = nullptr;
+  if (hashed) {
+    filter_mem.init(nr);
+    filter = &filter_mem;
+  }
+  // (Sorting reorders the caller's array, as the kernel's clearing of processed entries
+  // changes it; it also groups each slab's objects into one run.)
+  if (sorted) std::sort(p, p + nr, std::less<void*>());
   // Detached freelists: consecutive objects of one slab are freed with one CAS.
   page* cur = nullptr;
   void *head = nullptr, *tail = nullptr;
@@ -829,6 +881,11 @@ void kmem_cache_free_bulk_impl(kmem_cache* s, std::size_t nr, void** p, bool che
     page* slab = nullptr;
     if (i < nr) {
       if (!p[i]) continue;
+      if (USLUB_UNLIKELY(filter ? filter->seen(p[i]) : sorted && i > 0 && p[i] == p[i - 1])) {
+        report_bug(s->name, "Object already free",
+                   "object %p appears twice in the kmem_cache_free_bulk array\n", p[i]);
+        continue;
+      }
       slab = checked ? virt_to_slab(p[i]) : slab_free_check(s, p[i], "kmem_cache_free_bulk");
       if (!slab) continue;
       if (kmem_cache_debug(s)) {  // one at a time: a double free must not relink a free object

@@ -1,6 +1,11 @@
 // KFENCE (src/kfence): sampled guard-page objects catch out-of-bounds accesses and use after
 // free at the faulting instruction; frees are checked.  The fault paths abort, so they run as
 // death tests (in a child) and check the report on stderr.
+#include <dlfcn.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <uslub/slab.h>
 
 #include <atomic>
@@ -63,6 +68,114 @@ TEST(KfenceDeathTest, UseAfterFreeFaultsAndReportsTheFreeingStack) {
                    " \\(offset 8 in the object\\).*allocated by.*freed by");
 }
 
+// ---- the fault handler: async-signal-safe, and chained with the program's handlers ----------
+
+// A fault while another thread is inside dlopen (holding glibc's loader lock, which dladdr
+// takes) is still reported at once: the handler resolves frames from /proc/self/maps.
+TEST(KfenceDeathTest, AFaultWhileAnotherThreadHoldsTheLoaderLockIsReported) {
+  EXPECT_DEATH(
+      {
+        kmalloc_kfence_init(1, 16);
+        auto* p = static_cast<unsigned char*>(kfence_alloc(40, 16, true));
+        kfence_free(p);
+        std::thread([] { dlopen(USLUB_SLOW_CTOR_LIB, RTLD_NOW); }).detach();
+        usleep(300 * 1000);  // inside the library's constructor, under the loader lock
+        alarm(3);            // a handler that waits for the lock dies of SIGALRM, unreported
+        g_sink = reinterpret_cast<void*>(static_cast<volatile unsigned char*>(p)[8]);
+      },
+      "uslub: BUG kfence: Use-after-free access.*allocated by thread [0-9]+ on cpu [0-9]+ "
+      "[0-9]+\\.[0-9]{3} s ago:\n    #0 [^ ]+\\+0x[0-9a-f]+\n.*freed by");
+}
+
+// Died of SIGSEGV's default action.  Sanitizer builds own SIGSEGV (their handler reports a
+// deadly signal and exits with their exit code), which is what "the default" is there.
+bool killed_by_sigsegv(int status) {
+#if USLUB_TSAN || defined(__SANITIZE_ADDRESS__)
+  if (WIFEXITED(status) && WEXITSTATUS(status) != 0) return true;
+#endif
+  return WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV;
+}
+
+// A SIGSEGV that is not a fault in the pool goes where it would have gone without KFENCE.
+TEST(KfenceDeathTest, OtherFaultsGoToTheHandlerInstalledBefore) {
+  EXPECT_EXIT(
+      {
+        struct sigaction sa {};
+        sa.sa_handler = [](int) {
+          const char msg[] = "the program's earlier handler\n";
+          write(2, msg, sizeof msg - 1);
+          _exit(42);
+        };
+        sigaction(SIGSEGV, &sa, nullptr);
+        kmalloc_kfence_init(1, 16);
+        void* page = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        g_sink = reinterpret_cast<void*>(*static_cast<volatile char*>(page));
+      },
+      ::testing::ExitedWithCode(42), "the program's earlier handler");
+}
+
+TEST(KfenceDeathTest, OtherFaultsWithoutAnEarlierHandlerGetTheDefaultAction) {
+  EXPECT_EXIT(
+      {
+        kmalloc_kfence_init(1, 16);
+        void* page = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        g_sink = reinterpret_cast<void*>(*static_cast<volatile char*>(page));
+      },
+      killed_by_sigsegv, "");
+}
+
+// A SIGSEGV sent with kill/raise (no fault to re-execute) is not swallowed.
+TEST(KfenceDeathTest, ARaisedSigsegvStillKills) {
+  EXPECT_EXIT(
+      {
+        kmalloc_kfence_init(1, 16);
+        raise(SIGSEGV);
+        _exit(0);
+      },
+      killed_by_sigsegv, "");
+}
+
+// A handler the program installs later replaces KFENCE's, as with any signal: one that chains
+// to the action sigaction returned (as crash reporters do) keeps the KFENCE report ...
+struct sigaction g_saved_action;
+TEST(KfenceDeathTest, AProgramHandlerThatChainsKeepsTheReport) {
+  ASSERT_TRUE(kmalloc_kfence_init(1, 16));
+  auto* p = static_cast<unsigned char*>(kfence_alloc(40, 16, true));
+  kfence_free(p);
+  EXPECT_DEATH(
+      {
+        struct sigaction sa {};
+        sa.sa_flags = SA_SIGINFO;
+        sa.sa_sigaction = [](int sig, siginfo_t* info, void* uc) {
+          const char msg[] = "crash reporter first\n";
+          write(2, msg, sizeof msg - 1);
+          g_saved_action.sa_sigaction(sig, info, uc);
+        };
+        sigaction(SIGSEGV, &sa, &g_saved_action);
+        g_sink = reinterpret_cast<void*>(static_cast<volatile unsigned char*>(p)[8]);
+      },
+      "crash reporter first\nuslub: BUG kfence: Use-after-free access");
+}
+
+// ... and one that does not chain gets the KFENCE faults too (no report).
+TEST(KfenceDeathTest, AProgramHandlerThatDoesNotChainGetsTheFault) {
+  ASSERT_TRUE(kmalloc_kfence_init(1, 16));
+  auto* p = static_cast<unsigned char*>(kfence_alloc(40, 16, true));
+  kfence_free(p);
+  EXPECT_EXIT(
+      {
+        struct sigaction sa {};
+        sa.sa_handler = [](int) {
+          const char msg[] = "the program's own handler\n";
+          write(2, msg, sizeof msg - 1);
+          _exit(7);
+        };
+        sigaction(SIGSEGV, &sa, nullptr);
+        g_sink = reinterpret_cast<void*>(static_cast<volatile unsigned char*>(p)[8]);
+      },
+      ::testing::ExitedWithCode(7), "the program's own handler");
+}
+
 TEST(Kfence, DoubleFreeInteriorFreeAndSlackCorruptionAreReported) {
   ASSERT_TRUE(kmalloc_kfence_init(1, 16));
   test::report_capture cap;
@@ -76,6 +189,57 @@ TEST(Kfence, DoubleFreeInteriorFreeAndSlackCorruptionAreReported) {
   kfence_free(p);
   EXPECT_EQ(cap.first_line(2), "uslub: BUG kfence: Invalid free");
   EXPECT_NE(cap.reports()[2].find("double free"), std::string::npos);
+}
+
+// Two threads free one sampled object at the same moment: exactly one free succeeds, the other
+// is reported as a double free, and the slot goes back to the pool once (it used to be queued
+// twice when both saw it allocated, and then handed out twice).
+TEST(Kfence, ConcurrentDoubleFreeIsReportedOnceAndTheSlotQueuedOnce) {
+  ASSERT_TRUE(kmalloc_kfence_init(1, 8));
+  kfence_stats before = kfence_get_stats();
+  test::report_capture cap;
+  std::atomic<void*> target{nullptr};
+  std::atomic<unsigned> gen{0}, done{0};
+  std::atomic<bool> stop{false};
+  std::thread other([&] {  // frees each round's object as this thread does
+    unsigned seen = 0;
+    for (;;) {
+      unsigned g;
+      while ((g = gen.load(std::memory_order_acquire)) == seen)
+        if (stop.load(std::memory_order_relaxed)) return;
+      seen = g;
+      kfence_free(target.load(std::memory_order_relaxed));
+      done.fetch_add(1, std::memory_order_acq_rel);
+    }
+  });
+  constexpr unsigned kRounds = 200;
+  for (unsigned r = 0; r < kRounds; ++r) {
+    void* p = kfence_alloc(64, 16, false);
+    ASSERT_NE(p, nullptr) << "round " << r << ": the pool lost slots";
+    target.store(p, std::memory_order_relaxed);
+    gen.fetch_add(1, std::memory_order_acq_rel);
+    kfence_free(p);
+    while (done.load(std::memory_order_acquire) < r + 1) cpu_relax();
+  }
+  stop = true;
+  other.join();
+  EXPECT_EQ(cap.count(), kRounds) << "one double-free report per round";
+  for (std::size_t i = 0; i < cap.count(); ++i) {
+    ASSERT_EQ(cap.first_line(i), "uslub: BUG kfence: Invalid free") << i;
+    ASSERT_NE(cap.reports()[i].find("double free"), std::string::npos) << cap.reports()[i];
+  }
+  kfence_stats after = kfence_get_stats();
+  EXPECT_EQ(after.frees - before.frees, kRounds);
+  EXPECT_EQ(after.objects_in_use, before.objects_in_use);
+  // Every slot is in the pool once: the objects allocated until the pool is full all differ.
+  std::set<void*> live;
+  for (int i = 0; i < 1000; ++i) {
+    void* p = kfence_alloc(64, 16, false);
+    if (!p) break;
+    EXPECT_TRUE(live.insert(p).second) << "slot handed out twice";
+  }
+  for (void* p : live) kfence_free(p);
+  EXPECT_EQ(cap.count(), kRounds);
 }
 
 TEST(Kfence, KmallocSamplesAtTheRateAndKfreeKsizeRecogniseThePool) {
