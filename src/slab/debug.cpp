@@ -168,6 +168,7 @@ struct finding {
   const char* problem;
   void* obj;
   bool have_tracks;
+  bool culprit;  // a double free: the current stack is the culprit's, printed after the tracks
   track tracks[2];
   std::size_t len;
   char text[kFindingText];
@@ -218,6 +219,7 @@ finding* new_finding(pending_reports& rep, kmem_cache* s, const char* problem, v
   f->problem = problem;
   f->obj = obj;
   f->len = 0;
+  f->culprit = false;
   f->have_tracks = obj && s->track_offset;
   if (f->have_tracks) memcpy(f->tracks, get_track(s, obj, TRACK_ALLOC), sizeof f->tracks);
   return f;
@@ -270,27 +272,35 @@ bool check_bytes(pending_reports& rep, kmem_cache* s, page* slab, void* obj, con
   return false;
 }
 
-void emit(kmem_cache* s, pending_reports& rep) {
+std::size_t append_track(char* buf, std::size_t len, std::size_t cap, const char* what,
+                         const track& t, std::uint64_t now) {
+  int m = snprintf(buf + len, cap - len, "INFO: %s age=%llu ms cpu=%d tid=%d stack:\n", what,
+                   static_cast<unsigned long long>((now - t.when_ns) / 1000000), t.cpu, t.tid);
+  if (m > 0) len = std::min(len + static_cast<std::size_t>(m), cap - 1);
+  void* const* pcs;
+  unsigned n = stack_depot_fetch(t.handle, &pcs);
+  return append_stack(buf, len, cap, pcs, n);
+}
+
+// Prints the findings.  `current` is the stack of the operation that found them (the second
+// free of a double free: the culprit), shown after the object's own allocation and free.
+void emit(kmem_cache* s, pending_reports& rep, const track* current = nullptr) {
   for (unsigned i = 0; i < rep.n; ++i) {
     finding* f = &rep.f[i];
-    char tracks[4096];
+    char tracks[6144];
     std::size_t tl = 0;
     tracks[0] = '\0';
+    std::uint64_t now = platform::monotonic_ns();
     if (f->have_tracks) {
-      std::uint64_t now = platform::monotonic_ns();
       for (int w = 0; w < 2; ++w) {
         const track& t = f->tracks[w];
         if (!t.when_ns) continue;
-        int m =
-            snprintf(tracks + tl, sizeof tracks - tl, "INFO: %s age=%llu ms cpu=%d tid=%d stack:\n",
-                     w == TRACK_ALLOC ? "Allocated" : "Freed",
-                     static_cast<unsigned long long>((now - t.when_ns) / 1000000), t.cpu, t.tid);
-        if (m > 0) tl = std::min(tl + static_cast<std::size_t>(m), sizeof tracks - 1);
-        void* const* pcs;
-        unsigned n = stack_depot_fetch(t.handle, &pcs);
-        tl = append_stack(tracks, tl, sizeof tracks, pcs, n);
+        tl = append_track(tracks, tl, sizeof tracks, w == TRACK_ALLOC ? "Allocated" : "Freed", t,
+                          now);
       }
     }
+    if (f->culprit && current && current->when_ns)
+      tl = append_track(tracks, tl, sizeof tracks, "Freed again (this free)", *current, now);
     report_bug(s->name, f->problem, "%s%s", tracks, f->text);
   }
   if (rep.dropped)
@@ -720,6 +730,7 @@ void debug_slab_free(kmem_cache* s, page* slab, void* head, unsigned cnt) {
     }
     if (already) {
       if (finding* f = new_finding(rep, s, "Object already free", obj)) {
+        f->culprit = true;
         f->len = append(f->text, f->len, "INFO: Object %p freed twice (slab %p)\n", obj,
                         slab_address(slab));
         dump_object(f, s, slab, obj);
@@ -752,7 +763,12 @@ void debug_slab_free(kmem_cache* s, page* slab, void* head, unsigned cnt) {
   }
   n->list_lock.unlock();
   stat(s, FREE_SLOWPATH, this_cpu_index(s), cnt);
-  if (rep.n) emit(s, rep);
+  if (rep.n) {
+    // The culprit of a double free is this call: without U its stack was not taken above
+    // (taken now, after the lock: the depot may map memory).
+    if (!s->track_offset) fill_track(&tr);
+    emit(s, rep, &tr);
+  }
   if (s->flags & SLAB_TRACE) trace(s, head, false, slab);
   if (discard) {
     stat(s, FREE_SLAB, this_cpu_index(s));

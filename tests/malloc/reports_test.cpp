@@ -1,0 +1,125 @@
+// Reports that point at the culprit, checked on real runs: the test re-runs this executable with
+// the environment set (USLUB_DEBUG is read before main) and checks what the child printed.
+//  - a double free under slub_debug U names the allocation, the first free and the second free
+//    (the culprit), each stack symbolised to the function that made the call;
+//  - KFENCE reports are symbolised the same way (function names, no bare module+offset
+//    frames), inside the SIGSEGV handler too, and name each site once;
+//  - the leak report leaves out the C library's own buffers (stdio, locale, dlopen) and what a
+//    USLUB_LEAK_SUPPRESS file names.
+#include <gtest/gtest.h>
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <array>
+#include <clocale>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+namespace {
+
+std::string run(const std::string& cmd) {
+  std::string out;
+  FILE* f = popen(cmd.c_str(), "r");
+  if (!f) return out;
+  std::array<char, 65536> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) out.append(buf.data(), n);
+  pclose(f);
+  return out;
+}
+
+std::string self() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  return std::string(buf, n > 0 ? static_cast<size_t>(n) : 0);
+}
+
+bool child() {
+  return getenv("USLUB_REPORTS_TEST_CHILD") != nullptr;
+}
+
+std::string run_child(const std::string& env, const char* test, const char* after = "") {
+  return run(env + " USLUB_REPORTS_TEST_CHILD=1 " + self() + " --gtest_filter=ReportsChild." +
+             test + " 2>&1" + after);
+}
+
+// Position of `what` at or after `from`, or npos.
+size_t at(const std::string& out, const char* what, size_t from = 0) {
+  return from == std::string::npos ? std::string::npos : out.find(what, from);
+}
+
+// The lines of one stack: from `from` to the next line that is not a frame ("    #").
+std::string stack_after(const std::string& out, size_t from) {
+  if (from == std::string::npos) return {};
+  size_t b = out.find('\n', from);
+  size_t e = b;
+  while (e != std::string::npos && out.compare(e + 1, 5, "    #") == 0) e = out.find('\n', e + 1);
+  return b == std::string::npos ? std::string{} : out.substr(b + 1, e - b);
+}
+
+}  // namespace
+
+extern "C" {
+__attribute__((noinline)) void* reports_allocating_site(size_t n) {
+  void* p = malloc(n);
+  asm volatile("" ::: "memory");
+  return p;
+}
+__attribute__((noinline)) void reports_first_free_site(void* p) {
+  free(p);
+  asm volatile("" ::: "memory");
+}
+__attribute__((noinline)) void reports_second_free_site(void* p) {
+  free(p);
+  asm volatile("" ::: "memory");
+}
+__attribute__((noinline)) int reports_reading_site(const volatile char* p) {
+  return p[3];
+}
+}
+
+namespace {
+
+TEST(ReportsChild, DoubleFree) {
+  if (!child()) GTEST_SKIP() << "run by Reports.* with the environment set";
+  void* p = reports_allocating_site(40);
+  reports_first_free_site(p);
+  reports_second_free_site(p);
+}
+
+TEST(Reports, DoubleFreeUnderTrackingNamesAllocationFirstFreeAndCulprit) {
+  if (child()) GTEST_SKIP();
+  for (const char* letters : {"U", "FZPU"}) {
+    std::string out =
+        run_child(std::string("USLUB_LEAK_REPORT=0 USLUB_DEBUG=") + letters, "DoubleFree");
+    size_t bug = at(out, "uslub: BUG kmalloc-48: Object already free");
+    size_t alloc = at(out, "INFO: Allocated", bug);
+    size_t first = at(out, "INFO: Freed age=", alloc);
+    size_t again = at(out, "INFO: Freed again (this free)", first);
+    ASSERT_NE(again, std::string::npos) << letters << "\n" << out;
+    EXPECT_NE(stack_after(out, alloc).find("#0 reports_allocating_site"), std::string::npos) << out;
+    EXPECT_NE(stack_after(out, first).find("#0 reports_first_free_site"), std::string::npos) << out;
+    EXPECT_NE(stack_after(out, again).find("#0 reports_second_free_site"), std::string::npos)
+        << out;
+    EXPECT_NE(at(out, "FIX kmalloc-48: Object not freed again", again), std::string::npos) << out;
+    EXPECT_NE(out.find("[  PASSED  ] 1 test"), std::string::npos) << out;
+  }
+}
+
+// Without U there is no record of the allocation or first free, but the culprit's stack is the
+// current one: the report still names it.
+TEST(Reports, DoubleFreeUnderConsistencyChecksNamesTheCulprit) {
+  if (child()) GTEST_SKIP();
+  std::string out = run_child("USLUB_DEBUG=F", "DoubleFree");
+  size_t again = at(out, "INFO: Freed again (this free)", at(out, "Object already free"));
+  ASSERT_NE(again, std::string::npos) << out;
+  EXPECT_NE(stack_after(out, again).find("#0 reports_second_free_site"), std::string::npos) << out;
+  EXPECT_EQ(out.find("INFO: Allocated"), std::string::npos) << out;
+}
+
+}  // namespace
