@@ -37,6 +37,9 @@ inline constexpr opt_desc kOptions[] = {
     {"USLUB_DEBUG_ABORT", opt_kind::boolean, "0", "", "abort() after the first BUG report"},
     {"USLUB_LEAK_REPORT", opt_kind::boolean, "1", "",
      "with USLUB_DEBUG=U: report objects never freed at exit, grouped by allocation stack"},
+    {"USLUB_LEAK_SUPPRESS", opt_kind::text, "", "",
+     "leak report: a file of suppressions, one `leak:pattern` (function, file or library "
+     "substring, * wildcard) a line"},
     {"USLUB_DOUBLE_FREE", opt_kind::boolean, "1", "",
      "the always-on double-free check on free (0: faster, a double free goes unnoticed)"},
     {"USLUB_KFENCE_SAMPLE", opt_kind::number, "0", "",

@@ -20,6 +20,7 @@
 #include "base/report.hpp"
 #include "base/stackdepot.hpp"
 #include "base/stacktrace.hpp"
+#include "slab/leak_suppress.hpp"
 
 namespace uslub {
 namespace {
@@ -953,10 +954,20 @@ std::size_t slub_debug_leak_report(int fd) {
   if (m == MAP_FAILED) return 0;
   t.g = static_cast<leak_group*>(m);
   for_each_kmem_cache(&collect_leaks, &t);
-  // Compact and sort, largest first.
-  std::size_t k = 0;
-  for (std::size_t i = 0; i < t.cap; ++i)
-    if (t.g[i].objects) t.g[k++] = t.g[i];
+  // Compact (leaving out what is suppressed) and sort, largest first.
+  leak_suppressions_load();
+  std::size_t k = 0, supp_objs = 0, supp_bytes = 0;
+  for (std::size_t i = 0; i < t.cap; ++i) {
+    if (!t.g[i].objects) continue;
+    void* const* pcs;
+    unsigned nf = stack_depot_fetch(t.g[i].handle, &pcs);
+    if (leak_suppressed(pcs, nf)) {
+      supp_objs += t.g[i].objects;
+      supp_bytes += t.g[i].bytes;
+      continue;
+    }
+    t.g[k++] = t.g[i];
+  }
   std::sort(t.g, t.g + k,
             [](const leak_group& a, const leak_group& b) { return a.bytes > b.bytes; });
   std::size_t total_objs = 0, total_bytes = 0;
@@ -968,8 +979,8 @@ std::size_t slub_debug_leak_report(int fd) {
     char buf[8192];
     int n = snprintf(buf, sizeof buf,
                      "uslub: leak report: %zu objects (%zu bytes) never freed, from %zu "
-                     "allocation stacks; largest first\n",
-                     total_objs, total_bytes, k);
+                     "allocation stacks; largest first (suppressed: %zu objects, %zu bytes)\n",
+                     total_objs, total_bytes, k, supp_objs, supp_bytes);
     if (n > 0) (void)!write(fd, buf, static_cast<std::size_t>(n));
     for (std::size_t i = 0; i < k && i < 20; ++i) {
       const leak_group& g = t.g[i];

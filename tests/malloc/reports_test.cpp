@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -40,11 +41,11 @@ std::string self() {
 }
 
 bool child() {
-  return getenv("USLUB_REPORTS_TEST_CHILD") != nullptr;
+  return getenv("REPORTS_TEST_CHILD") != nullptr;
 }
 
 std::string run_child(const std::string& env, const char* test, const char* after = "") {
-  return run(env + " USLUB_REPORTS_TEST_CHILD=1 " + self() + " --gtest_filter=ReportsChild." +
+  return run(env + " REPORTS_TEST_CHILD=1 " + self() + " --gtest_filter=ReportsChild." +
              test + " 2>&1" + after);
 }
 
@@ -77,6 +78,11 @@ __attribute__((noinline)) void reports_first_free_site(void* p) {
 __attribute__((noinline)) void reports_second_free_site(void* p) {
   free(p);
   asm volatile("" ::: "memory");
+}
+__attribute__((noinline)) int reports_leaking_comparator(const void* a, const void* b) {
+  static void* volatile keep;
+  if (!keep) keep = malloc(333);  // called back from inside qsort: still the program's leak
+  return *static_cast<const int*>(a) - *static_cast<const int*>(b);
 }
 __attribute__((noinline)) int reports_reading_site(const volatile char* p) {
   return p[3];
@@ -120,6 +126,87 @@ TEST(Reports, DoubleFreeUnderConsistencyChecksNamesTheCulprit) {
   ASSERT_NE(again, std::string::npos) << out;
   EXPECT_NE(stack_after(out, again).find("#0 reports_second_free_site"), std::string::npos) << out;
   EXPECT_EQ(out.find("INFO: Allocated"), std::string::npos) << out;
+}
+
+// The C library's own long-lived buffers (stdio, locale, dlopen, time zones, iostreams) and two
+// leaks of the program's: one direct, one from a callback the C library calls.
+TEST(ReportsChild, LibcBuffersAndLeaks) {
+  if (!child()) GTEST_SKIP() << "run by Reports.* with the environment set";
+  setlocale(LC_ALL, "C.UTF-8");
+  setlocale(LC_ALL, "");
+  printf("printf %d\n", 42);
+  std::cout << "iostream " << std::string(100, 'x') << std::endl;
+  if (void* h = dlopen("libm.so.6", RTLD_NOW)) dlsym(h, "cos");
+  (void)dlopen("/nonexistent/libnothing.so", RTLD_NOW);
+  (void)dlerror();
+  time_t now = time(nullptr);
+  char when[64];
+  strftime(when, sizeof when, "%c", localtime(&now));
+  if (FILE* f = fopen("/proc/self/status", "r")) {
+    char line[128];
+    (void)!fgets(line, sizeof line, f);
+    fclose(f);
+  }
+  static void* volatile keep;
+  keep = reports_allocating_site(777);
+  int v[4] = {3, 1, 2, 0};
+  qsort(v, 4, sizeof v[0], reports_leaking_comparator);
+}
+
+std::string leak_part(const std::string& out) {
+  size_t b = out.find("uslub: leak report:");
+  return b == std::string::npos ? std::string{} : out.substr(b);
+}
+
+TEST(Reports, LeakReportLeavesOutTheCLibrarysOwnBuffers) {
+  if (child()) GTEST_SKIP();
+  std::string out = run_child("USLUB_DEBUG=U", "LibcBuffersAndLeaks");
+  ASSERT_NE(out.find("[  PASSED  ] 1 test"), std::string::npos) << out;
+  std::string leaks = leak_part(out);
+  size_t direct = at(leaks, "777 bytes in 1 objects of kmalloc-");
+  ASSERT_NE(direct, std::string::npos) << out;
+  EXPECT_NE(stack_after(leaks, direct).find("reports_allocating_site"), std::string::npos) << leaks;
+  size_t callback = at(leaks, "333 bytes in 1 objects of kmalloc-");
+  ASSERT_NE(callback, std::string::npos) << leaks;
+  EXPECT_NE(stack_after(leaks, callback).find("reports_leaking_comparator"), std::string::npos)
+      << leaks;
+  for (const char* libc : {"_IO_file_doallocate", "setlocale", "_nl_", "_dl_", "dlopen", "dlerror",
+                           "tzset", "__tzfile_read"})
+    EXPECT_EQ(leaks.find(libc), std::string::npos) << libc << "\n" << leaks;
+  // They were there, and are counted as suppressed.
+  EXPECT_EQ(leaks.find("(suppressed: 0 objects"), std::string::npos) << leaks;
+  EXPECT_NE(leaks.find("(suppressed: "), std::string::npos) << leaks;
+}
+
+TEST(Reports, LeakSuppressionFileNamesFunctionsLikeLeakSanitizer) {
+  if (child()) GTEST_SKIP();
+  std::string path = testing::TempDir() + "uslub-leak-supp-" + std::to_string(getpid());
+  {
+    std::ofstream f(path);
+    f << "# the program's known leaks\n"
+         "leak:reports_allocating_*\n"
+         "race:reports_leaking_comparator   # another tool's line: ignored\n"
+         "\n";
+  }
+  std::string out = run_child("USLUB_DEBUG=U USLUB_LEAK_SUPPRESS=" + path, "LibcBuffersAndLeaks");
+  std::string leaks = leak_part(out);
+  EXPECT_EQ(leaks.find("reports_allocating_site"), std::string::npos) << leaks;
+  EXPECT_NE(leaks.find("reports_leaking_comparator"), std::string::npos) << leaks;
+  // A pattern naming a module (or any substring of a frame) suppresses the rest.
+  {
+    std::ofstream f(path);
+    f << "reports_leaking_comparator\nleak:reports_allocating_site\n";
+  }
+  out = run_child("USLUB_DEBUG=U USLUB_LEAK_SUPPRESS=" + path, "LibcBuffersAndLeaks");
+  leaks = leak_part(out);
+  EXPECT_EQ(leaks.find("reports_allocating_site"), std::string::npos) << leaks;
+  EXPECT_EQ(leaks.find("reports_leaking_comparator"), std::string::npos) << leaks;
+  unlink(path.c_str());
+  out = run_child("USLUB_DEBUG=U USLUB_LEAK_SUPPRESS=/nonexistent/supp", "LibcBuffersAndLeaks");
+  EXPECT_NE(out.find("uslub: USLUB_LEAK_SUPPRESS=/nonexistent/supp: cannot open it"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("reports_allocating_site"), std::string::npos) << out;
 }
 
 }  // namespace
