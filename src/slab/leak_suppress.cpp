@@ -37,14 +37,6 @@ constexpr const char* kBuiltin[] = {
     "__libc_early_init",
 };
 
-// An allocator entry point: frames up to the first non-allocator frame are skipped before the
-// built-in patterns are tried.
-constexpr const char* kAllocator[] = {
-    "malloc",   "calloc",        "realloc",   "reallocarray", "free",         "posix_memalign",
-    "memalign", "aligned_alloc", "valloc",    "pvalloc",      "krealloc",     "kmalloc",
-    "kzalloc",  "kcalloc",       "__kmalloc", "kmem_cache_",  "operator new", "uslub::",
-};
-
 constexpr std::size_t kFileMax = 64 * 1024;
 constexpr unsigned kMaxUser = 512;
 char g_file[kFileMax + 1];
@@ -77,22 +69,6 @@ bool glob_in(const char* pattern, std::size_t plen, const char* text) {
 bool matches(const char* pattern, const char* name, const char* module) {
   std::size_t n = strlen(pattern);
   return glob_in(pattern, n, name) || (module && glob_in(pattern, n, module));
-}
-
-// The function name of a symbolised frame: up to " (" (libdw) or "+0x" (dladdr).
-void function_of(const char* sym, char* out, std::size_t cap) {
-  std::size_t n = 0;
-  for (const char* p = sym; *p && n + 1 < cap; ++p) {
-    if ((p[0] == ' ' && p[1] == '(') || (p[0] == '+' && p[1] == '0' && p[2] == 'x')) break;
-    out[n++] = *p;
-  }
-  out[n] = '\0';
-}
-
-bool is_allocator(const char* fn) {
-  for (const char* a : kAllocator)
-    if (strncmp(fn, a, strlen(a)) == 0) return true;
-  return false;
 }
 
 bool is_system_library(const char* module) {
@@ -180,7 +156,7 @@ bool leak_suppressed(void* const* pcs, unsigned n) {
     for (unsigned k = 0; k < g_nr_user; ++k)
       if (matches(g_user[k], sym, module)) return true;
     if (!in_system) continue;
-    if (!past_allocator && is_allocator(fn)) continue;
+    if (!past_allocator && is_allocator_function(fn)) continue;
     past_allocator = true;
     if (!is_system_library(module)) {
       in_system = false;

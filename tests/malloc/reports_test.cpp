@@ -21,6 +21,8 @@
 #include <iostream>
 #include <string>
 
+#include "kfence/kfence.hpp"
+
 namespace {
 
 std::string run(const std::string& cmd) {
@@ -45,8 +47,8 @@ bool child() {
 }
 
 std::string run_child(const std::string& env, const char* test, const char* after = "") {
-  return run(env + " REPORTS_TEST_CHILD=1 " + self() + " --gtest_filter=ReportsChild." +
-             test + " 2>&1" + after);
+  return run(env + " REPORTS_TEST_CHILD=1 " + self() + " --gtest_filter=ReportsChild." + test +
+             " 2>&1" + after);
 }
 
 // Position of `what` at or after `from`, or npos.
@@ -207,6 +209,98 @@ TEST(Reports, LeakSuppressionFileNamesFunctionsLikeLeakSanitizer) {
             std::string::npos)
       << out;
   EXPECT_NE(out.find("reports_allocating_site"), std::string::npos) << out;
+}
+
+// A kfence object from malloc (every allocation sampled; the pool may already be full of the
+// test framework's objects, so allocate until one comes from it).
+char* kfence_block() {
+  for (int i = 0; i < 100000; ++i) {
+    auto* p = static_cast<char*>(reports_allocating_site(32));
+    if (uslub::is_kfence_address(p)) return p;
+    free(p);
+  }
+  return nullptr;
+}
+
+TEST(ReportsChild, KfenceUseAfterFree) {
+  if (!child()) GTEST_SKIP() << "run by Reports.* with the environment set";
+  char* p = kfence_block();
+  ASSERT_NE(p, nullptr);
+  reports_first_free_site(p);
+  printf("returned %d\n", reports_reading_site(p));  // faults: the report, then abort
+}
+
+TEST(ReportsChild, KfenceDoubleFree) {
+  if (!child()) GTEST_SKIP() << "run by Reports.* with the environment set";
+  char* p = kfence_block();
+  ASSERT_NE(p, nullptr);
+  reports_first_free_site(p);
+  reports_second_free_site(p);
+}
+
+// The report names the site of each event once, symbolised as slub_debug's are (function and
+// file:line), and no frame is a bare module+offset.
+void expect_symbolised(const std::string& report) {
+  EXPECT_EQ(report.find("+0x"), std::string::npos) << report;
+  EXPECT_NE(report.find("reports_test.cpp:"), std::string::npos) << report;
+}
+
+size_t count(const std::string& s, const char* what) {
+  size_t n = 0;
+  for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST(Reports, KfenceUseAfterFreeNamesAccessAllocationAndFreeSymbolised) {
+  if (child()) GTEST_SKIP();
+  std::string out =
+      run_child("USLUB_KFENCE_SAMPLE=1 USLUB_KFENCE_POOL_PAGES=1024", "KfenceUseAfterFree");
+  size_t bug = at(out, "uslub: BUG kfence: Use-after-free access");
+  size_t what = at(out, "Use-after-free read at ", bug);
+  size_t alloc = at(out, "allocated by thread", what);
+  size_t freed = at(out, "freed by thread", alloc);
+  ASSERT_NE(freed, std::string::npos) << out;
+  EXPECT_NE(stack_after(out, what).find("#0 reports_reading_site (reports_test.cpp:"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(stack_after(out, alloc).find("#0 reports_allocating_site (reports_test.cpp:"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(stack_after(out, freed).find("#0 reports_first_free_site (reports_test.cpp:"),
+            std::string::npos)
+      << out;
+  std::string report = out.substr(bug, freed + stack_after(out, freed).size() - bug + 40);
+  expect_symbolised(report);
+  EXPECT_EQ(count(report, "reports_reading_site"), 1u) << report;
+  EXPECT_EQ(count(report, "reports_allocating_site"), 1u) << report;
+  EXPECT_EQ(count(report, "reports_first_free_site"), 1u) << report;
+  EXPECT_EQ(out.find("returned "), std::string::npos) << out;  // it never returned
+}
+
+TEST(Reports, KfenceDoubleFreeNamesAllocationFirstFreeAndCulprit) {
+  if (child()) GTEST_SKIP();
+  std::string out =
+      run_child("USLUB_KFENCE_SAMPLE=1 USLUB_KFENCE_POOL_PAGES=1024", "KfenceDoubleFree");
+  size_t bug = at(out, "uslub: BUG kfence: Invalid free");
+  size_t what = at(out, "the object is already free (double free)", bug);
+  size_t alloc = at(out, "allocated by thread", what);
+  size_t freed = at(out, "freed by thread", alloc);
+  ASSERT_NE(freed, std::string::npos) << out;
+  // The current stack is the culprit's, from the caller of free (no allocator frames).
+  EXPECT_NE(stack_after(out, what).find("#0 reports_second_free_site (reports_test.cpp:"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(stack_after(out, alloc).find("#0 reports_allocating_site (reports_test.cpp:"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(stack_after(out, freed).find("#0 reports_first_free_site (reports_test.cpp:"),
+            std::string::npos)
+      << out;
+  std::string report = out.substr(bug, freed + stack_after(out, freed).size() - bug + 40);
+  expect_symbolised(report);
+  EXPECT_EQ(report.find("uslub::"), std::string::npos) << report;
+  EXPECT_EQ(count(report, "reports_second_free_site"), 1u) << report;
+  EXPECT_NE(out.find("[  PASSED  ] 1 test"), std::string::npos) << out;
 }
 
 }  // namespace
