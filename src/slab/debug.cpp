@@ -4,6 +4,8 @@
 #include "slab/debug.hpp"
 
 #include <errno.h>
+#include <link.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -882,6 +884,16 @@ struct leak_group {
 struct leak_table {
   leak_group* g;
   std::size_t cap, used;
+  // USLUB_LEAKS=unreachable: every live object, for the reachability scan (leak_scan below).
+  struct object {
+    std::uintptr_t addr;
+    std::size_t size;
+    depot_stack_handle_t handle;
+    kmem_cache* cache;
+    bool marked;
+  };
+  object* objs = nullptr;
+  std::size_t nr_objs = 0, cap_objs = 0;
 };
 
 void leak_add(leak_table& t, kmem_cache* s, depot_stack_handle_t h, std::size_t bytes) {
@@ -930,7 +942,14 @@ void collect_leaks(kmem_cache* s, void* arg) {
           if (is_free[i / 64] & (std::uint64_t{1} << (i % 64))) continue;
           void* obj = slab_object(s, base, i);
           const track* tr = get_track(s, obj, TRACK_ALLOC);
-          if (!tr->internal) leak_add(t, s, tr->handle, get_orig_size(s, obj));
+          if (tr->internal) continue;
+          if (t.objs) {
+            if (t.nr_objs < t.cap_objs)
+              t.objs[t.nr_objs++] = {reinterpret_cast<std::uintptr_t>(obj), get_orig_size(s, obj),
+                                     tr->handle, s, false};
+          } else {
+            leak_add(t, s, tr->handle, get_orig_size(s, obj));
+          }
         }
       }
       pfn += (f & (PG_head | PG_buddy | PG_pcp | PG_isolated)) && order <= MAX_ORDER
@@ -938,6 +957,94 @@ void collect_leaks(kmem_cache* s, void* arg) {
                  : 1;
     }
   });
+}
+
+// ---- USLUB_LEAKS=unreachable: a conservative reachability scan, as LeakSanitizer's --------
+// Roots: the writable segments (data, bss) of every loaded module, the exiting thread's static
+// TLS blocks and its stack (callee-saved registers spilled onto it first).  Every aligned word
+// that points into a live tracked object (its start or inside it) marks that object, whose
+// contents are scanned in turn.  What no chain of pointers reaches is reported.  Not scanned:
+// other threads' stacks and registers (threads still running at exit), memory outside the
+// tracked caches (huge blocks, caches without U, mmap'd by the program).
+
+struct leak_scan {
+  leak_table* t;
+  std::size_t* stack;  // indices of marked objects whose contents are not scanned yet
+  std::size_t depth = 0;
+  std::uintptr_t lo = 0, hi = 0;
+
+  void word(std::uintptr_t w) {
+    if (w < lo || w >= hi) return;
+    leak_table::object* o = t->objs;
+    std::size_t l = 0, r = t->nr_objs;  // first object with addr > w
+    while (l < r) {
+      std::size_t m = (l + r) / 2;
+      if (o[m].addr <= w)
+        l = m + 1;
+      else
+        r = m;
+    }
+    if (l == 0) return;
+    leak_table::object& hit = o[l - 1];
+    if (hit.marked || w >= hit.addr + (hit.size ? hit.size : 1)) return;
+    hit.marked = true;
+    stack[depth++] = l - 1;
+  }
+  void range(const void* from, const void* to) {
+    auto a = (reinterpret_cast<std::uintptr_t>(from) + 7) & ~std::uintptr_t{7};
+    auto e = reinterpret_cast<std::uintptr_t>(to);
+    for (; a + 8 <= e; a += 8) word(*reinterpret_cast<const std::uintptr_t*>(a));
+  }
+  void drain() {
+    while (depth) {
+      const leak_table::object& o = t->objs[stack[--depth]];
+      range(reinterpret_cast<const void*>(o.addr), reinterpret_cast<const void*>(o.addr + o.size));
+    }
+  }
+};
+
+int scan_module(struct dl_phdr_info* info, std::size_t, void* arg) {
+  auto* sc = static_cast<leak_scan*>(arg);
+  for (unsigned i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    if (ph.p_type == PT_LOAD && (ph.p_flags & PF_W)) {
+      auto* b = reinterpret_cast<const char*>(info->dlpi_addr + ph.p_vaddr);
+      sc->range(b, b + ph.p_memsz);
+    } else if (ph.p_type == PT_TLS && info->dlpi_tls_data) {
+      auto* b = static_cast<const char*>(info->dlpi_tls_data);
+      sc->range(b, b + ph.p_memsz);
+    }
+  }
+  sc->drain();
+  return 0;
+}
+
+USLUB_NOINLINE void mark_reachable(leak_table& t, std::size_t* stack) {
+  std::sort(
+      t.objs, t.objs + t.nr_objs,
+      [](const leak_table::object& a, const leak_table::object& b) { return a.addr < b.addr; });
+  if (!t.nr_objs) return;
+  leak_scan sc{&t, stack};
+  sc.lo = t.objs[0].addr;
+  sc.hi = t.objs[t.nr_objs - 1].addr + t.objs[t.nr_objs - 1].size + 1;
+  __builtin_unwind_init();  // callee-saved registers onto this frame: scanned with the stack
+  dl_iterate_phdr(&scan_module, &sc);
+  pthread_attr_t attr;
+  void* stack_lo = nullptr;
+  std::size_t stack_size = 0;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    pthread_attr_getstack(&attr, &stack_lo, &stack_size);
+    pthread_attr_destroy(&attr);
+  }
+  const char* sp = static_cast<const char*>(__builtin_frame_address(0)) - 256;
+  const char* top = static_cast<const char*>(stack_lo) + stack_size;
+  if (stack_lo && sp >= stack_lo && sp < top) sc.range(sp, top);
+  sc.drain();
+}
+
+bool unreachable_only() {
+  const char* v = getenv("USLUB_LEAKS");
+  return v && strcmp(v, "unreachable") == 0;
 }
 
 void validate_checked(kmem_cache* s, void*) {
@@ -953,7 +1060,38 @@ std::size_t slub_debug_leak_report(int fd) {
   void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) return 0;
   t.g = static_cast<leak_group*>(m);
+  bool unreachable = unreachable_only();
+  void* objs = MAP_FAILED;
+  std::size_t objs_bytes = 0;
+  if (unreachable) {
+    // Every live object, then the scan's work stack (NORESERVE: only what is used is touched).
+    constexpr std::size_t kMaxObjects = std::size_t{1} << 24;
+    objs_bytes = kMaxObjects * (sizeof(leak_table::object) + sizeof(std::size_t));
+    objs = mmap(nullptr, objs_bytes, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (objs == MAP_FAILED) {
+      report_info(
+          "USLUB_LEAKS=unreachable: cannot map the scan's tables; reporting every "
+          "object never freed\n");
+      unreachable = false;
+    } else {
+      t.objs = static_cast<leak_table::object*>(objs);
+      t.cap_objs = kMaxObjects;
+    }
+  }
   for_each_kmem_cache(&collect_leaks, &t);
+  std::size_t reachable = 0;
+  if (unreachable) {
+    auto* stack = reinterpret_cast<std::size_t*>(t.objs + t.cap_objs);
+    mark_reachable(t, stack);
+    for (std::size_t i = 0; i < t.nr_objs; ++i) {
+      const leak_table::object& o = t.objs[i];
+      if (o.marked)
+        ++reachable;
+      else
+        leak_add(t, o.cache, o.handle, o.size);
+    }
+  }
   // Compact (leaving out what is suppressed) and sort, largest first.
   leak_suppressions_load();
   std::size_t k = 0, supp_objs = 0, supp_bytes = 0;
@@ -978,9 +1116,10 @@ std::size_t slub_debug_leak_report(int fd) {
   if (k) {
     char buf[8192];
     int n = snprintf(buf, sizeof buf,
-                     "uslub: leak report: %zu objects (%zu bytes) never freed, from %zu "
+                     "uslub: leak report: %zu objects (%zu bytes) never freed%s, from %zu "
                      "allocation stacks; largest first (suppressed: %zu objects, %zu bytes)\n",
-                     total_objs, total_bytes, k, supp_objs, supp_bytes);
+                     total_objs, total_bytes, unreachable ? " and unreachable" : "", k, supp_objs,
+                     supp_bytes);
     if (n > 0) (void)!write(fd, buf, static_cast<std::size_t>(n));
     for (std::size_t i = 0; i < k && i < 20; ++i) {
       const leak_group& g = t.g[i];
@@ -992,6 +1131,14 @@ std::size_t slub_debug_leak_report(int fd) {
       len = append_stack(buf, len, sizeof buf, pcs, nf);
       (void)!write(fd, buf, len);
     }
+  }
+  if (unreachable) {
+    if (k)
+      report_info(
+          "leak report: %zu more objects never freed are still reachable "
+          "(USLUB_LEAKS=unreachable)\n",
+          reachable);
+    munmap(objs, objs_bytes);
   }
   munmap(m, bytes);
   return total_objs;

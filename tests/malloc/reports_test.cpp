@@ -20,6 +20,7 @@
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <thread>
 
 #include "kfence/kfence.hpp"
 
@@ -301,6 +302,49 @@ TEST(Reports, KfenceDoubleFreeNamesAllocationFirstFreeAndCulprit) {
   EXPECT_EQ(report.find("uslub::"), std::string::npos) << report;
   EXPECT_EQ(count(report, "reports_second_free_site"), 1u) << report;
   EXPECT_NE(out.find("[  PASSED  ] 1 test"), std::string::npos) << out;
+}
+
+struct reports_node {
+  reports_node* next;
+  char pad[56];
+};
+reports_node* g_reports_chain;  // .bss: the chain below stays reachable
+
+// Five blocks reachable from a global through a chain (the head in .bss, each node pointing to
+// the next), one reachable from a thread-local variable, and one whose only pointer was on the
+// stack of a thread that has ended: unreachable.
+TEST(ReportsChild, ReachableAndLost) {
+  if (!child()) GTEST_SKIP() << "run by Reports.* with the environment set";
+  for (int i = 0; i < 5; ++i) {
+    auto* n = static_cast<reports_node*>(reports_allocating_site(sizeof(reports_node)));
+    n->next = g_reports_chain;
+    g_reports_chain = n;
+  }
+  static thread_local void* volatile tls_keep;
+  tls_keep = reports_allocating_site(200);
+  std::thread([] {
+    void* volatile p = reports_allocating_site(555);
+    p = nullptr;
+    (void)p;
+  }).join();
+}
+
+TEST(Reports, UnreachableModeReportsOnlyWhatNoPointerReaches) {
+  if (child()) GTEST_SKIP();
+  std::string all = leak_part(run_child("USLUB_DEBUG=U", "ReachableAndLost"));
+  EXPECT_NE(all.find("320 bytes in 5 objects"), std::string::npos) << all;
+  EXPECT_NE(all.find("200 bytes in 1 objects"), std::string::npos) << all;
+  EXPECT_NE(all.find("555 bytes in 1 objects"), std::string::npos) << all;
+  std::string out = run_child("USLUB_DEBUG=U USLUB_LEAKS=unreachable", "ReachableAndLost");
+  std::string leaks = leak_part(out);
+  EXPECT_NE(leaks.find("never freed and unreachable"), std::string::npos) << out;
+  size_t lost = leaks.find("555 bytes in 1 objects");
+  ASSERT_NE(lost, std::string::npos) << leaks;
+  EXPECT_NE(stack_after(leaks, lost).find("reports_allocating_site"), std::string::npos) << leaks;
+  EXPECT_EQ(leaks.find("320 bytes in 5 objects"), std::string::npos) << leaks;
+  EXPECT_EQ(leaks.find("200 bytes in 1 objects"), std::string::npos) << leaks;
+  EXPECT_NE(leaks.find("more objects never freed are still reachable"), std::string::npos) << leaks;
+  EXPECT_EQ(out.find("unknown option"), std::string::npos) << out;
 }
 
 }  // namespace
