@@ -37,6 +37,12 @@ inline constexpr opt_desc kOptions[] = {
     {"USLUB_DEBUG_ABORT", opt_kind::boolean, "0", "", "abort() after the first BUG report"},
     {"USLUB_LEAK_REPORT", opt_kind::boolean, "1", "",
      "with USLUB_DEBUG=U: report objects never freed at exit, grouped by allocation stack"},
+    {"USLUB_LEAKS", opt_kind::choice, "all", "all|unreachable",
+     "leak report: every object never freed (all), or only those no pointer in data, bss, the "
+     "exiting thread's stack and TLS or a reachable object points to (unreachable)"},
+    {"USLUB_LEAK_SUPPRESS", opt_kind::text, "", "",
+     "leak report: a file of suppressions, one `leak:pattern` (function, file or library "
+     "substring, * wildcard) a line"},
     {"USLUB_DOUBLE_FREE", opt_kind::boolean, "1", "",
      "the always-on double-free check on free (0: faster, a double free goes unnoticed)"},
     {"USLUB_KFENCE_SAMPLE", opt_kind::number, "0", "",

@@ -8,8 +8,10 @@
 // (elfutils), opened with dlopen on the first report so that uslub does not link it (nor its
 // zlib/lzma/bzip2 dependencies) into every process it is preloaded into; when libdw.so.1 is
 // missing, or while a report is already being symbolised on this thread (libdw allocates, and
-// its malloc may be uslub's), the frame is printed with dladdr: module+offset [symbol+offset],
-// ready for `addr2line -Cfie module 0xoffset`.
+// its malloc may be uslub's), the frame is named without allocating: dladdr for the module,
+// then the module's ELF symbol table (.symtab, or its debug file's under
+// /usr/lib/debug/.build-id, then .dynsym) read from a read-only mapping for the function:
+// "function+0xoff (module+0xoffset)" (mangled C++ names: demangling allocates).
 //
 // Locking: the libdw session is created once and used under its own mutex (symbolize_lock); it
 // is taken only while printing a report, never on an allocation path, with no uslub lock held.
@@ -29,6 +31,21 @@ unsigned capture_stack(void** pcs, unsigned max, unsigned skip);
 // returns the new length.
 std::size_t append_stack(char* buf, std::size_t len, std::size_t cap, void* const* pcs, unsigned n,
                          const char* indent = "    ");
+
+// From a signal handler: the stack of the interrupted code, from the faulting function outwards
+// (the handler's own frames dropped).  0 if no signal frame is found.
+unsigned capture_stack_from_signal(void** pcs, unsigned max);
+
+// The index of the first frame of pcs[0..n) that is not an allocator entry point or uslub's
+// own code (malloc, free, kmalloc, uslub::...): where a report's "called from" starts.
+// 0 if every frame is one.
+unsigned first_caller_frame(void* const* pcs, unsigned n);
+
+// True if fn (a symbolised function name) is an allocator entry point or uslub's own code.
+bool is_allocator_function(const char* fn);
+
+// The function name of a symbolised frame (up to " (" or "+0x").
+void function_of(const char* sym, char* out, std::size_t cap);
 
 // Symbolise with dladdr only on this thread (no allocation: signal handlers), or again with libdw.
 void symbolize_without_allocating(bool on);

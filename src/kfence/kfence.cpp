@@ -87,38 +87,77 @@ void fill_track(kfence_track* t) {
   t->when_ns = platform::monotonic_ns();
 }
 
+std::size_t append_frames(char* buf, std::size_t len, std::size_t cap, void* const* pcs,
+                          unsigned n) {
+  unsigned from = first_caller_frame(pcs, n);  // from the caller of malloc/free
+  return append_stack(buf, len, cap, pcs + from, n - from);
+}
+
 std::size_t append_track(char* buf, std::size_t len, std::size_t cap, const char* what,
-                         const kfence_track& t) {
+                         const kfence_track& t, std::uint64_t now) {
   if (!t.when_ns) return len;
-  std::uint64_t now = platform::monotonic_ns();
   int m = snprintf(buf + len, cap - len, "%s by thread %d on cpu %d %.3f s ago:\n", what, t.tid,
                    t.cpu, static_cast<double>(now - t.when_ns) / 1e9);
   if (m > 0) len += static_cast<std::size_t>(m);
   if (len >= cap) len = cap - 1;
   void* const* pcs;
   unsigned n = stack_depot_fetch(t.stack, &pcs);
-  return append_stack(buf, len, cap, pcs, n);
+  return append_frames(buf, len, cap, pcs, n);
 }
 
-void report_object(const char* problem, const kfence_meta& m, const char* fmt, ...)
+// The report, in the kernel's KFENCE order: what happened and where (the faulting access from a
+// signal handler, else the current call: the bad free), the object, its allocation, its free.
+// Each site is printed once.  The slot is copied first: symbolising may allocate, and with a
+// high sample rate that allocation may take this very slot again.
+void report_object(const char* problem, const kfence_meta& live, const char* fmt, ...)
     USLUB_PRINTF(3, 4);
-void report_object(const char* problem, const kfence_meta& m, const char* fmt, ...) {
-  char buf[6144];
+void report_object(const char* problem, const kfence_meta& live, const char* fmt, ...) {
+  const std::uint8_t state = live.state.load(std::memory_order_acquire);
+  const bool right = live.right;
+  const std::uintptr_t addr = live.addr;
+  const std::size_t size = live.size;
+  const kfence_track alloc = live.alloc, freed = live.free;
+  void* pcs[kStackDepth];
+  // on_segv symbolises without allocating: that also says this is the fault handler.
+  unsigned n = in_symbolizer() ? capture_stack_from_signal(pcs, kStackDepth) : 0;
+  bool fault = n > 0;
+  if (!fault) n = capture_stack(pcs, kStackDepth, 1);
+  // A fault in the program's own code (not uslub's: kfence objects are touched only by their
+  // users) interrupted nothing the symboliser needs, and the process ends after this report:
+  // symbolise with libdw (file:line, demangled) as slub_debug's reports do.  A fault inside
+  // uslub or inside another report keeps the allocation-free symboliser.
+  bool lifted = false;
+  if (fault) {
+    char sym[512], fn[256];
+    symbolize_pc(pcs[0], sym, sizeof sym);
+    function_of(sym, fn, sizeof fn);
+    if (!is_allocator_function(fn)) {
+      symbolize_without_allocating(false);
+      lifted = !in_symbolizer();
+      if (!lifted) symbolize_without_allocating(true);
+    }
+  }
+  std::uint64_t now = platform::monotonic_ns();
+  char buf[8192];
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  int k = vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
-  std::size_t len = n > 0 ? static_cast<std::size_t>(n) : 0;
+  std::size_t len = k > 0 ? static_cast<std::size_t>(k) : 0;
   if (len >= sizeof buf) len = sizeof buf - 1;
-  int k = snprintf(buf + len, sizeof buf - len, "kfence object %#lx-%#lx, size %zu (%s-aligned)\n",
-                   static_cast<unsigned long>(m.addr),
-                   static_cast<unsigned long>(m.addr + (m.size ? m.size : 1) - 1), m.size,
-                   m.right ? "right" : "left");
-  if (k > 0) len += static_cast<std::size_t>(k);
-  if (len >= sizeof buf) len = sizeof buf - 1;
-  len = append_track(buf, len, sizeof buf, "allocated", m.alloc);
-  if (m.state.load(std::memory_order_relaxed) == SLOT_FREED)
-    len = append_track(buf, len, sizeof buf, "freed", m.free);
+  len = fault ? append_stack(buf, len, sizeof buf, pcs, n)
+              : append_frames(buf, len, sizeof buf, pcs, n);
+  if (addr) {
+    k = snprintf(buf + len, sizeof buf - len, "kfence object %#lx-%#lx, size %zu (%s-aligned)\n",
+                 static_cast<unsigned long>(addr),
+                 static_cast<unsigned long>(addr + (size ? size : 1) - 1), size,
+                 right ? "right" : "left");
+    if (k > 0) len += static_cast<std::size_t>(k);
+    if (len >= sizeof buf) len = sizeof buf - 1;
+  }
+  len = append_track(buf, len, sizeof buf, "allocated", alloc, now);
+  if (state == SLOT_FREED) len = append_track(buf, len, sizeof buf, "freed", freed, now);
+  if (lifted) symbolize_without_allocating(true);
   report_bug("kfence", problem, "%s", buf);
 }
 

@@ -4,6 +4,8 @@
 #include "slab/debug.hpp"
 
 #include <errno.h>
+#include <link.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -20,6 +22,7 @@
 #include "base/report.hpp"
 #include "base/stackdepot.hpp"
 #include "base/stacktrace.hpp"
+#include "slab/leak_suppress.hpp"
 
 namespace uslub {
 namespace {
@@ -168,6 +171,7 @@ struct finding {
   const char* problem;
   void* obj;
   bool have_tracks;
+  bool culprit;  // a double free: the current stack is the culprit's, printed after the tracks
   track tracks[2];
   std::size_t len;
   char text[kFindingText];
@@ -218,6 +222,7 @@ finding* new_finding(pending_reports& rep, kmem_cache* s, const char* problem, v
   f->problem = problem;
   f->obj = obj;
   f->len = 0;
+  f->culprit = false;
   f->have_tracks = obj && s->track_offset;
   if (f->have_tracks) memcpy(f->tracks, get_track(s, obj, TRACK_ALLOC), sizeof f->tracks);
   return f;
@@ -270,27 +275,35 @@ bool check_bytes(pending_reports& rep, kmem_cache* s, page* slab, void* obj, con
   return false;
 }
 
-void emit(kmem_cache* s, pending_reports& rep) {
+std::size_t append_track(char* buf, std::size_t len, std::size_t cap, const char* what,
+                         const track& t, std::uint64_t now) {
+  int m = snprintf(buf + len, cap - len, "INFO: %s age=%llu ms cpu=%d tid=%d stack:\n", what,
+                   static_cast<unsigned long long>((now - t.when_ns) / 1000000), t.cpu, t.tid);
+  if (m > 0) len = std::min(len + static_cast<std::size_t>(m), cap - 1);
+  void* const* pcs;
+  unsigned n = stack_depot_fetch(t.handle, &pcs);
+  return append_stack(buf, len, cap, pcs, n);
+}
+
+// Prints the findings.  `current` is the stack of the operation that found them (the second
+// free of a double free: the culprit), shown after the object's own allocation and free.
+void emit(kmem_cache* s, pending_reports& rep, const track* current = nullptr) {
   for (unsigned i = 0; i < rep.n; ++i) {
     finding* f = &rep.f[i];
-    char tracks[4096];
+    char tracks[6144];
     std::size_t tl = 0;
     tracks[0] = '\0';
+    std::uint64_t now = platform::monotonic_ns();
     if (f->have_tracks) {
-      std::uint64_t now = platform::monotonic_ns();
       for (int w = 0; w < 2; ++w) {
         const track& t = f->tracks[w];
         if (!t.when_ns) continue;
-        int m =
-            snprintf(tracks + tl, sizeof tracks - tl, "INFO: %s age=%llu ms cpu=%d tid=%d stack:\n",
-                     w == TRACK_ALLOC ? "Allocated" : "Freed",
-                     static_cast<unsigned long long>((now - t.when_ns) / 1000000), t.cpu, t.tid);
-        if (m > 0) tl = std::min(tl + static_cast<std::size_t>(m), sizeof tracks - 1);
-        void* const* pcs;
-        unsigned n = stack_depot_fetch(t.handle, &pcs);
-        tl = append_stack(tracks, tl, sizeof tracks, pcs, n);
+        tl = append_track(tracks, tl, sizeof tracks, w == TRACK_ALLOC ? "Allocated" : "Freed", t,
+                          now);
       }
     }
+    if (f->culprit && current && current->when_ns)
+      tl = append_track(tracks, tl, sizeof tracks, "Freed again (this free)", *current, now);
     report_bug(s->name, f->problem, "%s%s", tracks, f->text);
   }
   if (rep.dropped)
@@ -720,6 +733,7 @@ void debug_slab_free(kmem_cache* s, page* slab, void* head, unsigned cnt) {
     }
     if (already) {
       if (finding* f = new_finding(rep, s, "Object already free", obj)) {
+        f->culprit = true;
         f->len = append(f->text, f->len, "INFO: Object %p freed twice (slab %p)\n", obj,
                         slab_address(slab));
         dump_object(f, s, slab, obj);
@@ -752,7 +766,12 @@ void debug_slab_free(kmem_cache* s, page* slab, void* head, unsigned cnt) {
   }
   n->list_lock.unlock();
   stat(s, FREE_SLOWPATH, this_cpu_index(s), cnt);
-  if (rep.n) emit(s, rep);
+  if (rep.n) {
+    // The culprit of a double free is this call: without U its stack was not taken above
+    // (taken now, after the lock: the depot may map memory).
+    if (!s->track_offset) fill_track(&tr);
+    emit(s, rep, &tr);
+  }
   if (s->flags & SLAB_TRACE) trace(s, head, false, slab);
   if (discard) {
     stat(s, FREE_SLAB, this_cpu_index(s));
@@ -865,6 +884,16 @@ struct leak_group {
 struct leak_table {
   leak_group* g;
   std::size_t cap, used;
+  // USLUB_LEAKS=unreachable: every live object, for the reachability scan (leak_scan below).
+  struct object {
+    std::uintptr_t addr;
+    std::size_t size;
+    depot_stack_handle_t handle;
+    kmem_cache* cache;
+    bool marked;
+  };
+  object* objs = nullptr;
+  std::size_t nr_objs = 0, cap_objs = 0;
 };
 
 void leak_add(leak_table& t, kmem_cache* s, depot_stack_handle_t h, std::size_t bytes) {
@@ -913,7 +942,14 @@ void collect_leaks(kmem_cache* s, void* arg) {
           if (is_free[i / 64] & (std::uint64_t{1} << (i % 64))) continue;
           void* obj = slab_object(s, base, i);
           const track* tr = get_track(s, obj, TRACK_ALLOC);
-          if (!tr->internal) leak_add(t, s, tr->handle, get_orig_size(s, obj));
+          if (tr->internal) continue;
+          if (t.objs) {
+            if (t.nr_objs < t.cap_objs)
+              t.objs[t.nr_objs++] = {reinterpret_cast<std::uintptr_t>(obj), get_orig_size(s, obj),
+                                     tr->handle, s, false};
+          } else {
+            leak_add(t, s, tr->handle, get_orig_size(s, obj));
+          }
         }
       }
       pfn += (f & (PG_head | PG_buddy | PG_pcp | PG_isolated)) && order <= MAX_ORDER
@@ -921,6 +957,94 @@ void collect_leaks(kmem_cache* s, void* arg) {
                  : 1;
     }
   });
+}
+
+// ---- USLUB_LEAKS=unreachable: a conservative reachability scan, as LeakSanitizer's --------
+// Roots: the writable segments (data, bss) of every loaded module, the exiting thread's static
+// TLS blocks and its stack (callee-saved registers spilled onto it first).  Every aligned word
+// that points into a live tracked object (its start or inside it) marks that object, whose
+// contents are scanned in turn.  What no chain of pointers reaches is reported.  Not scanned:
+// other threads' stacks and registers (threads still running at exit), memory outside the
+// tracked caches (huge blocks, caches without U, mmap'd by the program).
+
+struct leak_scan {
+  leak_table* t;
+  std::size_t* stack;  // indices of marked objects whose contents are not scanned yet
+  std::size_t depth = 0;
+  std::uintptr_t lo = 0, hi = 0;
+
+  void word(std::uintptr_t w) {
+    if (w < lo || w >= hi) return;
+    leak_table::object* o = t->objs;
+    std::size_t l = 0, r = t->nr_objs;  // first object with addr > w
+    while (l < r) {
+      std::size_t m = (l + r) / 2;
+      if (o[m].addr <= w)
+        l = m + 1;
+      else
+        r = m;
+    }
+    if (l == 0) return;
+    leak_table::object& hit = o[l - 1];
+    if (hit.marked || w >= hit.addr + (hit.size ? hit.size : 1)) return;
+    hit.marked = true;
+    stack[depth++] = l - 1;
+  }
+  void range(const void* from, const void* to) {
+    auto a = (reinterpret_cast<std::uintptr_t>(from) + 7) & ~std::uintptr_t{7};
+    auto e = reinterpret_cast<std::uintptr_t>(to);
+    for (; a + 8 <= e; a += 8) word(*reinterpret_cast<const std::uintptr_t*>(a));
+  }
+  void drain() {
+    while (depth) {
+      const leak_table::object& o = t->objs[stack[--depth]];
+      range(reinterpret_cast<const void*>(o.addr), reinterpret_cast<const void*>(o.addr + o.size));
+    }
+  }
+};
+
+int scan_module(struct dl_phdr_info* info, std::size_t, void* arg) {
+  auto* sc = static_cast<leak_scan*>(arg);
+  for (unsigned i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    if (ph.p_type == PT_LOAD && (ph.p_flags & PF_W)) {
+      auto* b = reinterpret_cast<const char*>(info->dlpi_addr + ph.p_vaddr);
+      sc->range(b, b + ph.p_memsz);
+    } else if (ph.p_type == PT_TLS && info->dlpi_tls_data) {
+      auto* b = static_cast<const char*>(info->dlpi_tls_data);
+      sc->range(b, b + ph.p_memsz);
+    }
+  }
+  sc->drain();
+  return 0;
+}
+
+USLUB_NOINLINE void mark_reachable(leak_table& t, std::size_t* stack) {
+  std::sort(
+      t.objs, t.objs + t.nr_objs,
+      [](const leak_table::object& a, const leak_table::object& b) { return a.addr < b.addr; });
+  if (!t.nr_objs) return;
+  leak_scan sc{&t, stack};
+  sc.lo = t.objs[0].addr;
+  sc.hi = t.objs[t.nr_objs - 1].addr + t.objs[t.nr_objs - 1].size + 1;
+  __builtin_unwind_init();  // callee-saved registers onto this frame: scanned with the stack
+  dl_iterate_phdr(&scan_module, &sc);
+  pthread_attr_t attr;
+  void* stack_lo = nullptr;
+  std::size_t stack_size = 0;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    pthread_attr_getstack(&attr, &stack_lo, &stack_size);
+    pthread_attr_destroy(&attr);
+  }
+  const char* sp = static_cast<const char*>(__builtin_frame_address(0)) - 256;
+  const char* top = static_cast<const char*>(stack_lo) + stack_size;
+  if (stack_lo && sp >= stack_lo && sp < top) sc.range(sp, top);
+  sc.drain();
+}
+
+bool unreachable_only() {
+  const char* v = getenv("USLUB_LEAKS");
+  return v && strcmp(v, "unreachable") == 0;
 }
 
 void validate_checked(kmem_cache* s, void*) {
@@ -936,11 +1060,52 @@ std::size_t slub_debug_leak_report(int fd) {
   void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) return 0;
   t.g = static_cast<leak_group*>(m);
+  bool unreachable = unreachable_only();
+  void* objs = MAP_FAILED;
+  std::size_t objs_bytes = 0;
+  if (unreachable) {
+    // Every live object, then the scan's work stack (NORESERVE: only what is used is touched).
+    constexpr std::size_t kMaxObjects = std::size_t{1} << 24;
+    objs_bytes = kMaxObjects * (sizeof(leak_table::object) + sizeof(std::size_t));
+    objs = mmap(nullptr, objs_bytes, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (objs == MAP_FAILED) {
+      report_info(
+          "USLUB_LEAKS=unreachable: cannot map the scan's tables; reporting every "
+          "object never freed\n");
+      unreachable = false;
+    } else {
+      t.objs = static_cast<leak_table::object*>(objs);
+      t.cap_objs = kMaxObjects;
+    }
+  }
   for_each_kmem_cache(&collect_leaks, &t);
-  // Compact and sort, largest first.
-  std::size_t k = 0;
-  for (std::size_t i = 0; i < t.cap; ++i)
-    if (t.g[i].objects) t.g[k++] = t.g[i];
+  std::size_t reachable = 0;
+  if (unreachable) {
+    auto* stack = reinterpret_cast<std::size_t*>(t.objs + t.cap_objs);
+    mark_reachable(t, stack);
+    for (std::size_t i = 0; i < t.nr_objs; ++i) {
+      const leak_table::object& o = t.objs[i];
+      if (o.marked)
+        ++reachable;
+      else
+        leak_add(t, o.cache, o.handle, o.size);
+    }
+  }
+  // Compact (leaving out what is suppressed) and sort, largest first.
+  leak_suppressions_load();
+  std::size_t k = 0, supp_objs = 0, supp_bytes = 0;
+  for (std::size_t i = 0; i < t.cap; ++i) {
+    if (!t.g[i].objects) continue;
+    void* const* pcs;
+    unsigned nf = stack_depot_fetch(t.g[i].handle, &pcs);
+    if (leak_suppressed(pcs, nf)) {
+      supp_objs += t.g[i].objects;
+      supp_bytes += t.g[i].bytes;
+      continue;
+    }
+    t.g[k++] = t.g[i];
+  }
   std::sort(t.g, t.g + k,
             [](const leak_group& a, const leak_group& b) { return a.bytes > b.bytes; });
   std::size_t total_objs = 0, total_bytes = 0;
@@ -951,9 +1116,10 @@ std::size_t slub_debug_leak_report(int fd) {
   if (k) {
     char buf[8192];
     int n = snprintf(buf, sizeof buf,
-                     "uslub: leak report: %zu objects (%zu bytes) never freed, from %zu "
-                     "allocation stacks; largest first\n",
-                     total_objs, total_bytes, k);
+                     "uslub: leak report: %zu objects (%zu bytes) never freed%s, from %zu "
+                     "allocation stacks; largest first (suppressed: %zu objects, %zu bytes)\n",
+                     total_objs, total_bytes, unreachable ? " and unreachable" : "", k, supp_objs,
+                     supp_bytes);
     if (n > 0) (void)!write(fd, buf, static_cast<std::size_t>(n));
     for (std::size_t i = 0; i < k && i < 20; ++i) {
       const leak_group& g = t.g[i];
@@ -965,6 +1131,14 @@ std::size_t slub_debug_leak_report(int fd) {
       len = append_stack(buf, len, sizeof buf, pcs, nf);
       (void)!write(fd, buf, len);
     }
+  }
+  if (unreachable) {
+    if (k)
+      report_info(
+          "leak report: %zu more objects never freed are still reachable "
+          "(USLUB_LEAKS=unreachable)\n",
+          reachable);
+    munmap(objs, objs_bytes);
   }
   munmap(m, bytes);
   return total_objs;
