@@ -56,7 +56,7 @@ struct kmalloc_state {
   // (size + 7) / 8 -> class, for size <= KMALLOC_MAX_CACHE_SIZE.
   std::uint8_t index[KMALLOC_MAX_CACHE_SIZE / 8 + 1];
 };
-extern kmalloc_state g_kmalloc;
+extern USLUB_HIDDEN kmalloc_state g_kmalloc;
 static_assert(kNrKmallocClasses <= kNrKmallocSlots);
 
 // The double-free check of the class path (docs/debug.md): every free compares the object

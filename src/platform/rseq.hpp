@@ -251,45 +251,29 @@ USLUB_ALWAYS_INLINE void* rseq_slot_pop(char* area, std::uintptr_t off) {
   using L = rseq_slot_layout;
   std::uintptr_t rs = static_cast<std::uintptr_t>(detail::g_rseq_offset);
   void* obj;
-  void* objs;
-  std::uint64_t n, cap;
+  std::uint64_t n, tmp;  // tmp: cap, then objs, then (Prefetch) the next object
 restart:
+  asm volatile goto(
+      USLUB_RSEQ_PROLOGUE_AREA
+      "movl %c[ocap](%%rax,%[off]), %k[tmp]\n\t"
+      "movl %c[osize](%%rax,%[off]), %k[n]\n\t"
+      "subl $1, %k[n]\n\t"
+      "cmpl %k[tmp], %k[n]\n\t"
+      "jae %l[slow]\n\t"
+      "movq %c[oobjs](%%rax,%[off]), %[tmp]\n\t"
+      "movq (%[tmp],%[n],8), %[obj]\n\t"
+      "movl %k[n], %c[osize](%%rax,%[off])\n\t"  // commit
+      "2:\n\t"
+      : [obj] "=&r"(obj), [n] "=&r"(n), [tmp] "=&r"(tmp)
+      : [rs] "r"(rs), [area] "r"(area), [off] "r"(off), [shift] "i"(Shift),
+        [oobjs] "i"(Disp + L::kObjs), [osize] "i"(Disp + L::kSize), [ocap] "i"(Disp + L::kCap)
+      : "rax", "memory", "cc"
+      : abort, slow);
   if constexpr (Prefetch) {
-    asm volatile goto(
-        USLUB_RSEQ_PROLOGUE_AREA
-        "movl %c[ocap](%%rax,%[off]), %k[cap]\n\t"
-        "movl %c[osize](%%rax,%[off]), %k[n]\n\t"
-        "subl $1, %k[n]\n\t"
-        "cmpl %k[cap], %k[n]\n\t"
-        "jae %l[slow]\n\t"
-        "movq %c[oobjs](%%rax,%[off]), %[objs]\n\t"
-        "movq (%[objs],%[n],8), %[obj]\n\t"
-        "movl %k[n], %c[osize](%%rax,%[off])\n\t"  // commit
-        "2:\n\t"
-        "movq -8(%[objs],%[n],8), %[cap]\n\t"  // the next one (n == 0: the header)
-        "prefetchw (%[cap])\n\t"
-        : [obj] "=&r"(obj), [objs] "=&r"(objs), [n] "=&r"(n), [cap] "=&r"(cap)
-        : [rs] "r"(rs), [area] "r"(area), [off] "r"(off), [shift] "i"(Shift),
-          [oobjs] "i"(Disp + L::kObjs), [osize] "i"(Disp + L::kSize), [ocap] "i"(Disp + L::kCap)
-        : "rax", "memory", "cc"
-        : abort, slow);
-  } else {
-    asm volatile goto(
-        USLUB_RSEQ_PROLOGUE_AREA
-        "movl %c[ocap](%%rax,%[off]), %k[cap]\n\t"
-        "movl %c[osize](%%rax,%[off]), %k[n]\n\t"
-        "subl $1, %k[n]\n\t"
-        "cmpl %k[cap], %k[n]\n\t"
-        "jae %l[slow]\n\t"
-        "movq %c[oobjs](%%rax,%[off]), %[objs]\n\t"
-        "movq (%[objs],%[n],8), %[obj]\n\t"
-        "movl %k[n], %c[osize](%%rax,%[off])\n\t"  // commit
-        "2:\n\t"
-        : [obj] "=&r"(obj), [objs] "=&r"(objs), [n] "=&r"(n), [cap] "=&r"(cap)
-        : [rs] "r"(rs), [area] "r"(area), [off] "r"(off), [shift] "i"(Shift),
-          [oobjs] "i"(Disp + L::kObjs), [osize] "i"(Disp + L::kSize), [ocap] "i"(Disp + L::kCap)
-        : "rax", "memory", "cc"
-        : abort, slow);
+    // The object the next pop returns (n == 0: the sheaf header's word; a prefetch never
+    // faults), for writing: the allocation that takes it stores its first word.
+    void* next = reinterpret_cast<void**>(tmp)[static_cast<std::ptrdiff_t>(n) - 1];
+    __builtin_prefetch(next, 1, 3);
   }
   if (!obj) __builtin_unreachable();  // slots never hold null (the callers' tests fold)
   return obj;
@@ -311,27 +295,26 @@ USLUB_ALWAYS_INLINE slot_push rseq_slot_push(char* area, std::uintptr_t off, voi
                                              std::uintptr_t* key_word, std::uintptr_t key) {
   using L = rseq_slot_layout;
   std::uintptr_t rs = static_cast<std::uintptr_t>(detail::g_rseq_offset);
-  void* objs;
-  std::uint64_t n, cap;
+  std::uint64_t n, tmp;  // tmp: cap, then objs
 restart:
   if constexpr (Keyed) {
     asm volatile goto(
         USLUB_RSEQ_PROLOGUE_AREA
         "subl $1, (%%rax)\n\t"  // the sampling countdown (not the commit)
         "jle %l[sample]\n\t"
-        "movl %c[ocap](%%rax,%[off]), %k[cap]\n\t"
+        "movl %c[ocap](%%rax,%[off]), %k[tmp]\n\t"
         "movl %c[osize](%%rax,%[off]), %k[n]\n\t"
-        "cmpl %k[cap], %k[n]\n\t"
+        "cmpl %k[tmp], %k[n]\n\t"
         "jge %l[slow]\n\t"
-        "movq %c[oobjs](%%rax,%[off]), %[objs]\n\t"
-        "cmpq %[obj], -8(%[objs],%[n],8)\n\t"  // n == 0: the sheaf header
+        "movq %c[oobjs](%%rax,%[off]), %[tmp]\n\t"
+        "cmpq %[obj], -8(%[tmp],%[n],8)\n\t"  // n == 0: the sheaf header
         "je %l[dup]\n\t"
         "movq %[key], (%[kw])\n\t"
-        "movq %[obj], (%[objs],%[n],8)\n\t"
+        "movq %[obj], (%[tmp],%[n],8)\n\t"
         "addl $1, %k[n]\n\t"
         "movl %k[n], %c[osize](%%rax,%[off])\n\t"  // commit
         "2:\n\t"
-        : [objs] "=&r"(objs), [n] "=&r"(n), [cap] "=&r"(cap)
+        : [n] "=&r"(n), [tmp] "=&r"(tmp)
         : [rs] "r"(rs), [area] "r"(area), [off] "r"(off), [shift] "i"(Shift), [obj] "r"(obj),
           [kw] "r"(key_word), [key] "r"(key), [oobjs] "i"(Disp + L::kObjs),
           [osize] "i"(Disp + L::kSize), [ocap] "i"(Disp + L::kCap)
@@ -341,18 +324,18 @@ restart:
     (void)key_word, (void)key;
     asm volatile goto(
         USLUB_RSEQ_PROLOGUE_AREA
-        "movl %c[ocap](%%rax,%[off]), %k[cap]\n\t"
+        "movl %c[ocap](%%rax,%[off]), %k[tmp]\n\t"
         "movl %c[osize](%%rax,%[off]), %k[n]\n\t"
-        "cmpl %k[cap], %k[n]\n\t"
+        "cmpl %k[tmp], %k[n]\n\t"
         "jge %l[slow]\n\t"
-        "movq %c[oobjs](%%rax,%[off]), %[objs]\n\t"
-        "cmpq %[obj], -8(%[objs],%[n],8)\n\t"
+        "movq %c[oobjs](%%rax,%[off]), %[tmp]\n\t"
+        "cmpq %[obj], -8(%[tmp],%[n],8)\n\t"
         "je %l[dup]\n\t"
-        "movq %[obj], (%[objs],%[n],8)\n\t"
+        "movq %[obj], (%[tmp],%[n],8)\n\t"
         "addl $1, %k[n]\n\t"
         "movl %k[n], %c[osize](%%rax,%[off])\n\t"  // commit
         "2:\n\t"
-        : [objs] "=&r"(objs), [n] "=&r"(n), [cap] "=&r"(cap)
+        : [n] "=&r"(n), [tmp] "=&r"(tmp)
         : [rs] "r"(rs), [area] "r"(area), [off] "r"(off), [shift] "i"(Shift), [obj] "r"(obj),
           [oobjs] "i"(Disp + L::kObjs), [osize] "i"(Disp + L::kSize), [ocap] "i"(Disp + L::kCap)
         : "rax", "memory", "cc"

@@ -90,7 +90,7 @@ inline constexpr unsigned kNrPcpuSlots = kPcpuBytes / sizeof(sheaf_slot);
 // whose fast paths are off); kmalloc's classes from kKmallocSlot0; other caches after them.
 inline constexpr unsigned kZeroSlot = 1, kKmallocSlot0 = 2, kNrKmallocSlots = 48;
 // Set once, before the first cache with sheaves is published; never unmapped.
-extern char* g_pcpu_area;
+extern USLUB_HIDDEN char* g_pcpu_area;
 USLUB_ALWAYS_INLINE char* pcpu_area() {
   return __atomic_load_n(&g_pcpu_area, __ATOMIC_RELAXED);
 }

@@ -300,7 +300,7 @@ USLUB_ALWAYS_INLINE std::uintptr_t slab_map_entry(const void* obj) {
 }
 // A tag below kSlabMapClassLimit is a kmalloc class (kmalloc.hpp): (class + 1) << 4.
 inline constexpr std::uintptr_t kSlabMapClassLimit = 64 << 4;
-extern kmem_cache* g_slab_map_classes[64];  // kmalloc.cpp: class -> cache
+extern USLUB_HIDDEN kmem_cache* g_slab_map_classes[64];  // kmalloc.cpp: class -> cache
 USLUB_ALWAYS_INLINE kmem_cache* slab_map_cache(std::uintptr_t entry) {
   std::uintptr_t tag = entry & ~SLAB_MAP_ORDER_MASK;
   if (tag < kSlabMapClassLimit) return tag ? g_slab_map_classes[(tag >> 4) - 1] : nullptr;
