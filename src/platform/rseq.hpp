@@ -343,6 +343,10 @@ restart:
   }
   return slot_push::ok;
 abort:
+  // Keyed: the sequence may have stored the key before it was aborted, and the restart may
+  // end on the checked path (sample, or slow on another CPU's full slot), which would take
+  // the key for an earlier free of obj.  obj is still the caller's: clear the word.
+  if constexpr (Keyed) __atomic_store_n(key_word, std::uintptr_t{0}, __ATOMIC_RELAXED);
   rseq_note_abort();
   goto restart;
 slow:
