@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the spin models in models/: each must verify without errors, and its -DBUG variant
 # must fail (a model that cannot fail proves nothing).
+# Models: drain_gen.pml (pcp drain_all), seqcount.pml, class_slot.pml (the hot slot hand-off, sheaf.hpp).
 set -euo pipefail
 cd "$(dirname "$0")/../models"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
