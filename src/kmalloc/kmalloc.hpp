@@ -163,18 +163,24 @@ USLUB_ALWAYS_INLINE kmem_cache* kfree_cache_check(const void* p) {
 USLUB_ALWAYS_INLINE void kfree_inline(const void* p, const char* caller) {
   std::uintptr_t entry = slab_map_entry(p);
 #if USLUB_HAVE_RSEQ_ASM
-  if (std::uintptr_t c = (entry >> 4) - 1; USLUB_LIKELY(c < kNrKmallocClasses)) {
-    const kmalloc_class_info& ci = g_kmalloc.cls[c];
+  // tag = (class + 1) << 4 indexes the class table and the slot from one below class 0 (both
+  // have 16-byte entries): no shift of the class.
+  static_assert(sizeof(kmalloc_class_info) == 16 && sizeof(sheaf_slot) == 16);
+  if (std::uintptr_t tag = entry & ~SLAB_MAP_ORDER_MASK;
+      USLUB_LIKELY(tag - 16 < kNrKmallocClasses * 16)) {
+    const auto& ci = *reinterpret_cast<const kmalloc_class_info*>(
+        reinterpret_cast<const char*>(g_kmalloc.cls) - 16 + tag);
     std::uintptr_t off = slab_map_offset(entry, p);
     if (!USLUB_NO_FREE_CHECKS && USLUB_UNLIKELY(off * ci.boundary_mul >= ci.boundary_mul))
       return kfree_slow(p, caller);  // not an object start: reported there
     void* obj = const_cast<void*>(p);
-    platform::slot_push r = platform::rseq_slot_push<kPcpuShift, kKmallocSlot0 * sizeof(sheaf_slot),
-                                                     !USLUB_NO_FREE_CHECKS>(
-        pcpu_area(), c * sizeof(sheaf_slot), obj, static_cast<std::uintptr_t*>(obj),
-        ci.key_secret ^ reinterpret_cast<std::uintptr_t>(p));
+    platform::slot_push r =
+        platform::rseq_slot_push<kPcpuShift, (kKmallocSlot0 - 1) * sizeof(sheaf_slot),
+                                 !USLUB_NO_FREE_CHECKS>(
+            pcpu_area(), tag, obj, static_cast<std::uintptr_t*>(obj),
+            ci.key_secret ^ reinterpret_cast<std::uintptr_t>(p));
     if (USLUB_LIKELY(r == platform::slot_push::ok)) return;
-    return kfree_class_slow(static_cast<unsigned>(c), obj, r);
+    return kfree_class_slow(static_cast<unsigned>(tag >> 4) - 1, obj, r);
   }
 #endif
   kmem_cache* s = slab_map_cache(entry);
