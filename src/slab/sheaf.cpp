@@ -7,6 +7,7 @@
 
 #include "base/bits.hpp"
 #include "base/check.hpp"
+#include "base/stacktrace.hpp"
 #include "slab/sheaf.hpp"
 #include "slab/sheaf_fast.hpp"
 
@@ -236,11 +237,16 @@ void flush_alien(kmem_cache* s, void** objs, unsigned n) {
 
 bool g_free_key_default = true;
 
+// Printed with the current stack: the second free's, the culprit's.
 void sheaf_report_double_free(kmem_cache* s, void* obj) {
+  void* pcs[kStackDepth];
+  unsigned n = capture_stack(pcs, kStackDepth, 1);
+  char stack[2048];
+  append_stack(stack, 0, sizeof stack, pcs, n);
   report_bug(s->name, "Object already free",
-             "object %p freed while it is free in a sheaf (its free key is there): freed twice; "
-             "this free is ignored\n",
-             obj);
+             "object %p freed while it is free in a sheaf (on top of it, or its free key is "
+             "there): freed twice; this free is ignored\n  Freed again at:\n%s",
+             obj, stack);
 }
 
 bool sheaf_flush_take(kmem_cache* s, void* obj) {

@@ -109,6 +109,8 @@ TEST(DebugEnv, DoubleFreeIsReportedByDefault) {
   if (child()) GTEST_SKIP();
   std::string out = run_child("USLUB_LEAK_REPORT=0", "DoubleFree");
   EXPECT_NE(out.find("uslub: BUG kmalloc-48: Object already free"), std::string::npos) << out;
+  EXPECT_NE(out.find("Freed again at:"), std::string::npos) << "the culprit's stack\n" << out;
+  EXPECT_NE(out.find("DoubleFree_Test::TestBody"), std::string::npos) << out;
   EXPECT_NE(out.find("handed out twice: 0"), std::string::npos) << out;
   EXPECT_NE(out.find("[  PASSED  ] 1 test"), std::string::npos) << out;
 }
