@@ -14,6 +14,7 @@ MODELS=$(cat <<'EOF'
 drain_gen.pml      safety  GEN_AFTER_DRAIN CHECK_OUTSIDE_MUTEX
 seqcount.pml       ltl     NO_READER_LOCK_WAIT NO_ODD_PHASE
 sheaf_drain.pml    safety  NO_MEMBARRIER FENCE_BEFORE_LOCK
+class_slot.pml     safety  BUG
 EOF
 )
 

@@ -15,17 +15,14 @@
 
 namespace uslub {
 
-// A cache that is never on the fast path (sheaf_fast_alloc false): g_kmalloc.fast's entries
-// before kmalloc is up and while KFENCE samples.  Nothing is ever allocated from it.
-constinit kmem_cache g_kmalloc_bypass{};
-constinit kmalloc_state g_kmalloc{.fast{&g_kmalloc_bypass}, .ready{0}};
+constinit kmalloc_state g_kmalloc{.fast_area = nullptr, .ready{0}};
+kmem_cache* g_slab_map_classes[64];
+std::int32_t g_double_free_rate = kDoubleFreeSampleRate;
 
-// Points the fast path at the classes' caches (on) or at the bypass (off).
+// Opens (on) or closes (off) the malloc fast path's gate; one release store.
 static void kmalloc_set_fast(bool on) {
-  for (unsigned i = 0; i < kNrKmallocClasses; ++i)
-    __atomic_store_n(&g_kmalloc.fast[i],
-                     on && i < g_kmalloc.nr ? g_kmalloc.caches[i] : &g_kmalloc_bypass,
-                     __ATOMIC_RELEASE);
+  bool usable = USLUB_HAVE_RSEQ_ASM && platform::rseq_sequences_usable();
+  __atomic_store_n(&g_kmalloc.fast_area, on && usable ? pcpu_area() : nullptr, __ATOMIC_RELEASE);
 }
 
 static void build_classes(unsigned* sizes, unsigned* nr) {
@@ -44,7 +41,9 @@ void kmalloc_init() {
     return;
   }
   kmalloc_state& k = g_kmalloc;
-  kmalloc_set_fast(false);  // every entry valid before index[] points anywhere
+  if (!sheaf_pcpu_area_init()) panic("cannot map the per-CPU slot area");
+  if (const char* df = getenv("USLUB_DOUBLE_FREE"); df && strcmp(df, "strict") == 0)
+    g_double_free_rate = 1;
   build_classes(k.sizes, &k.nr);
   USLUB_CHECK(k.nr <= kNrKmallocClasses);
   for (unsigned i = 0; i < k.nr; ++i) {
@@ -52,9 +51,22 @@ void kmalloc_init() {
     snprintf(name, sizeof name, "kmalloc-%u", k.sizes[i]);
     // 16-byte alignment (malloc's) for every class above 8; free without debugging, where
     // the sizes are multiples of 16, and it keeps debug layouts (red zones) aligned.
-    k.caches[i] = kmem_cache_create(name, k.sizes[i], k.sizes[i] >= 16 ? 16 : 0,
-                                    SLAB_NO_MERGE | SLAB_KMALLOC, nullptr);
-    if (!k.caches[i]) panic("cannot create %s", name);
+    kmem_cache* s = kmem_cache_create(name, k.sizes[i], k.sizes[i] >= 16 ? 16 : 0,
+                                      SLAB_NO_MERGE | SLAB_KMALLOC, nullptr);
+    if (!s) panic("cannot create %s", name);
+    k.caches[i] = s;
+    g_slab_map_classes[i] = s;
+    // The class path: the cache's slot at the class's fixed index, and its slabs tagged with
+    // the class in the slab map (nothing allocated from it yet).  Debug and statistics
+    // caches, several nodes (frees go back to their node) or the key off keep the cache
+    // paths, their class slot never written (cap 0: every class-path pop misses).
+    if (s->sheaf_rseq) {
+      sheaf_use_slot(s, kKmallocSlot0 + i);
+      if (s->nr_nodes == 1 && s->free_key && s->offset == 0) {
+        k.cls[i] = {s->boundary_mul, s->random};
+        s->map_tag = std::uintptr_t{i + 1} << 4;
+      }
+    }
   }
   kfence_init_from_env();
   prof_init_from_env();  // heap profiling: off unless USLUB_PROF_SAMPLE (prof.hpp)
@@ -76,6 +88,27 @@ bool kmalloc_kfence_init(std::uint32_t sample, unsigned pool_objects) {
   g_kmalloc.ready.store(sample || prof_enabled() ? 3 : 2, std::memory_order_release);
   kmalloc_set_fast(sample == 0 && !prof_enabled());
   return true;
+}
+
+void* kmalloc_class_miss(unsigned c, std::size_t size) {
+  return cache_alloc_slow(g_kmalloc.caches[c], 0, NUMA_NO_NODE, size);
+}
+
+void kfree_class_slow(unsigned c, void* obj, platform::slot_push why) {
+  kmem_cache* s = g_kmalloc.caches[c];
+  if (why == platform::slot_push::in_a_row) return sheaf_report_double_free(s, obj);
+  if (why == platform::slot_push::sample) {
+    // This CPU's countdown (a migration since: another CPU's, which is as good).
+    unsigned cpu = platform::current_cpu();
+    if (cpu < s->nr_cpus)
+      __atomic_store_n(
+          reinterpret_cast<std::int32_t*>(pcpu_area() + (std::size_t{cpu} << kPcpuShift)),
+          g_double_free_rate, __ATOMIC_RELAXED);
+  }
+  // Sampled, or the slot missed (full, held, no sheaf): the full check, then the cache's
+  // free past its key step.
+  if (USLUB_UNLIKELY(!free_key_set(s, obj))) return sheaf_report_double_free(s, obj);
+  cache_free_keyed(s, nullptr, obj);
 }
 
 namespace {

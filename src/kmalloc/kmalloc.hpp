@@ -20,6 +20,15 @@
 
 #include "kfence/kfence.hpp"
 #include "slab/cache_alloc.hpp"
+#include "slab/sheaf.hpp"
+
+// Prefetch (for writing) the object the next malloc of the class will return, after a pop:
+// off by default (-DUSLUB_KMALLOC_PREFETCH=1 turns it on): the pair ran 7 % slower with it
+// (3.89 against 3.63 ns, its next object is the one just freed) and alloc-test showed no
+// difference above the noise.
+#ifndef USLUB_KMALLOC_PREFETCH
+#define USLUB_KMALLOC_PREFETCH 0
+#endif
 #include "slab/slab.hpp"
 
 namespace uslub {
@@ -27,26 +36,43 @@ namespace uslub {
 inline constexpr std::size_t KMALLOC_MAX_CACHE_SIZE = 32768;
 inline constexpr unsigned kNrKmallocClasses = 41;  // 8, 16..128 by 16, 4 per doubling to 32 KiB
 
+// What free needs of a class (the class fast path, kfree_inline): no kmem_cache load.
+struct kmalloc_class_info {
+  std::uint64_t boundary_mul;  // the cache's (slab_object_start; no red zone on this path)
+  std::uint64_t key_secret;    // the cache's s->random: the free key is secret ^ address
+};
+
 struct kmalloc_state {
-  // The fast path's view of the classes (kmalloc_inline): caches[i] while kmalloc is up and
-  // KFENCE off, else &g_kmalloc_bypass, whose sheaf_fast_alloc is false, so the fast path
-  // needs no test of `ready`: before initialisation index[] is all 0 and fast[0] is the bypass.
-  // Written before index[] at initialisation and when KFENCE is switched (release stores).
-  kmem_cache* fast[kNrKmallocClasses];  // first: indexed without an offset
+  // The malloc fast path's gate: the per-CPU slot area (sheaf.hpp) while kmalloc is up, the
+  // slots are on rseq and KFENCE is off; nullptr otherwise (every kmalloc then takes
+  // kmalloc_slow).  Published with one release store after index[], cls[] and the caches,
+  // and read with an acquire load before index[]: a thread that sees it sees the tables
+  // (before it, index[] may be half written: issue 17's start-up race).
+  char* fast_area;
   // 0 before kmalloc_init, 1 during it, 2 once initialised, 3 initialised with KFENCE sampling
   // on (every kmalloc then takes kmalloc_slow, where the sampling countdown runs).
   std::atomic<int> ready;
+  kmalloc_class_info cls[kNrKmallocClasses];
   kmem_cache* caches[kNrKmallocClasses];
   unsigned sizes[kNrKmallocClasses];
   unsigned nr;
   // (size + 7) / 8 -> class, for size <= KMALLOC_MAX_CACHE_SIZE.
   std::uint8_t index[KMALLOC_MAX_CACHE_SIZE / 8 + 1];
 };
-extern kmalloc_state g_kmalloc;
-extern kmem_cache g_kmalloc_bypass;
+extern USLUB_HIDDEN kmalloc_state g_kmalloc;
+static_assert(kNrKmallocClasses <= kNrKmallocSlots);
+
+// The double-free check of the class path (docs/debug.md): every free compares the object
+// with the slot's top one (in a row) and stores its free key; one free in
+// kDoubleFreeSampleRate per CPU (the countdown in the first word of the CPU's slot area)
+// checks the key first, as do frees that miss the slot; USLUB_DOUBLE_FREE=strict makes the
+// rate 1 (every free checked), USLUB_DOUBLE_FREE=0 takes the key off.
+inline constexpr std::int32_t kDoubleFreeSampleRate = 64;
+extern std::int32_t g_double_free_rate;  // kDoubleFreeSampleRate, or 1 (strict)
 
 USLUB_SLOWPATH void kmalloc_init();
 
+// Context: kmalloc initialised (ready >= 2, read with acquire).
 USLUB_ALWAYS_INLINE unsigned kmalloc_index(std::size_t size) {
   return __atomic_load_n(&g_kmalloc.index[(size + 7) >> 3], __ATOMIC_RELAXED);
 }
@@ -91,18 +117,31 @@ void huge_fork_release();
 // false if the guarded pool cannot be mapped.
 bool kmalloc_kfence_init(std::uint32_t sample, unsigned pool_objects);
 
-// The hit path is cache_alloc_hit (cache_alloc.hpp) on the class's cache from g_kmalloc.fast;
-// a miss of the sheaf goes to cache_alloc_slow, anything else (not initialised, KFENCE,
-// zeroing, large sizes, a cache off the inline path) to kmalloc_slow.
+// Out-of-line halves of the class paths (kmalloc.cpp).
+void* kmalloc_class_miss(unsigned c, std::size_t size);
+void kfree_class_slow(unsigned c, void* obj, platform::slot_push why);
+
+// The hit path: size -> class (index[]) -> this CPU's slot of the class -> pop, and the free
+// key's clear (offset 0 for kmalloc caches); no kmem_cache, lock word or sheaf header.  A miss
+// of the slot goes to kmalloc_class_miss (cache_alloc_slow), anything else (not initialised,
+// KFENCE, zeroing, large sizes, no rseq) to kmalloc_slow.
 USLUB_ALWAYS_INLINE void* kmalloc_inline(std::size_t size, gfp_t gfp) {
+#if USLUB_HAVE_RSEQ_ASM
   if (USLUB_LIKELY(size <= KMALLOC_MAX_CACHE_SIZE)) {
-    // Acquire (a plain load on x86): pairs with kmalloc_set_fast, after the cache was made.
-    kmem_cache* s = __atomic_load_n(&g_kmalloc.fast[kmalloc_index(size)], __ATOMIC_ACQUIRE);
-    if (USLUB_LIKELY(s->sheaf_fast_alloc) && gfp == 0) {
-      if (void* obj = cache_alloc_hit(s); USLUB_LIKELY(obj)) return obj;
-      return cache_alloc_slow(s, 0, NUMA_NO_NODE, size);
+    // Acquire (a plain load on x86): the tables were written before (kmalloc_init).
+    char* area = __atomic_load_n(&g_kmalloc.fast_area, __ATOMIC_ACQUIRE);
+    if (USLUB_LIKELY(area != nullptr) && gfp == 0) {
+      unsigned c = __atomic_load_n(&g_kmalloc.index[(size + 7) >> 3], __ATOMIC_RELAXED);
+      void* obj = platform::rseq_slot_pop<kPcpuShift, kKmallocSlot0 * sizeof(sheaf_slot),
+                                          USLUB_KMALLOC_PREFETCH>(area, c * sizeof(sheaf_slot));
+      if (USLUB_LIKELY(obj)) {
+        if (!USLUB_NO_FREE_CHECKS) *static_cast<std::uintptr_t*>(obj) = 0;  // the free key
+        return obj;
+      }
+      return kmalloc_class_miss(c, size);
     }
   }
+#endif
   return kmalloc_slow(size, gfp);
 }
 
@@ -118,10 +157,35 @@ USLUB_ALWAYS_INLINE kmem_cache* kfree_cache_check(const void* p) {
   return s;
 }
 
+// A class tag in the slab map word ((class + 1) << 4 | order: the class's cache is on the
+// class path) sends the free straight to the class's slot: boundary check by the class's
+// multiplier, in-a-row compare, free key stored (never loaded: docs/debug.md) and the push.
 USLUB_ALWAYS_INLINE void kfree_inline(const void* p, const char* caller) {
-  // The free key's load (sheaf.hpp) of a cold object overlaps the slab map look-up.
-  if (!USLUB_NO_FREE_CHECKS) USLUB_PREFETCH_WRITE(p);
-  if (kmem_cache* s = kfree_cache_check(p); USLUB_LIKELY(s))
+  std::uintptr_t entry = slab_map_entry(p);
+#if USLUB_HAVE_RSEQ_ASM
+  // tag = (class + 1) << 4 indexes the class table and the slot from one below class 0 (both
+  // have 16-byte entries): no shift of the class.
+  static_assert(sizeof(kmalloc_class_info) == 16 && sizeof(sheaf_slot) == 16);
+  if (std::uintptr_t tag = entry & ~SLAB_MAP_ORDER_MASK;
+      USLUB_LIKELY(tag - 16 < kNrKmallocClasses * 16)) {
+    const auto& ci = *reinterpret_cast<const kmalloc_class_info*>(
+        reinterpret_cast<const char*>(g_kmalloc.cls) - 16 + tag);
+    std::uintptr_t off = slab_map_offset(entry, p);
+    if (!USLUB_NO_FREE_CHECKS && USLUB_UNLIKELY(off * ci.boundary_mul >= ci.boundary_mul))
+      return kfree_slow(p, caller);  // not an object start: reported there
+    void* obj = const_cast<void*>(p);
+    platform::slot_push r =
+        platform::rseq_slot_push<kPcpuShift, (kKmallocSlot0 - 1) * sizeof(sheaf_slot),
+                                 !USLUB_NO_FREE_CHECKS>(
+            pcpu_area(), tag, obj, static_cast<std::uintptr_t*>(obj),
+            ci.key_secret ^ reinterpret_cast<std::uintptr_t>(p));
+    if (USLUB_LIKELY(r == platform::slot_push::ok)) return;
+    return kfree_class_slow(static_cast<unsigned>(tag >> 4) - 1, obj, r);
+  }
+#endif
+  kmem_cache* s = slab_map_cache(entry);
+  if (USLUB_LIKELY(s) &&
+      (USLUB_NO_FREE_CHECKS || USLUB_LIKELY(slab_object_start(s, slab_map_offset(entry, p)))))
     return cache_free(s, nullptr, const_cast<void*>(p));
   if (p) kfree_slow(p, caller);
 }

@@ -49,6 +49,9 @@ USLUB_ALWAYS_INLINE void rseq_note_abort() {
   __atomic_fetch_add(&detail::g_rseq_aborts, 1, __ATOMIC_RELAXED);
 }
 
+// What a slot push did (rseq_slot_push; the locked fallback returns ok, slow or in_a_row).
+enum class slot_push { ok, slow, in_a_row, sample };
+
 #if defined(__x86_64__) && !USLUB_TSAN
 #define USLUB_HAVE_RSEQ_ASM 1
 
@@ -205,6 +208,191 @@ abort:
   goto restart;
 busy:
   return -1;
+}
+
+// ---- class slots: {objs, size, cap} at area + (cpu << Shift) + off -----------------------
+// The hot slot of one cache on one CPU (slab/sheaf.hpp): objs is the installed sheaf's object
+// array, size its count (the commit target), cap its capacity, or 0 while a slow path or a
+// drain holds the slot (the lock), or kSlotNoSheaf (signed negative) when no sheaf is
+// installed.  A pop compares size - 1 < cap unsigned and a push size < cap signed, so one
+// compare each makes both miss on a held slot and on a slot without a sheaf.  cap is loaded
+// before size and objs: a holder publishes objs and size before its release store of cap.
+struct rseq_slot_layout {
+  static constexpr unsigned kObjs = 0, kSize = 8, kCap = 12;
+};
+
+// The same prologue as USLUB_RSEQ_PROLOGUE_SLOT without the slot offset: %rax = this CPU's area.
+#define USLUB_RSEQ_PROLOGUE_AREA                                             \
+  ".pushsection __rseq_cs, \"aw\"\n\t"                                       \
+  ".balign 32\n\t"                                                           \
+  "3:\n\t"                                                                   \
+  ".long 0, 0\n\t"                                                           \
+  ".quad 1f, (2f - 1f), 4f\n\t"                                              \
+  ".popsection\n\t"                                                          \
+  ".pushsection __rseq_failure, \"ax\"\n\t"                                  \
+  ".byte 0x0f, 0xb9, 0x3d\n\t" /* ud1 <sig>(%%rip), %%edi: never executed */ \
+  ".long 0x53053053\n\t"                                                     \
+  "4:\n\t"                                                                   \
+  "jmp %l[abort]\n\t"                                                        \
+  ".popsection\n\t"                                                          \
+  "leaq 3b(%%rip), %%rax\n\t"                                                \
+  "movq %%rax, %%fs:8(%[rs])\n\t" /* rseq->rseq_cs = &descriptor */          \
+  "1:\n\t"                                                                   \
+  "movl %%fs:4(%[rs]), %%eax\n\t" /* cpu_id, inside the sequence */          \
+  "shlq %[shift], %%rax\n\t"      /* areas are a power of two apart */       \
+  "addq %[area], %%rax\n\t"       /* rax = this CPU's area */
+
+// Pops from the slot at off (+ Disp, a constant part of the offset) in this CPU's area:
+// the object, or nullptr if the slot is empty, held or without a sheaf.  With Prefetch, the
+// object the next pop will return is prefetched for writing (its first word is stored by
+// the allocation that takes it).
+template <unsigned Shift, unsigned Disp, bool Prefetch>
+USLUB_ALWAYS_INLINE void* rseq_slot_pop(char* area, std::uintptr_t off) {
+  using L = rseq_slot_layout;
+  std::uintptr_t rs = static_cast<std::uintptr_t>(detail::g_rseq_offset);
+  void* obj;
+  std::uint64_t n, tmp;  // tmp: cap, then objs, then (Prefetch) the next object
+restart:
+  asm volatile goto(
+      USLUB_RSEQ_PROLOGUE_AREA
+      "movl %c[ocap](%%rax,%[off]), %k[tmp]\n\t"
+      "movl %c[osize](%%rax,%[off]), %k[n]\n\t"
+      "subl $1, %k[n]\n\t"
+      "cmpl %k[tmp], %k[n]\n\t"
+      "jae %l[slow]\n\t"
+      "movq %c[oobjs](%%rax,%[off]), %[tmp]\n\t"
+      "movq (%[tmp],%[n],8), %[obj]\n\t"
+      "movl %k[n], %c[osize](%%rax,%[off])\n\t"  // commit
+      "2:\n\t"
+      : [obj] "=&r"(obj), [n] "=&r"(n), [tmp] "=&r"(tmp)
+      : [rs] "r"(rs), [area] "r"(area), [off] "r"(off), [shift] "i"(Shift),
+        [oobjs] "i"(Disp + L::kObjs), [osize] "i"(Disp + L::kSize), [ocap] "i"(Disp + L::kCap)
+      : "rax", "memory", "cc"
+      : abort, slow);
+  if constexpr (Prefetch) {
+    // The object the next pop returns (n == 0: the sheaf header's word; a prefetch never
+    // faults), for writing: the allocation that takes it stores its first word.
+    void* next = reinterpret_cast<void**>(tmp)[static_cast<std::ptrdiff_t>(n) - 1];
+    __builtin_prefetch(next, 1, 3);
+  }
+  if (!obj) __builtin_unreachable();  // slots never hold null (the callers' tests fold)
+  return obj;
+abort:
+  rseq_note_abort();
+  goto restart;
+slow:
+  return nullptr;
+}
+
+// Pushes obj onto the slot at off (+ Disp) in this CPU's area.  Before the commit it compares
+// obj with the slot's top object (in_a_row: a double free, nothing stored) and, Keyed,
+// stores key at key_word (the object's free-key word; repeated if the sequence restarts,
+// which is harmless: obj is the caller's until the commit) and counts the area's first word
+// down (sample: the counter reached 0 or below, nothing stored; the caller's checked path
+// resets it).  slow: the slot is full, held or without a sheaf.
+template <unsigned Shift, unsigned Disp, bool Keyed>
+USLUB_ALWAYS_INLINE slot_push rseq_slot_push(char* area, std::uintptr_t off, void* obj,
+                                             std::uintptr_t* key_word, std::uintptr_t key) {
+  using L = rseq_slot_layout;
+  std::uintptr_t rs = static_cast<std::uintptr_t>(detail::g_rseq_offset);
+  std::uint64_t n, tmp;  // tmp: cap, then objs
+restart:
+  if constexpr (Keyed) {
+    asm volatile goto(
+        USLUB_RSEQ_PROLOGUE_AREA
+        "subl $1, (%%rax)\n\t"  // the sampling countdown (not the commit)
+        "jle %l[sample]\n\t"
+        "movl %c[ocap](%%rax,%[off]), %k[tmp]\n\t"
+        "movl %c[osize](%%rax,%[off]), %k[n]\n\t"
+        "cmpl %k[tmp], %k[n]\n\t"
+        "jge %l[slow]\n\t"
+        "movq %c[oobjs](%%rax,%[off]), %[tmp]\n\t"
+        "cmpq %[obj], -8(%[tmp],%[n],8)\n\t"  // n == 0: the sheaf header
+        "je %l[dup]\n\t"
+        "movq %[key], (%[kw])\n\t"
+        "movq %[obj], (%[tmp],%[n],8)\n\t"
+        "addl $1, %k[n]\n\t"
+        "movl %k[n], %c[osize](%%rax,%[off])\n\t"  // commit
+        "2:\n\t"
+        : [n] "=&r"(n), [tmp] "=&r"(tmp)
+        : [rs] "r"(rs), [area] "r"(area), [off] "r"(off), [shift] "i"(Shift), [obj] "r"(obj),
+          [kw] "r"(key_word), [key] "r"(key), [oobjs] "i"(Disp + L::kObjs),
+          [osize] "i"(Disp + L::kSize), [ocap] "i"(Disp + L::kCap)
+        : "rax", "memory", "cc"
+        : abort, slow, dup, sample);
+  } else {
+    (void)key_word, (void)key;
+    asm volatile goto(
+        USLUB_RSEQ_PROLOGUE_AREA
+        "movl %c[ocap](%%rax,%[off]), %k[tmp]\n\t"
+        "movl %c[osize](%%rax,%[off]), %k[n]\n\t"
+        "cmpl %k[tmp], %k[n]\n\t"
+        "jge %l[slow]\n\t"
+        "movq %c[oobjs](%%rax,%[off]), %[tmp]\n\t"
+        "cmpq %[obj], -8(%[tmp],%[n],8)\n\t"
+        "je %l[dup]\n\t"
+        "movq %[obj], (%[tmp],%[n],8)\n\t"
+        "addl $1, %k[n]\n\t"
+        "movl %k[n], %c[osize](%%rax,%[off])\n\t"  // commit
+        "2:\n\t"
+        : [n] "=&r"(n), [tmp] "=&r"(tmp)
+        : [rs] "r"(rs), [area] "r"(area), [off] "r"(off), [shift] "i"(Shift), [obj] "r"(obj),
+          [oobjs] "i"(Disp + L::kObjs), [osize] "i"(Disp + L::kSize), [ocap] "i"(Disp + L::kCap)
+        : "rax", "memory", "cc"
+        : abort, slow, dup, sample);
+  }
+  return slot_push::ok;
+abort:
+  // Keyed: the sequence may have stored the key before it was aborted, and the restart may
+  // end on the checked path (sample, or slow on another CPU's full slot), which would take
+  // the key for an earlier free of obj.  obj is still the caller's: clear the word.
+  if constexpr (Keyed) __atomic_store_n(key_word, std::uintptr_t{0}, __ATOMIC_RELAXED);
+  rseq_note_abort();
+  goto restart;
+slow:
+  return slot_push::slow;
+dup:
+  return slot_push::in_a_row;
+sample:
+  return slot_push::sample;
+}
+
+// Takes the slot at off in the current CPU's area: a sequence whose commit is a locked
+// cmpxchg of cap from its value (non-zero) to 0, so no sequence of that CPU is mid-flight
+// when it succeeds.  Returns the CPU (and the old cap in *old_cap), or -1 if the slot is
+// already held (cap 0).
+template <unsigned Shift>
+USLUB_ALWAYS_INLINE int rseq_slot_lock(char* area, std::uintptr_t off, std::uint32_t* old_cap) {
+  using L = rseq_slot_layout;
+  std::uintptr_t rs = static_cast<std::uintptr_t>(detail::g_rseq_offset);
+  unsigned cpu;
+  char* slot;
+  std::uint32_t seen;
+restart:
+  cpu = rseq_cpu_start(rs);
+  slot = area + (std::uintptr_t{cpu} << Shift) + off;
+  seen = __atomic_load_n(reinterpret_cast<std::uint32_t*>(slot + L::kCap), __ATOMIC_RELAXED);
+  if (seen == 0) return -1;
+  asm volatile goto(
+      USLUB_RSEQ_PROLOGUE_CPU
+      "movl %[seen], %%eax\n\t"
+      "xorl %%ecx, %%ecx\n\t"
+      "lock cmpxchgl %%ecx, %c[cap](%[slot])\n\t"  // commit: seen -> 0
+      "2:\n\t"
+      "jnz %l[busy]\n\t"
+      :
+      : [rs] "r"(rs), [cpu] "r"(cpu), [slot] "r"(slot), [seen] "r"(seen), [cap] "i"(L::kCap)
+      : "rax", "rcx", "memory", "cc"
+      : abort, busy);
+  *old_cap = seen;
+  return static_cast<int>(cpu);
+abort:
+  rseq_note_abort();
+  goto restart;
+busy:
+  // Another holder (a drain) took it, or cap changed under us (a holder's unlock from
+  // another CPU): look again.
+  goto restart;
 }
 
 #else

@@ -39,7 +39,9 @@ USLUB_ALWAYS_INLINE void* cache_alloc(kmem_cache* s, gfp_t gfp, int node,
 
 // The inline push of a free past its key step, and its out-of-line rest on a miss.
 USLUB_ALWAYS_INLINE void cache_free_push(kmem_cache* s, page* slab, void* obj) {
-  if (USLUB_LIKELY(sheaf_free_rseq(s, obj))) return;
+  platform::slot_push r = sheaf_free_rseq(s, obj);
+  if (USLUB_LIKELY(r == platform::slot_push::ok)) return;
+  if (r == platform::slot_push::in_a_row) return sheaf_report_double_free(s, obj);
   cache_free_keyed(s, slab, obj);
 }
 

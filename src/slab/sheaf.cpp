@@ -7,6 +7,7 @@
 
 #include "base/bits.hpp"
 #include "base/check.hpp"
+#include "base/stacktrace.hpp"
 #include "slab/sheaf.hpp"
 #include "slab/sheaf_fast.hpp"
 
@@ -18,13 +19,17 @@ namespace {
 constinit slab_sheaf g_empty_sheaf{0, 0, nullptr};
 constinit lock_class_key barn_lock_key{"node_barn->lock"};
 // The slot lock as the slow paths take it (pcs_lock_local / pcs_lock_remote, released by
-// pcs_unlock_tracked): lockdep checks the order slot -> barn -> list_lock.  The fast paths'
+// pcs_release): lockdep checks the order slot -> barn -> list_lock.  The fast paths'
 // locked fallback (sheaf_fast.hpp) is a trylock with nothing taken under it and stays
 // untracked: no lockdep call on a fast path.
 constinit lock_class_key pcs_lock_key{"slub_percpu_sheaves->lock"};
 
 USLUB_ALWAYS_INLINE slab_sheaf* empty_sheaf() {
   return &g_empty_sheaf;
+}
+
+sheaf_slot* pcs_slot_of(const kmem_cache* s, const slub_percpu_sheaves* pcs) {
+  return pcpu_slot(static_cast<unsigned>(pcs - s->cpu_sheaves), s->slot_off);
 }
 
 // Makes the spare the main sheaf and the old main (unless it is the static empty one) the spare;
@@ -41,17 +46,25 @@ USLUB_ALWAYS_INLINE unsigned sheaf_capacity_of(const kmem_cache* s) {
   return __atomic_load_n(&s->sheaf_capacity, __ATOMIC_RELAXED);
 }
 
-// ---- taking the slot lock ---------------------------------------------------------------
+// ---- taking the slot -------------------------------------------------------------------
 
-// Locks the current CPU's slot.  Returns it, or nullptr if its lock is held.
+// The held slot's count goes back into its sheaf (the slot's was the true one).
+void pcs_take_slot(kmem_cache* s, slub_percpu_sheaves* pcs, unsigned cpu) {
+  if (pcs->main != empty_sheaf())
+    pcs->main->size = __atomic_load_n(&pcpu_slot(cpu, s->slot_off)->size, __ATOMIC_RELAXED);
+}
+
+// Takes the current CPU's slot.  Returns it, or nullptr if it is held.
 slub_percpu_sheaves* pcs_lock_local(kmem_cache* s) {
 #if USLUB_HAVE_RSEQ_ASM
   if (s->sheaf_rseq) {
-    int cpu = platform::rseq_lock_slot<offsetof(slub_percpu_sheaves, lock)>(
-        reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves));
+    std::uint32_t cap;
+    int cpu = platform::rseq_slot_lock<kPcpuShift>(pcpu_area(), s->slot_off, &cap);
     if (cpu < 0) return nullptr;
-    lockdep_acquire(&pcs_lock_key, &s->cpu_sheaves[cpu], true);
-    return &s->cpu_sheaves[cpu];
+    slub_percpu_sheaves* pcs = &s->cpu_sheaves[cpu];
+    lockdep_acquire(&pcs_lock_key, pcs, true);
+    pcs_take_slot(s, pcs, static_cast<unsigned>(cpu));
+    return pcs;
   }
 #endif
   slub_percpu_sheaves* pcs = &s->cpu_sheaves[this_cpu_index(s)];
@@ -60,24 +73,41 @@ slub_percpu_sheaves* pcs_lock_local(kmem_cache* s) {
   return pcs;
 }
 
-void pcs_unlock_tracked(slub_percpu_sheaves* pcs) {
+// Publishes main in the slot and releases it: objs and size first, then cap (release).
+void pcs_release(kmem_cache* s, slub_percpu_sheaves* pcs) {
   lockdep_release(&pcs_lock_key, pcs);
-  pcs_unlock(pcs);
+  if (!s->sheaf_rseq) return pcs_unlock(pcs);
+  sheaf_slot* sl = pcs_slot_of(s, pcs);
+  slab_sheaf* main = pcs->main;
+  __atomic_store_n(&sl->objs, static_cast<void**>(main->objects), __ATOMIC_RELAXED);
+  __atomic_store_n(&sl->size, main->size, __ATOMIC_RELAXED);
+  __atomic_store_n(&sl->cap, main == empty_sheaf() ? kSlotNoSheaf : main->capacity,
+                   __ATOMIC_RELEASE);
 }
 
-// Locks another CPU's slot, waiting for a holder, and restarts its in-flight sequences.
+// Takes another CPU's slot, waiting for a holder, and restarts its in-flight sequences.
 // nest: see spinlock_t::lock_nest_lock (fork's prepare takes every slot under slab_mutex).
 void pcs_lock_remote(kmem_cache* s, unsigned cpu, const void* nest = nullptr) {
   slub_percpu_sheaves* pcs = &s->cpu_sheaves[cpu];
   lockdep_acquire(&pcs_lock_key, pcs, false, 0, nest);  // before waiting
-  for (int spins = 0; !pcs_trylock(pcs); ++spins) {
+  for (int spins = 0;; ++spins) {
+    if (s->sheaf_rseq) {
+      std::uint32_t* cap = &pcpu_slot(cpu, s->slot_off)->cap;
+      std::uint32_t seen = __atomic_load_n(cap, __ATOMIC_RELAXED);
+      if (seen &&
+          __atomic_compare_exchange_n(cap, &seen, 0u, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        break;
+    } else if (pcs_trylock(pcs)) {
+      return;
+    }
     if (spins < 64)
       cpu_relax();
     else
       sched_yield();
   }
-  if (s->sheaf_rseq && platform::rseq_fence_cpu(cpu) != 0)
+  if (platform::rseq_fence_cpu(cpu) != 0)
     panic("membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ) failed after registration");
+  pcs_take_slot(s, pcs, cpu);
 }
 
 // ---- sheaf memory -----------------------------------------------------------------------
@@ -218,23 +248,37 @@ void flush_alien(kmem_cache* s, void** objs, unsigned n) {
 
 bool g_free_key_default = true;
 
+// Printed with the current stack: the second free's, the culprit's.
 void sheaf_report_double_free(kmem_cache* s, void* obj) {
+  void* pcs[kStackDepth];
+  unsigned n = capture_stack(pcs, kStackDepth, 1);
+  char stack[2048];
+  append_stack(stack, 0, sizeof stack, pcs, n);
   report_bug(s->name, "Object already free",
-             "object %p freed while it is free in a sheaf (its free key is there): freed twice; "
-             "this free is ignored\n",
-             obj);
+             "object %p freed while it is free in a sheaf (on top of it, or its free key is "
+             "there): freed twice; this free is ignored\n  Freed again at:\n%s",
+             obj, stack);
 }
 
 bool sheaf_flush_take(kmem_cache* s, void* obj) {
   if (!s->free_key) return true;
-  std::uintptr_t seen = *free_key_word(s, obj);
-  if (USLUB_NO_FREE_CHECKS || USLUB_LIKELY(seen == free_key(s, obj))) return true;
-  // 0 is what an allocation leaves: the same object was in a sheaf twice (two frees racing on
-  // two CPUs, both before either stored the key) and one copy was handed out.
+  std::uintptr_t* word = free_key_word(s, obj);
+  std::uintptr_t seen = *word;
+  if (USLUB_NO_FREE_CHECKS) return true;
+  if (USLUB_LIKELY(seen == free_key(s, obj))) {
+    // Taken: a second copy of obj in the same flush (freed twice, the second free not
+    // checked) finds 0 below instead of the key, and is dropped, never freed into its slab
+    // twice.  (The bulk free then writes the free pointer over the word.)
+    *word = 0;
+    return true;
+  }
+  // 0 is what an allocation or an earlier copy's flush leaves: the same object was in a
+  // sheaf twice (freed twice: two frees racing on two CPUs, or a second free the sampled
+  // check passed over) and one copy was handed out or flushed.
   if (seen == 0)
     report_bug(s->name, "Object already free",
-               "object %p is in a sheaf while allocated: it was freed twice at the same time "
-               "on two CPUs; this copy is dropped\n",
+               "object %p is in a sheaf twice or in a sheaf while allocated: it was freed "
+               "twice; this copy is dropped\n",
                obj);
   else
     report_bug(s->name, "Freepointer corrupt",
@@ -280,11 +324,11 @@ static void* sheaf_alloc_miss(kmem_cache* s, gfp_t gfp) {
           retire = main;
       }
       void* obj = full->objects[--full->size];
-      pcs_unlock_tracked(pcs);
+      pcs_release(s, pcs);
       if (retire) sheaf_retire(s, retire);
       return obj;
     }
-    pcs_unlock_tracked(pcs);
+    pcs_release(s, pcs);
     // Refill a sheaf from the slabs with no sheaf lock held.
     slab_sheaf* sh = barn_get(s, local_barn(s), false);
     if (!sh || sh->capacity != sheaf_capacity_of(s)) {
@@ -318,7 +362,7 @@ static void* sheaf_alloc_miss(kmem_cache* s, gfp_t gfp) {
         retire = pcs->spare;
         pcs->spare = sh;
       }
-      pcs_unlock_tracked(pcs);
+      pcs_release(s, pcs);
     }
     if (retire) sheaf_retire(s, retire);
     return obj;
@@ -326,7 +370,7 @@ static void* sheaf_alloc_miss(kmem_cache* s, gfp_t gfp) {
   // main has objects now (swapped in, or refilled by someone while we looked).
   main = pcs->main;
   void* obj = main->size ? main->objects[--main->size] : nullptr;
-  pcs_unlock_tracked(pcs);
+  pcs_release(s, pcs);
   if (obj) return obj;
   return slab_alloc_core(s, gfp & ~__GFP_ZERO, NUMA_NO_NODE);
 }
@@ -357,7 +401,7 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
     }
     pcs->alien_node = nid;
     pcs->alien[pcs->nr_alien++] = obj;
-    pcs_unlock_tracked(pcs);
+    pcs_release(s, pcs);
     sheaf_stat_inc(s, SHEAF_ALIEN_FREE);
     flush_alien(s, batch, n);
     return;
@@ -365,13 +409,13 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
   slab_sheaf* main = pcs->main;
   if (main->size < main->capacity) {  // a refill raced in: just push
     main->objects[main->size++] = obj;
-    pcs_unlock_tracked(pcs);
+    pcs_release(s, pcs);
     return;
   }
   if (pcs->spare && pcs->spare->size < pcs->spare->capacity) {  // swap with the spare
     slab_sheaf* now = pcs_swap_main_spare(pcs);
     now->objects[now->size++] = obj;
-    pcs_unlock_tracked(pcs);
+    pcs_release(s, pcs);
     sheaf_stat_inc(s, SHEAF_SWAP);
     return;
   }
@@ -380,13 +424,13 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
   if (empty && empty->capacity == sheaf_capacity_of(s)) {
     pcs->main = empty;
     empty->objects[empty->size++] = obj;
-    pcs_unlock_tracked(pcs);
+    pcs_release(s, pcs);
     sheaf_retire(s, main);
     return;
   }
   // No empty sheaf: take the full main out and flush it to the slabs, no lock held.
   pcs->main = empty_sheaf();
-  pcs_unlock_tracked(pcs);
+  pcs_release(s, pcs);
   if (empty) sheaf_delete(s, empty);
   slab_sheaf* sh = main;
   if (sh == empty_sheaf()) {
@@ -406,7 +450,7 @@ void sheaf_free_slow(kmem_cache* s, page* slab, void* obj) {
     pcs->main = sh;
     sh = nullptr;
   }
-  if (pcs) pcs_unlock_tracked(pcs);
+  if (pcs) pcs_release(s, pcs);
   if (sh) {  // the slot filled up meanwhile: our one object goes to its slab
     sh->size = 0;
     slab_free_core(s, slab, obj);
@@ -428,7 +472,7 @@ static std::size_t sheaf_take(kmem_cache* s, std::size_t nr, void** p) {
     main = pcs_swap_main_spare(pcs);
   std::size_t k = nr < main->size ? nr : main->size;
   if (k == 0) {  // never write the static empty sheaf (the fast paths read it unlocked)
-    pcs_unlock_tracked(pcs);
+    pcs_release(s, pcs);
     return 0;
   }
   main->size -= static_cast<unsigned>(k);
@@ -437,7 +481,7 @@ static std::size_t sheaf_take(kmem_cache* s, std::size_t nr, void** p) {
     p[i] = from[i];
     free_key_clear(s, from[i]);
   }
-  pcs_unlock_tracked(pcs);
+  pcs_release(s, pcs);
   return k;
 }
 
@@ -454,13 +498,13 @@ static std::size_t sheaf_put(kmem_cache* s, std::size_t n, void** p) {
   }
   std::size_t k = n < room ? n : room;
   if (k == 0) {  // never write the static empty sheaf (the fast paths read it unlocked)
-    pcs_unlock_tracked(pcs);
+    pcs_release(s, pcs);
     return 0;
   }
   void** to = main->objects + main->size;
   for (std::size_t i = 0; i < k; ++i) to[i] = p[i];
   main->size += static_cast<unsigned>(k);
-  pcs_unlock_tracked(pcs);
+  pcs_release(s, pcs);
   return k;
 }
 
@@ -540,7 +584,7 @@ void sheaf_drain_cpu(kmem_cache* s, unsigned cpu) {
   pcs->nr_alien = 0;
   pcs->main = empty_sheaf();
   pcs->spare = nullptr;
-  pcs_unlock_tracked(pcs);
+  pcs_release(s, pcs);
   sheaf_stat_inc(s, SHEAF_REMOTE_DRAIN);
   for (slab_sheaf* sh : {main, spare}) {
     if (!sh || sh == empty_sheaf()) continue;
@@ -595,7 +639,7 @@ void sheaf_fork_prepare(kmem_cache* s) {
 void sheaf_fork_release(kmem_cache* s) {
   if (!s->cpu_sheaves) return;
   for (unsigned n = s->nr_nodes; n-- > 0;) s->barn[n]->lock.unlock();
-  for (unsigned cpu = s->nr_cpus; cpu-- > 0;) pcs_unlock_tracked(&s->cpu_sheaves[cpu]);
+  for (unsigned cpu = s->nr_cpus; cpu-- > 0;) pcs_release(s, &s->cpu_sheaves[cpu]);
 }
 
 // ---- setup ------------------------------------------------------------------------------
@@ -610,9 +654,75 @@ static kmem_cache* sheaf_cache_for(unsigned capacity) {
                               kCacheLine, SLAB_NO_SHEAVES, nullptr);
 }
 
+// ---- the per-CPU slot area -------------------------------------------------------------
+
+char* g_pcpu_area = nullptr;
+
+namespace {
+constinit lock_class_key pcpu_slots_lock_key{"pcpu_slots_lock"};
+// Protects g_slot_used and the area's creation.  A leaf.
+constinit spinlock_t g_pcpu_slots_lock{&pcpu_slots_lock_key};
+// Slot indices in use (kmalloc's and the reserved ones are never handed out).
+std::uint64_t g_slot_used[kNrPcpuSlots / 64];
+
+bool pcpu_area_ready_locked() {
+  if (g_pcpu_area) return true;
+  void* mem;
+  if (platform::linux_vm().map(std::size_t{platform::nr_cpu_ids()} << kPcpuShift, &mem) != 0)
+    return false;
+  for (unsigned i = 0; i < kKmallocSlot0 + kNrKmallocSlots; ++i)
+    g_slot_used[i / 64] |= std::uint64_t{1} << (i % 64);
+  __atomic_store_n(&g_pcpu_area, static_cast<char*>(mem), __ATOMIC_RELEASE);
+  return true;
+}
+
+// A free slot index, or 0 if none is left (the cache then runs without the rseq fast paths).
+unsigned pcpu_slot_alloc() {
+  lock_guard<spinlock_t> g(g_pcpu_slots_lock);
+  if (!pcpu_area_ready_locked()) return 0;
+  for (unsigned w = 0; w < kNrPcpuSlots / 64; ++w)
+    if (~g_slot_used[w]) {
+      unsigned b = static_cast<unsigned>(__builtin_ctzll(~g_slot_used[w]));
+      g_slot_used[w] |= std::uint64_t{1} << b;
+      return w * 64 + b;
+    }
+  return 0;
+}
+
+void pcpu_slot_free(unsigned index) {
+  if (index < kKmallocSlot0 + kNrKmallocSlots) return;
+  lock_guard<spinlock_t> g(g_pcpu_slots_lock);
+  g_slot_used[index / 64] &= ~(std::uint64_t{1} << (index % 64));
+}
+
+// Every CPU's slot of s: no sheaf.  Context: s not visible, or every slot held.
+void pcpu_slots_reset(kmem_cache* s) {
+  for (unsigned c = 0; c < s->nr_cpus; ++c) {
+    sheaf_slot* sl = pcpu_slot(c, s->slot_off);
+    __atomic_store_n(&sl->objs, static_cast<void**>(empty_sheaf()->objects), __ATOMIC_RELAXED);
+    __atomic_store_n(&sl->size, 0u, __ATOMIC_RELAXED);
+    __atomic_store_n(&sl->cap, kSlotNoSheaf, __ATOMIC_RELEASE);
+  }
+}
+}  // namespace
+
+bool sheaf_pcpu_area_init() {
+  lock_guard<spinlock_t> g(g_pcpu_slots_lock);
+  return pcpu_area_ready_locked();
+}
+
+void sheaf_use_slot(kmem_cache* s, unsigned index) {
+  if (!s->sheaf_rseq) return;
+  pcpu_slot_free(s->slot_off / sizeof(sheaf_slot));
+  s->slot_off = index * sizeof(sheaf_slot);
+  pcpu_slots_reset(s);
+}
+
 int sheaves_init(kmem_cache* s, unsigned capacity) {
   s->cpu_sheaves = nullptr;
   s->sheaf_stat = nullptr;
+  s->sheaf_rseq = false;
+  s->slot_off = kZeroSlot * sizeof(sheaf_slot);
   if (capacity == 0) return 0;
   if (capacity > kMaxSheafCapacity) capacity = kMaxSheafCapacity;
   s->sheaf_cache = sheaf_cache_for(capacity);
@@ -642,8 +752,15 @@ int sheaves_init(kmem_cache* s, unsigned capacity) {
     for (std::size_t i = 0; i < std::size_t{s->nr_cpus} * NR_SHEAF_STAT_ITEMS; ++i)
       new (&s->sheaf_stat[i]) std::atomic<std::uint64_t>(0);
   }
-  s->sheaf_rseq = platform::rseq_sequences_usable();
-  s->sheaf_fast_alloc = USLUB_HAVE_RSEQ_ASM && s->sheaf_rseq && !s->sheaf_stat;
+  // The slot: statistics count on the locked path, so their caches stay off rseq.
+  if (USLUB_HAVE_RSEQ_ASM && platform::rseq_sequences_usable() && !s->sheaf_stat) {
+    if (unsigned index = pcpu_slot_alloc()) {
+      s->slot_off = index * sizeof(sheaf_slot);
+      s->sheaf_rseq = true;
+      pcpu_slots_reset(s);
+    }
+  }
+  s->sheaf_fast_alloc = s->sheaf_rseq;
   s->free_key = g_free_key_default;
   s->sheaf_fast_free = s->sheaf_fast_alloc && s->nr_nodes == 1 && s->free_key;
   s->sheaf_fast_free_plain = s->sheaf_fast_alloc && s->nr_nodes == 1 && !s->free_key;
@@ -655,6 +772,14 @@ int sheaves_init(kmem_cache* s, unsigned capacity) {
 void sheaves_free(kmem_cache* s) {
   s->sheaf_fast_alloc = s->sheaf_fast_free = s->sheaf_fast_free_plain = false;
   if (!s->cpu_sheaves) return;
+  if (s->sheaf_rseq) {
+    // Drained: every slot is back to no sheaf; the index may serve another cache.
+    for (unsigned c = 0; c < s->nr_cpus; ++c)
+      __atomic_store_n(&pcpu_slot(c, s->slot_off)->cap, 0u, __ATOMIC_RELAXED);
+    pcpu_slot_free(s->slot_off / sizeof(sheaf_slot));
+    s->sheaf_rseq = false;
+    s->slot_off = kZeroSlot * sizeof(sheaf_slot);
+  }
   global_page_allocator().free_pages_addr(s->cpu_sheaves, s->pcs_order);
   s->cpu_sheaves = nullptr;
 }

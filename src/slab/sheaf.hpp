@@ -7,21 +7,33 @@
 // flush whole sheaves through the SLUB core in bulk (kmem_cache_alloc_bulk / free_bulk: one
 // CAS per slab run, list_lock only when a slab changes lists).
 //
-// Lock order (extends slab.hpp's): flush_mutex -> slub_percpu_sheaves::lock -> node_barn::lock
+// Lock order (extends slab.hpp's): flush_mutex -> the slot (cap 0, or slub_percpu_sheaves::lock)
+// -> node_barn::lock
 // -> (the SLUB core's locks, taken by the bulk paths only after the sheaf locks are dropped).
 //
-// slub_percpu_sheaves::lock (a u32 the rseq sequences read) protects main, spare and the alien
-// buffer of one CPU against slow paths and drains.  The fast-path sequences change only
-// main->size and main->objects[], and only while the lock word is 0, on the CPU that owns the
-// slot; every other change of the slot happens with the lock word held:
-//   - a slow path takes it with rseq_lock_slot(): a sequence whose commit is the locked
-//     cmpxchg, so at that instant no fast path of that CPU is between its start and commit;
-//   - a drain from another CPU takes it with a CAS and then rseq_fence_cpu() (membarrier
-//     EXPEDITED_RSEQ): sequences in flight on that CPU restart and see the lock.
-// The holder may then migrate; the slot stays consistent because nobody else touches it.
-// Without rseq (GLIBC_TUNABLES=glibc.pthread.rseq=0, USLUB_RSEQ=0, TSan, non-x86) the fast
-// paths take the same lock word with a CAS (one locked instruction) instead.
-// A busy lock word never makes anyone wait except drains: the alloc and free paths go to the
+// The hot slot.  Each cache with sheaves on rseq has, per CPU, a 16-byte sheaf_slot
+// {objs, size, cap} in the per-CPU slot area (g_pcpu_area: kPcpuBytes per CPU, CPU c's at
+// c << kPcpuShift; the cache's slot at s->slot_off in each; kmalloc's classes at fixed
+// indices, so malloc and free go from the class to the slot with no kmem_cache load).  While
+// a sheaf is installed, objs is its object array, size its count (the slot's size is the true
+// one; the sheaf's own size word is brought up to date by whoever takes the slot) and cap its
+// capacity; without one, cap is kSlotNoSheaf.  The fast-path sequences change only slot.size
+// and objs[], only on the CPU that owns the slot, and only while cap is not 0: cap == 0 is the
+// lock.  Every other change of the slot, and of slub_percpu_sheaves's main, spare and alien
+// buffer, happens with cap held at 0:
+//   - a slow path takes it with rseq_slot_lock(): a sequence whose commit is the locked
+//     cmpxchg cap -> 0, so at that instant no fast path of that CPU is between its start and
+//     commit;
+//   - a drain from another CPU takes it with a CAS cap -> 0 and then rseq_fence_cpu()
+//     (membarrier EXPEDITED_RSEQ): sequences in flight on that CPU restart and see cap 0.
+// The holder may then migrate; the slot stays consistent because nobody else touches it.  It
+// releases the slot by storing objs and size and then cap (release); the sequences load cap
+// before size and objs, so a sequence that sees the new cap sees the new objs and size.
+// Caches whose fast paths are off (statistics, debugging, no rseq: GLIBC_TUNABLES=
+// glibc.pthread.rseq=0, USLUB_RSEQ=0, TSan, non-x86) point at kZeroSlot, whose cap is 0
+// for ever: the inline paths miss, and the out-of-line paths take slub_percpu_sheaves::lock
+// (a u32) with a CAS (one locked instruction) instead; sheaf.size is then the true count.
+// A held slot never makes anyone wait except drains: the alloc and free paths go to the
 // SLUB core directly.
 //
 // node_barn::lock protects the barn's lists and counts.
@@ -51,7 +63,7 @@ inline constexpr unsigned kMaxSheafCapacity = 512;
 inline constexpr unsigned kBarnMaxFull = 10, kBarnMaxEmpty = 10;  // per node, as mm/slub.c
 
 struct alignas(kDestructiveLine) slub_percpu_sheaves {
-  std::uint32_t lock;  // 0 free, 1 held: read by the rseq sequences
+  std::uint32_t lock;  // caches off rseq only: 0 free, 1 held
   std::uint32_t pad_;
   slab_sheaf* main;   // lock (fast paths: size and objects only)
   slab_sheaf* spare;  // lock
@@ -60,6 +72,35 @@ struct alignas(kDestructiveLine) slub_percpu_sheaves {
   void* alien[kAlienBatch];
 };
 static_assert(offsetof(slub_percpu_sheaves, lock) == 0 && offsetof(slub_percpu_sheaves, main) == 8);
+
+// The per-CPU slot area (see above).
+struct sheaf_slot {
+  void** objs;         // the installed sheaf's objects (the static empty sheaf's without one)
+  std::uint32_t size;  // objects in it; the rseq commit target
+  std::uint32_t cap;   // its capacity; 0: held (the lock); kSlotNoSheaf: no sheaf
+};
+static_assert(sizeof(sheaf_slot) == 16 && offsetof(sheaf_slot, objs) == 0 &&
+              offsetof(sheaf_slot, size) == 8 && offsetof(sheaf_slot, cap) == 12);
+inline constexpr std::uint32_t kSlotNoSheaf = 0x80000000u;  // negative: a signed push misses
+inline constexpr unsigned kPcpuShift = 15;
+inline constexpr std::size_t kPcpuBytes = std::size_t{1} << kPcpuShift;
+inline constexpr unsigned kNrPcpuSlots = kPcpuBytes / sizeof(sheaf_slot);
+// Slot indices: 0 holds the CPU's own words (the double-free sampling countdown, a signed
+// u32 at offset 0, kmalloc.hpp); kZeroSlot is never written (cap 0: the slot of every cache
+// whose fast paths are off); kmalloc's classes from kKmallocSlot0; other caches after them.
+inline constexpr unsigned kZeroSlot = 1, kKmallocSlot0 = 2, kNrKmallocSlots = 48;
+// Set once, before the first cache with sheaves is published; never unmapped.
+extern USLUB_HIDDEN char* g_pcpu_area;
+USLUB_ALWAYS_INLINE char* pcpu_area() {
+  return __atomic_load_n(&g_pcpu_area, __ATOMIC_RELAXED);
+}
+USLUB_ALWAYS_INLINE sheaf_slot* pcpu_slot(unsigned cpu, std::size_t off) {
+  return reinterpret_cast<sheaf_slot*>(pcpu_area() + (std::size_t{cpu} << kPcpuShift) + off);
+}
+// Maps the slot area if it is not yet (kmalloc_init); false if it cannot be mapped.
+bool sheaf_pcpu_area_init();
+// kmalloc: moves s's slot to the fixed index (a class's).  Context: s not yet visible.
+void sheaf_use_slot(kmem_cache* s, unsigned index);
 
 struct node_barn {
   spinlock_t lock;

@@ -23,19 +23,18 @@ USLUB_ALWAYS_INLINE void pcs_unlock(slub_percpu_sheaves* pcs) {
   __atomic_store_n(&pcs->lock, 0u, __ATOMIC_RELEASE);
 }
 
-// Budget (rseq): 2 TLS loads, 4 loads of slot and sheaf, 1 store (the commit), 3 branches,
-// 0 locked instructions, 0 calls.
+// The slot of s in this CPU's area, for the sequences.
+USLUB_ALWAYS_INLINE std::uintptr_t slot_off(const kmem_cache* s) {
+  return s->slot_off;
+}
+
+// Out-of-line object paths (the slow paths' first try): the slot on rseq, else the lock word
+// with a CAS.  Budget (rseq): 1 TLS load, 3 slot loads, 1 object load, 1 store (the commit),
+// 1 branch, 0 locked instructions, 0 calls.
 USLUB_ALWAYS_INLINE void* sheaf_alloc_fast(kmem_cache* s) {
 #if USLUB_HAVE_RSEQ_ASM
-  if (USLUB_LIKELY(s->sheaf_rseq)) {
-    void* obj =
-        platform::rseq_percpu_pop<offsetof(slub_percpu_sheaves, lock),
-                                  offsetof(slub_percpu_sheaves, main), offsetof(slab_sheaf, size),
-                                  offsetof(slab_sheaf, objects), sizeof(slub_percpu_sheaves)>(
-            reinterpret_cast<char*>(s->cpu_sheaves));
-    if (USLUB_LIKELY(obj)) sheaf_stat_inc(s, SHEAF_ALLOC_HIT);
-    return obj;
-  }
+  if (USLUB_LIKELY(s->sheaf_rseq))
+    return platform::rseq_slot_pop<kPcpuShift, 0, false>(pcpu_area(), slot_off(s));
 #endif
   slub_percpu_sheaves* pcs = &s->cpu_sheaves[this_cpu_index(s)];
   if (!pcs_trylock(pcs)) return nullptr;
@@ -47,56 +46,45 @@ USLUB_ALWAYS_INLINE void* sheaf_alloc_fast(kmem_cache* s) {
   return obj;
 }
 
-USLUB_ALWAYS_INLINE bool sheaf_free_fast(kmem_cache* s, void* obj) {
+// The push without the free key (the caller's): ok, slow (full or busy) or in_a_row (obj is
+// on top already: a double free, not pushed).
+USLUB_ALWAYS_INLINE platform::slot_push sheaf_free_fast(kmem_cache* s, void* obj) {
 #if USLUB_HAVE_RSEQ_ASM
-  if (USLUB_LIKELY(s->sheaf_rseq)) {
-    bool ok =
-        platform::rseq_percpu_push<offsetof(slub_percpu_sheaves, lock),
-                                   offsetof(slub_percpu_sheaves, main), offsetof(slab_sheaf, size),
-                                   offsetof(slab_sheaf, capacity), offsetof(slab_sheaf, objects),
-                                   sizeof(slub_percpu_sheaves)>(
-            reinterpret_cast<char*>(s->cpu_sheaves), obj);
-    if (USLUB_LIKELY(ok)) sheaf_stat_inc(s, SHEAF_FREE_HIT);
-    return ok;
-  }
+  if (USLUB_LIKELY(s->sheaf_rseq))
+    return platform::rseq_slot_push<kPcpuShift, 0, false>(pcpu_area(), slot_off(s), obj, nullptr,
+                                                          0);
 #endif
   slub_percpu_sheaves* pcs = &s->cpu_sheaves[this_cpu_index(s)];
-  if (!pcs_trylock(pcs)) return false;
+  if (!pcs_trylock(pcs)) return platform::slot_push::slow;
   slab_sheaf* sh = pcs->main;
-  bool ok = sh->size < sh->capacity;  // (a double free: the free key, sheaf.hpp)
-  if (ok) sh->objects[sh->size++] = obj;
+  auto r = platform::slot_push::slow;
+  if (sh->size && sh->objects[sh->size - 1] == obj)
+    r = platform::slot_push::in_a_row;
+  else if (sh->size < sh->capacity)
+    sh->objects[sh->size++] = obj, r = platform::slot_push::ok;
   pcs_unlock(pcs);
-  if (ok) sheaf_stat_inc(s, SHEAF_FREE_HIT);
-  return ok;
+  if (r == platform::slot_push::ok) sheaf_stat_inc(s, SHEAF_FREE_HIT);
+  return r;
 }
 
 // The rseq halves alone, for the inline entry points (cache_alloc / cache_free): no call and
 // no locked instruction, so the hit path needs no stack frame; the locked fallback runs from
 // the out-of-line slow functions (which try sheaf_alloc_fast / sheaf_free_fast first).
-// Only for caches with sheaf_fast_alloc / sheaf_fast_free (the caller checks): sheaves on rseq
-// and no statistics (caches with SLAB_STATS take the out-of-line path, which counts), so the hit
-// path needs nothing of s after the sequence.
+// A cache whose fast paths are off has its slot at kZeroSlot (cap 0): these miss.
 USLUB_ALWAYS_INLINE void* sheaf_alloc_rseq(kmem_cache* s) {
 #if USLUB_HAVE_RSEQ_ASM
-  return platform::rseq_percpu_pop<offsetof(slub_percpu_sheaves, lock),
-                                   offsetof(slub_percpu_sheaves, main), offsetof(slab_sheaf, size),
-                                   offsetof(slab_sheaf, objects), sizeof(slub_percpu_sheaves)>(
-      reinterpret_cast<char*>(s->cpu_sheaves));
+  return platform::rseq_slot_pop<kPcpuShift, 0, false>(pcpu_area(), slot_off(s));
 #else
   (void)s;
   return nullptr;
 #endif
 }
-USLUB_ALWAYS_INLINE bool sheaf_free_rseq(kmem_cache* s, void* obj) {
+USLUB_ALWAYS_INLINE platform::slot_push sheaf_free_rseq(kmem_cache* s, void* obj) {
 #if USLUB_HAVE_RSEQ_ASM
-  return platform::rseq_percpu_push<offsetof(slub_percpu_sheaves, lock),
-                                    offsetof(slub_percpu_sheaves, main), offsetof(slab_sheaf, size),
-                                    offsetof(slab_sheaf, capacity), offsetof(slab_sheaf, objects),
-                                    sizeof(slub_percpu_sheaves)>(
-      reinterpret_cast<char*>(s->cpu_sheaves), obj);
+  return platform::rseq_slot_push<kPcpuShift, 0, false>(pcpu_area(), slot_off(s), obj, nullptr, 0);
 #else
   (void)s, (void)obj;
-  return false;
+  return platform::slot_push::slow;
 #endif
 }
 

@@ -138,6 +138,7 @@ struct alignas(64) kmem_cache {
   bool sheaf_fast_alloc;       // sheaves on rseq, no statistics: the inline alloc hit path applies
   bool sheaf_fast_free;        // ... and one node: the inline free hit path applies (free key on)
   bool sheaf_fast_free_plain;  // the same with the free key off (USLUB_DOUBLE_FREE=0)
+  unsigned slot_off;           // this cache's hot slot in each CPU's slot area (sheaf.hpp)
   bool free_key;               // the always-on double-free check (sheaf.hpp) is on
   kmem_cache_cpu* cpu_slab;    // nr_cpu_ids slots
   kmem_cache_cpu_stats* cpu_stats;  // nullptr unless SLAB_STATS
@@ -158,6 +159,9 @@ struct alignas(64) kmem_cache {
   unsigned cpu_partial_slabs;       // the same in slabs
   unsigned min_partial;             // empty slabs a node keeps
   std::uint64_t random;             // free pointer hardening secret
+  // What the slab map stores for this cache's slabs (| order): the cache's address, or
+  // (class + 1) << 4 for a kmalloc class on the class fast path (kmalloc.hpp).
+  std::uintptr_t map_tag;
   std::uint64_t boundary_mul;       // ceil(2^64 / size) (slab_object_start)
   std::uint64_t boundary_red_left;  // red_left_pad * boundary_mul, mod 2^64
   void (*ctor)(void*);
@@ -280,7 +284,7 @@ USLUB_ALWAYS_INLINE char* slab_object(const kmem_cache* s, void* base, std::size
 }
 
 // ---- the slab map (page.hpp) ------------------------------------------------------------
-// Each page of a slab has `cache | order` in its map word (kmem_cache is 64-byte aligned, the
+// Each page of a slab has `s->map_tag | order` in its map word (kmem_cache is 64-byte aligned, the
 // order needs 4 bits), written after PG_slab (release) by allocate_slab and cleared by
 // discard_slab before the slab leaves the cache; 0 for every other page.
 inline constexpr std::uintptr_t SLAB_MAP_ORDER_MASK = 15;
@@ -294,8 +298,13 @@ USLUB_ALWAYS_INLINE std::uintptr_t slab_map_entry(const void* obj) {
   if (USLUB_UNLIKELY(!lookup_section(obj))) return 0;
   return __atomic_load_n(slab_map_slot(obj), __ATOMIC_ACQUIRE);
 }
+// A tag below kSlabMapClassLimit is a kmalloc class (kmalloc.hpp): (class + 1) << 4.
+inline constexpr std::uintptr_t kSlabMapClassLimit = 64 << 4;
+extern USLUB_HIDDEN kmem_cache* g_slab_map_classes[64];  // kmalloc.cpp: class -> cache
 USLUB_ALWAYS_INLINE kmem_cache* slab_map_cache(std::uintptr_t entry) {
-  return reinterpret_cast<kmem_cache*>(entry & ~SLAB_MAP_ORDER_MASK);
+  std::uintptr_t tag = entry & ~SLAB_MAP_ORDER_MASK;
+  if (tag < kSlabMapClassLimit) return tag ? g_slab_map_classes[(tag >> 4) - 1] : nullptr;
+  return reinterpret_cast<kmem_cache*>(tag);
 }
 // obj's offset in its slab (slabs are aligned to their size, like slab_offset).
 USLUB_ALWAYS_INLINE std::size_t slab_map_offset(std::uintptr_t entry, const void* obj) {

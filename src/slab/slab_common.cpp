@@ -57,6 +57,10 @@ void calculate_sizes(kmem_cache* s, std::size_t size, std::size_t align) {
   } else if (s->ctor || (s->flags & (SLAB_TYPESAFE_BY_RCU | SLAB_POISON))) {
     s->offset = static_cast<unsigned>(sz);
     sz += sizeof(void*);
+  } else if (s->flags & SLAB_KMALLOC) {
+    // kmalloc (malloc): the free pointer and free key (sheaf.hpp) at the object's start, so
+    // the class fast paths store and clear it with no offset load (glibc's tcache too).
+    s->offset = 0;
   } else {
     s->offset = static_cast<unsigned>(align_down(size / 2, sizeof(void*)));
   }
@@ -159,6 +163,7 @@ int kmem_cache_open(kmem_cache* s, page_allocator* pa, const char* name, std::si
   s->nr_cpus = platform::nr_cpu_ids();
   s->nr_nodes = pa->nr_zones();
   s->random = platform::random_u64() | 1;
+  s->map_tag = reinterpret_cast<std::uintptr_t>(s);
   s->refcount = 1;
   calculate_sizes(s, size, calculate_alignment(flags, align, size));
   calculate_order(s, s->nr_cpus);

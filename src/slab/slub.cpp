@@ -132,7 +132,7 @@ static_assert(sizeof(rcu_head16) <= sizeof(list_head) &&
               "the rcu_head of a slab waiting for a grace period must stay inside lru");
 
 void slab_map_set(page* slab, kmem_cache* s, unsigned order) {
-  auto entry = reinterpret_cast<std::uintptr_t>(s) | order;
+  auto entry = s->map_tag | order;
   std::uintptr_t* slot = slab_map_slot(slab_address(slab));
   for (std::size_t i = 0; i < std::size_t{1} << order; ++i)
     __atomic_store_n(&slot[i], entry, __ATOMIC_RELEASE);
@@ -658,7 +658,11 @@ void* cache_alloc_slow(kmem_cache* s, gfp_t gfp, int node, std::size_t orig_size
 }
 
 void cache_free_keyed(kmem_cache* s, page* slab, void* obj) {
-  if (s->nr_nodes == 1 && sheaf_free_fast(s, obj)) return;
+  if (s->nr_nodes == 1) {
+    platform::slot_push r = sheaf_free_fast(s, obj);
+    if (r == platform::slot_push::ok) return;
+    if (r == platform::slot_push::in_a_row) return sheaf_report_double_free(s, obj);
+  }
   sheaf_free_slow(s, slab ? slab : virt_to_slab(obj), obj);
 }
 

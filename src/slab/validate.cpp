@@ -76,7 +76,7 @@ bool validate_slab(kmem_cache* s, page* slab, bool on_partial, bool walk_freelis
   std::uintptr_t* map = slab_map_slot(slab_address(slab));
   for (std::size_t i = 0; i < std::size_t{1} << order; ++i) {
     std::uintptr_t got = __atomic_load_n(&map[i], __ATOMIC_ACQUIRE);
-    if (got != (reinterpret_cast<std::uintptr_t>(s) | order)) {
+    if (got != (s->map_tag | order)) {
       if (off_list && s->slab_gen.load() != gen) return true;  // discarded while we looked
       return fail(s, slab, "Slab corrupt", "slab map word of page %lu is %#lx", i, got);
     }

@@ -285,16 +285,14 @@ TEST(Kfence, AlignedAllocationsAreSampledAndKeepTheirAlignment) {
   kfree(p);
 }
 
-TEST(Kfence, OnPointsKmallocsFastPathAtTheBypassOffAtTheCaches) {
+TEST(Kfence, OnClosesKmallocsFastPathOffOpensIt) {
   ASSERT_TRUE(kmalloc_kfence_init(5, 64));
   EXPECT_EQ(g_kmalloc.ready.load(), 3);
-  for (unsigned i = 0; i < g_kmalloc.nr; ++i)
-    EXPECT_EQ(g_kmalloc.fast[i], &g_kmalloc_bypass) << "every kmalloc takes the sampling path";
-  EXPECT_FALSE(g_kmalloc_bypass.sheaf_fast_alloc);
+  EXPECT_EQ(g_kmalloc.fast_area, nullptr) << "every kmalloc takes the sampling path";
   ASSERT_TRUE(kmalloc_kfence_init(0, 0));
   EXPECT_EQ(g_kmalloc.ready.load(), 2);
-  for (unsigned i = 0; i < g_kmalloc.nr; ++i)
-    EXPECT_EQ(g_kmalloc.fast[i], g_kmalloc.caches[i]) << "off: the fast path is the caches' own";
+  if (platform::rseq_sequences_usable() && USLUB_HAVE_RSEQ_ASM)
+    EXPECT_EQ(g_kmalloc.fast_area, pcpu_area()) << "off: the class slots";
 }
 
 TEST(Kfence, AFullPoolFallsBackToTheNormalAllocator) {

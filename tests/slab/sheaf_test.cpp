@@ -16,6 +16,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "kmalloc/kmalloc.hpp"
 #include "page/page_alloc.hpp"
 #include "platform/rseq.hpp"
 #include "slab/cache_alloc.hpp"
@@ -42,7 +43,10 @@ TEST(Sheaf, CacheUsesSheavesAndRseqWhenAvailable) {
   EXPECT_EQ(in.sheaf_capacity, sheaf_default_capacity(64));
   const char* t = getenv("GLIBC_TUNABLES");
   bool rseq_off = t && strstr(t, "glibc.pthread.rseq=0");
-  EXPECT_EQ(in.sheaves_rseq != 0, USLUB_HAVE_RSEQ_ASM && !rseq_off);
+  EXPECT_EQ(in.sheaves_rseq, 0) << "statistics: the locked path (the hot slot's cap stays 0)";
+  kmem_cache_destroy(s);
+  s = kmem_cache_create("sheaf-slot", 64, 0, SLAB_NO_MERGE | SLAB_SHEAVES, nullptr);
+  EXPECT_EQ(info_of(s).sheaves_rseq != 0, USLUB_HAVE_RSEQ_ASM && !rseq_off);
   kmem_cache_destroy(s);
   kmem_cache* c = kmem_cache_create("sheaf-none", 64, 0, SLAB_NO_MERGE | SLAB_NO_SHEAVES, nullptr);
   EXPECT_EQ(info_of(c).sheaf_capacity, 0u);
@@ -289,8 +293,14 @@ TEST(Sheaf, ResizeWhileInUse) {
   EXPECT_EQ(cap.count(), 0u);
 }
 
-TEST(Sheaf, DrainDuringTrafficLosesNothing) {
-  kmem_cache* s = make("sheaf-drain", 256);
+// Drains from another CPU against the fast paths: with statistics (the slot lock word, CAS)
+// and without (the hot slot on rseq: cap 0 taken by CAS and the membarrier fence).
+static void drain_during_traffic(bool stats) {
+  kmem_cache* s =
+      stats ? make("sheaf-drain", 256)
+            : kmem_cache_create("sheaf-drain-slot", 256, 0, SLAB_NO_MERGE | SLAB_SHEAVES, nullptr);
+  if (!stats && USLUB_HAVE_RSEQ_ASM && platform::rseq_sequences_usable())
+    EXPECT_TRUE(s->sheaf_rseq) << "no statistics: the hot slot on rseq";
   std::atomic<bool> stop{false};
   std::atomic<long> dup{0};
   std::mutex mu;
@@ -318,12 +328,19 @@ TEST(Sheaf, DrainDuringTrafficLosesNothing) {
   stop = true;
   for (auto& t : ts) t.join();
   EXPECT_EQ(dup.load(), 0);
-  EXPECT_GT(info_of(s).sheaf_stat[SHEAF_REMOTE_DRAIN], 100u);
+  if (stats) EXPECT_GT(info_of(s).sheaf_stat[SHEAF_REMOTE_DRAIN], 100u);
   EXPECT_EQ(kmem_cache_validate(s), 0);
   kmem_cache_shrink(s);
   report_capture cap;
   kmem_cache_destroy(s);
   EXPECT_EQ(cap.count(), 0u);
+}
+
+TEST(Sheaf, DrainDuringTrafficLosesNothing) {
+  drain_during_traffic(true);
+}
+TEST(Sheaf, DrainDuringTrafficLosesNothingOnTheHotSlot) {
+  drain_during_traffic(false);
 }
 
 TEST(Sheaf, ConcurrentDrainAllPiggyback) {
@@ -406,8 +423,22 @@ TEST(Sheaf, AlienFreesGoBackToTheirNodeOnAFakeTwoNodeMachine) {
 
 static void on_usr1(int) {}
 
-TEST(SheafStorm, SignalsAndPreemptionNeverLoseOrDuplicate) {
-  kmem_cache* s = make("sheaf-storm", 40);
+// Threads (8 per CPU, so preempted inside sequences) allocate and free under a storm of
+// signals (each one aborts the sequence it lands in).  kind 0: a cache with statistics (the
+// locked path), 1: without (the hot slot on rseq), 2: kmalloc (the class slot, keyed push).
+static void signal_storm(int kind) {
+  kmem_cache* s = kind == 0   ? make("sheaf-storm", 40)
+                  : kind == 1 ? kmem_cache_create("sheaf-storm-slot", 40, 0,
+                                                  SLAB_NO_MERGE | SLAB_SHEAVES, nullptr)
+                              : nullptr;
+  auto alloc = [&] { return s ? kmem_cache_alloc(s, 0) : kmalloc(40, 0); };
+  auto release = [&](void* p) { s ? kmem_cache_free(s, p) : kfree(p); };
+  std::uint64_t aborts = platform::rseq_abort_count();
+  report_capture during;  // no false report (a push aborted after its key store)
+  // kmalloc: every other free on the checked path, so that a push restarted after its key
+  // store meets the check on its next try (a false "Object already free" if the key stayed).
+  std::int32_t saved_rate = g_double_free_rate;
+  if (kind == 2) g_double_free_rate = 2;
   const int nthreads = 8 * static_cast<int>(platform::nr_cpu_ids());
   struct sigaction sa {};
   sa.sa_handler = on_usr1;
@@ -427,21 +458,21 @@ TEST(SheafStorm, SignalsAndPreemptionNeverLoseOrDuplicate) {
       std::mt19937 rng(t);
       for (int i = 0; i < iters; ++i) {
         if (mine.size() < 40 && (rng() & 1)) {
-          auto* p = static_cast<uint64_t*>(kmem_cache_alloc(s, 0));
-          if (*p == 0xfeedfacecafebeefull) dup++;  // still marked as someone's live object
-          *p = 0xfeedfacecafebeefull;
+          auto* p = static_cast<uint64_t*>(alloc());
+          if (p[1] == 0xfeedfacecafebeefull) dup++;  // still marked as someone's live object
+          p[1] = 0xfeedfacecafebeefull;              // (word 0 is kmalloc's free key)
           mine.push_back(p);
         } else if (!mine.empty()) {
           uint64_t* p = mine.back();
           mine.pop_back();
-          if (*p != 0xfeedfacecafebeefull) bad++;
-          *p = 0;
-          kmem_cache_free(s, p);
+          if (p[1] != 0xfeedfacecafebeefull) bad++;
+          p[1] = 0;
+          release(p);
         }
       }
       for (auto* p : mine) {
-        *p = 0;
-        kmem_cache_free(s, p);
+        p[1] = 0;
+        release(p);
       }
       done++;
       while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -459,6 +490,15 @@ TEST(SheafStorm, SignalsAndPreemptionNeverLoseOrDuplicate) {
   for (auto& t : ts) t.join();
   EXPECT_EQ(dup.load(), 0);
   EXPECT_EQ(bad.load(), 0);
+  if (kind > 0 && USLUB_HAVE_RSEQ_ASM && platform::rseq_sequences_usable())
+    EXPECT_GT(platform::rseq_abort_count(), aborts) << "the storm aborted sequences";
+  g_double_free_rate = saved_rate;
+  EXPECT_EQ(during.count(), 0u) << (during.count() ? during.reports()[0] : "");
+  if (!s) {
+    kmem_cache* k = kmalloc_slab(40);
+    EXPECT_EQ(kmem_cache_validate(k), 0);
+    return;
+  }
   EXPECT_EQ(kmem_cache_validate(s), 0);
   auto in = info_of(s);
   EXPECT_EQ(in.active_objs, 0u) << "validate flushed every sheaf: no object may be missing";
@@ -466,6 +506,16 @@ TEST(SheafStorm, SignalsAndPreemptionNeverLoseOrDuplicate) {
   report_capture cap;
   kmem_cache_destroy(s);
   EXPECT_EQ(cap.count(), 0u) << (cap.count() ? cap.reports()[0] : "");
+}
+
+TEST(SheafStorm, SignalsAndPreemptionNeverLoseOrDuplicate) {
+  signal_storm(0);
+}
+TEST(SheafStorm, SignalsAndPreemptionNeverLoseOrDuplicateOnTheHotSlot) {
+  signal_storm(1);
+}
+TEST(SheafStorm, SignalsAndPreemptionNeverLoseOrDuplicateOnKmallocsClassSlot) {
+  signal_storm(2);
 }
 
 }  // namespace uslub::test
