@@ -2,7 +2,8 @@
 # The main job: installs dependencies, builds Release and prints the benchmark tables:
 # the page allocator, sheaves vs the classic per-CPU slab, the allocator comparison on
 # every workload against glibc, jemalloc, tcmalloc and mimalloc (plus mimalloc3/snmalloc when
-# built with scripts/build-peers.sh, and any NAME=/path/lib.so given), and, when given the
+# built with scripts/build-peers.sh, and any NAME=/path/lib.so given), the latency percentiles
+# of every malloc and free under the same allocators, and, when given the
 # mimalloc-bench sources, the public mimalloc-bench programs under the same allocators.
 #   ./scripts/main.sh [--rounds N] [--quick] [--mimalloc-bench DIR] [NAME=/path/lib.so ...]
 # --mimalloc-bench DIR: a mimalloc-bench checkout or bare git mirror (for example
@@ -28,6 +29,8 @@ echo "== sheaves vs per-CPU slab =="
 ./build-release/bench/bench_sheaf_sheaf_vs_cpuslab --quick
 echo "== allocator comparison (bench/workloads) =="
 python3 bench/workloads/run.py --build build-release "${args[@]}"
+echo "== latency of every malloc and free (bench/latency) =="
+python3 bench/latency/run.py --build build-release "${args[@]}"
 if [ -n "$mb" ]; then
   echo "== mimalloc-bench (bench/public) =="
   bench/public/mimalloc_bench.sh --src "$mb" --build build-release "${args[@]}"
