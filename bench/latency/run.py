@@ -182,6 +182,7 @@ def svg_ccdf(panels, names, hz, path):
 
 
 def main():
+    tree = commit()  # the tree measured, whatever is committed while the run goes on
     argv = sys.argv[1:]
     if "-h" in argv or "--help" in argv:
         print(__doc__)
@@ -270,7 +271,7 @@ def main():
     cmd = "python3 bench/latency/run.py " + " ".join(sys.argv[1:])
     load = os.getloadavg()
     lines = [f"Command: `{cmd}`", "",
-             f"uslub {commit()}, {rounds} rounds of {ops} operations per configuration and "
+             f"uslub {tree}, {rounds} rounds of {ops} operations per configuration and "
              f"allocator, {remote:g} of the frees remote (several threads), "
              f"{datetime.date.today()}, {ncpu} CPUs, TSC {hz / 1e9:.3f} GHz, load average at the "
              f"end {load[0]:.1f}.", "",
@@ -316,7 +317,7 @@ def main():
     print(text)
     outdir = os.path.join(ROOT, "bench", "results")
     os.makedirs(outdir, exist_ok=True)
-    stem = os.path.join(outdir, f"{datetime.date.today()}-{stem_name}-{commit()}")
+    stem = os.path.join(outdir, f"{datetime.date.today()}-{stem_name}-{tree}")
     with open(stem + ".md", "w") as f:
         f.write(text + "\n")
     with open(stem + ".csv", "w", newline="") as f:

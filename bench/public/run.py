@@ -150,6 +150,7 @@ def commit():
 
 
 def main():
+    tree = commit()  # the tree measured, whatever is committed while the run goes on
     argv = sys.argv[1:]
     if "-h" in argv or "--help" in argv:
         print(__doc__)
@@ -238,7 +239,7 @@ def main():
     cmd = "bench/public/mimalloc_bench.sh " + " ".join(a for a in sys.argv[1:])
     load = os.getloadavg()
     lines = [f"Command: `{cmd}`", "",
-             f"mimalloc-bench {bench_commit}, uslub {commit()}, {rounds} rounds"
+             f"mimalloc-bench {bench_commit}, uslub {tree}, {rounds} rounds"
              f"{'' if rounds == planned else f' (of {planned} planned; stopped)'}"
              f"{' (short form)' if quick else ''}, PROCS={procs}, {datetime.date.today()}, "
              f"{os.cpu_count()} CPUs, load average at the end {load[0]:.1f}.", "",
@@ -299,7 +300,7 @@ def main():
     print(text)
     outdir = os.path.join(ROOT, "bench", "results")
     os.makedirs(outdir, exist_ok=True)
-    stem = os.path.join(outdir, f"{datetime.date.today()}-{stem_name}-{commit()}")
+    stem = os.path.join(outdir, f"{datetime.date.today()}-{stem_name}-{tree}")
     with open(stem + ".md", "w") as f:
         f.write(text + "\n")
     with open(stem + ".csv", "w", newline="") as f:
