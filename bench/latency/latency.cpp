@@ -4,7 +4,7 @@
 // put under it with LD_PRELOAD; bench/latency/run.py runs it under uslub and every peer.
 //
 //   latency [--api malloc|kmem] [--threads N] [--ops N] [--remote F] [--slots N] [--size N]
-//           [--seed S]
+//           [--seed S] [--sheaf-capacity N]
 //
 // Each thread owns --slots slots and repeats --ops / threads times: pick a slot at random; if it
 // holds a block, free it (timed) or, with probability --remote (threads > 1), hand it to a
@@ -16,7 +16,9 @@
 //
 // --api kmem times kmem_cache_alloc/kmem_cache_free on one cache of --size bytes (default 64)
 // instead; it needs uslub's kmem_cache API in the process (LD_PRELOAD of libuslub.so) and looks
-// it up with dlsym, so the program itself is not linked to uslub.
+// it up with dlsym, so the program itself is not linked to uslub.  --sheaf-capacity N sets that
+// cache's sheaf capacity (kmem_cache_set_sheaf_capacity) to see how a refill's or a flush's
+// length shows in the tail.
 //
 // The cost of the empty timer pair (its minimum over 10000 tries, printed as overhead_cycles) is
 // subtracted from every sample.  Samples include everything the calling thread lived through:
@@ -245,7 +247,7 @@ uint64_t timer_overhead() {
 [[noreturn]] void usage() {
   fprintf(stderr,
           "usage: latency [--api malloc|kmem] [--threads N] [--ops N] [--remote F] "
-          "[--slots N] [--size N] [--seed S]\n");
+          "[--slots N] [--size N] [--seed S] [--sheaf-capacity N]\n");
   exit(2);
 }
 
@@ -258,6 +260,7 @@ int main(int argc, char** argv) {
   size_t slots = 2048;
   uint64_t seed = 1;
   const char* api = "malloc";
+  unsigned sheaf_capacity = 0;
   for (int i = 1; i < argc; ++i) {
     auto arg = [&](const char* name) {
       if (strcmp(argv[i], name) != 0) return false;
@@ -276,6 +279,8 @@ int main(int argc, char** argv) {
       g_fixed_size = strtoull(argv[++i], nullptr, 10);
     else if (arg("--seed"))
       seed = strtoull(argv[++i], nullptr, 10);
+    else if (arg("--sheaf-capacity"))
+      sheaf_capacity = static_cast<unsigned>(strtoul(argv[++i], nullptr, 10));
     else if (arg("--api"))
       api = argv[++i];
     else
@@ -298,6 +303,14 @@ int main(int argc, char** argv) {
     if (!g_cache) {
       fprintf(stderr, "latency: kmem_cache_create failed\n");
       return 1;
+    }
+    if (sheaf_capacity) {
+      using cap_fn = int (*)(kmem_cache*, unsigned);
+      auto set_cap = reinterpret_cast<cap_fn>(dlsym(RTLD_DEFAULT, "kmem_cache_set_sheaf_capacity"));
+      if (!set_cap || set_cap(g_cache, sheaf_capacity) != 0) {
+        fprintf(stderr, "latency: kmem_cache_set_sheaf_capacity(%u) failed\n", sheaf_capacity);
+        return 1;
+      }
     }
     g_kmem = true;
   } else if (strcmp(api, "malloc") != 0) {
