@@ -12,11 +12,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mb="${MIMALLOC_BENCH:-}"
-args=()
+args=()    # every argument but --mimalloc-bench, for bench/workloads/run.py
+common=()  # those the latency and mimalloc-bench runners share: --rounds, --quick, NAME=lib
 while [ $# -gt 0 ]; do
   case "$1" in
     --mimalloc-bench) mb="$2"; shift ;;
     --mimalloc-bench=*) mb="${1#*=}" ;;
+    --rounds) args+=("$1" "$2"); common+=("$1" "$2"); shift ;;
+    --quick | *=*) args+=("$1"); common+=("$1") ;;
     *) args+=("$1") ;;
   esac
   shift
@@ -30,8 +33,8 @@ echo "== sheaves vs per-CPU slab =="
 echo "== allocator comparison (bench/workloads) =="
 python3 bench/workloads/run.py --build build-release "${args[@]}"
 echo "== latency of every malloc and free (bench/latency) =="
-python3 bench/latency/run.py --build build-release "${args[@]}"
+python3 bench/latency/run.py --build build-release "${common[@]}"
 if [ -n "$mb" ]; then
   echo "== mimalloc-bench (bench/public) =="
-  bench/public/mimalloc_bench.sh --src "$mb" --build build-release "${args[@]}"
+  bench/public/mimalloc_bench.sh --src "$mb" --build build-release "${common[@]}"
 fi
