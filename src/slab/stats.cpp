@@ -165,7 +165,19 @@ std::uint64_t sheaf_parked_objects(kmem_cache* s) {
     // so holding it makes these reads ordered (TSan would flag the racy reads below).
     if (!pcs_trylock(pcs)) continue;
 #endif
-    n += clamp_size(__atomic_load_n(&pcs->main, __ATOMIC_RELAXED));
+    if (s->sheaf_rseq) {
+      // A published slot holds main's true count (main->size is stale until the slot is
+      // taken); a held slot (cap 0) has put it back into main.
+      const sheaf_slot* sl = pcpu_slot(c, s->slot_off);
+      std::uint32_t cap = __atomic_load_n(&sl->cap, __ATOMIC_ACQUIRE);
+      std::uint32_t size = __atomic_load_n(&sl->size, __ATOMIC_RELAXED);
+      if (cap == 0)
+        n += clamp_size(__atomic_load_n(&pcs->main, __ATOMIC_RELAXED));
+      else if (cap != kSlotNoSheaf)
+        n += size < cap ? size : cap;
+    } else {
+      n += clamp_size(__atomic_load_n(&pcs->main, __ATOMIC_RELAXED));
+    }
     n += clamp_size(__atomic_load_n(&pcs->spare, __ATOMIC_RELAXED));
     unsigned alien = __atomic_load_n(&pcs->nr_alien, __ATOMIC_RELAXED);
     n += alien < kAlienBatch ? alien : kAlienBatch;
