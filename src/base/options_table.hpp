@@ -43,8 +43,12 @@ inline constexpr opt_desc kOptions[] = {
     {"USLUB_LEAK_SUPPRESS", opt_kind::text, "", "",
      "leak report: a file of suppressions, one `leak:pattern` (function, file or library "
      "substring, * wildcard) a line"},
-    {"USLUB_DOUBLE_FREE", opt_kind::boolean, "1", "",
-     "the always-on double-free check on free (0: faster, a double free goes unnoticed)"},
+    {"USLUB_NUMA_BIND", opt_kind::boolean, "1", "",
+     "bind each node's memory sections to their node (mbind MPOL_PREFERRED); 0 leaves placement "
+     "to first touch"},
+    {"USLUB_DOUBLE_FREE", opt_kind::boolean, "1", "strict",
+     "double-free check of free: 1 in a row + sampled 1/64 + at flush, strict every free, 0 "
+     "in a row only"},
     {"USLUB_KFENCE_SAMPLE", opt_kind::number, "0", "",
      "KFENCE: one allocation in N (per thread) on a guard page; 0 off"},
     {"USLUB_KFENCE_POOL_PAGES", opt_kind::number, "255", "", "KFENCE pool size in objects"},

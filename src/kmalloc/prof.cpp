@@ -60,8 +60,8 @@ std::uint64_t g_dropped;  // prof_lock
 // from the top of each stack (the profile names the program's call sites).
 std::uintptr_t g_self_lo, g_self_hi;
 
-thread_local std::int64_t t_bytes_left = 0;
-thread_local bool t_drawn = false;
+__attribute__((tls_model("initial-exec"))) thread_local std::int64_t t_bytes_left = 0;
+__attribute__((tls_model("initial-exec"))) thread_local bool t_drawn = false;
 
 std::int64_t draw_interval() {
   // Exponential with mean g_rate: -ln(U) * rate, U uniform in (0, 1].

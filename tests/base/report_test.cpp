@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/report.hpp"
+#include "test_support.hpp"
 
 namespace uslub {
 namespace {
@@ -76,6 +77,7 @@ TEST(ReportHook, EachCallGetsItsOwnArgumentAndNoneOutlivesItsRemoval) {
 }
 
 TEST(ReportHook, SignalSafeReportsAreCountedAndWrittenButNotHooked) {
+  test::expect_reports_begin();  // both reports below are this test's own
   setenv("USLUB_LOG", "/dev/null", 1);
   report_prepare_signal_safe();
   static std::atomic<int> hooked{0};
@@ -87,7 +89,8 @@ TEST(ReportHook, SignalSafeReportsAreCountedAndWrittenButNotHooked) {
   EXPECT_EQ(hooked.load(), 0);
   report_info("an ordinary report");
   EXPECT_EQ(hooked.load(), 1);
-  set_report_hook(nullptr, nullptr);
+  test::install_default_report_hook();
+  test::expect_reports_end();
 }
 
 }  // namespace

@@ -73,6 +73,7 @@ TEST(DebugEnvChild, OverflowAndLeak) {
 // allocates twice and prints whether the block came back both times.
 TEST(DebugEnvChild, DoubleFree) {
   if (!child()) GTEST_SKIP() << "run by DebugEnv.DoubleFree*";
+  report_capture cap;
   cpu_set_t one;
   CPU_ZERO(&one);
   CPU_SET(sched_getcpu(), &one);
@@ -94,6 +95,7 @@ TEST(DebugEnvChild, DoubleFree) {
 // compare passes it over (its sampled check may or may not see it); strict reports it.
 TEST(DebugEnvChild, DoubleFreeApart) {
   if (!child()) GTEST_SKIP() << "run by DebugEnv.DoubleFree*";
+  report_capture cap;
   cpu_set_t one;
   CPU_ZERO(&one);
   CPU_SET(sched_getcpu(), &one);
@@ -110,6 +112,7 @@ TEST(DebugEnvChild, DoubleFreeApart) {
   void* b = malloc(40);
   void* c = malloc(40);
   printf("handed out twice: %d\n", (a == p) + (b == p) + (c == p) > 1);
+  printf("child reports: %zu\n", cap.count());
   static void* volatile sink[4];
   sink[0] = keep, sink[1] = a, sink[2] = b, sink[3] = c;
 }
@@ -144,6 +147,7 @@ TEST(DebugEnv, StrictReportsADoubleFreeApart) {
   std::string out = run_child("USLUB_DOUBLE_FREE=strict USLUB_LEAK_REPORT=0", "DoubleFreeApart");
   EXPECT_NE(out.find("uslub: BUG kmalloc-48: Object already free"), std::string::npos) << out;
   EXPECT_NE(out.find("handed out twice: 0"), std::string::npos) << out;
+  EXPECT_NE(out.find("child reports: 1\n"), std::string::npos) << out;
   EXPECT_NE(out.find("[  PASSED  ] 1 test"), std::string::npos) << out;
 }
 

@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "kfence/kfence.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -96,6 +97,7 @@ namespace {
 
 TEST(ReportsChild, DoubleFree) {
   if (!child()) GTEST_SKIP() << "run by Reports.* with the environment set";
+  uslub::test::report_capture cap;  // this child provokes its report
   void* p = reports_allocating_site(40);
   reports_first_free_site(p);
   reports_second_free_site(p);
@@ -233,6 +235,7 @@ TEST(ReportsChild, KfenceUseAfterFree) {
 
 TEST(ReportsChild, KfenceDoubleFree) {
   if (!child()) GTEST_SKIP() << "run by Reports.* with the environment set";
+  uslub::test::report_capture cap;  // this child provokes its report
   char* p = kfence_block();
   ASSERT_NE(p, nullptr);
   reports_first_free_site(p);
