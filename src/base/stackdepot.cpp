@@ -6,6 +6,8 @@
 #include <cstring>
 #include <mutex>
 
+#include "sync/preempt.hpp"
+
 namespace uslub {
 
 struct stack_record {
@@ -49,6 +51,10 @@ void* depot_alloc(std::size_t size) {
       std::size_t off = c->used.fetch_add(size, std::memory_order_relaxed);
       if (off + size <= c->cap) return c->data + off;
     }
+    preempt_count_inc();  // fork's prepare takes depot_lock (sync/preempt.hpp)
+    struct uncount {
+      ~uncount() { preempt_count_dec(); }  // after g's unlock (g is destroyed first)
+    } u;
     std::lock_guard<std::mutex> g(depot_lock);
     if (g_chunk.load(std::memory_order_relaxed) != c) continue;  // someone mapped one
     void* m = mmap(nullptr, kChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -104,10 +110,12 @@ std::size_t stack_depot_bytes() {
 }
 
 void stack_depot_fork_prepare() {
+  preempt_count_inc();
   depot_lock.lock();
 }
 void stack_depot_fork_release() {
   depot_lock.unlock();  // the child's only thread is the one that locked it
+  preempt_count_dec();
 }
 
 }  // namespace uslub

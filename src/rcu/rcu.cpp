@@ -21,6 +21,7 @@
 #include "base/compiler.hpp"
 #include "base/report.hpp"
 #include "platform/platform.hpp"
+#include "sync/preempt.hpp"
 #include "sync/spinlock.hpp"
 
 #if USLUB_TSAN
@@ -83,7 +84,9 @@ char g_tsan_gp;  // the sync object of read sections and grace periods
 constexpr std::uint32_t kDraining = 1u << 30, kClosed = 1u << 31, kHolders = kDraining - 1;
 std::atomic<std::uint32_t> g_gate{0};
 
+// A gate holder counts in preempt_count: a fork's prepare waits for the gate's holders.
 void gate_enter() {
+  preempt_count_inc();
   if (t_gate++ > 0) return;
   for (;;) {
     std::uint32_t v = g_gate.load(std::memory_order_acquire);
@@ -96,9 +99,11 @@ void gate_enter() {
 }
 
 void gate_exit() {
-  if (--t_gate > 0) return;
-  std::uint32_t v = g_gate.fetch_sub(1, std::memory_order_release) - 1;
-  if ((v & kDraining) && (v & kHolders) == 0) platform::futex_wake(&g_gate, INT32_MAX);
+  if (--t_gate == 0) {
+    std::uint32_t v = g_gate.fetch_sub(1, std::memory_order_release) - 1;
+    if ((v & kDraining) && (v & kHolders) == 0) platform::futex_wake(&g_gate, INT32_MAX);
+  }
+  preempt_count_dec();
 }
 
 struct gate_guard {
@@ -228,6 +233,7 @@ int nfork_hooks() {
 }
 
 void fork_prepare() {
+  if (fork_handler_enter()) return;  // fork from a signal handler inside uslub: preempt.hpp
   // Concurrent forks: glibc already runs one fork's handlers at a time; this makes it explicit
   // (and visible to TSan).  Released by the parent, re-initialised in the child.
   pthread_mutex_lock(&g_fork_lock);
@@ -248,6 +254,7 @@ void fork_prepare() {
 }
 
 void fork_parent() {
+  if (fork_handler_exit()) return;
   for (int i = nfork_hooks(); i-- > 0;)
     if (g_fork_hooks[i].parent) g_fork_hooks[i].parent();
   if (g_used.load(std::memory_order_acquire) && !g_fork_skipped) {
@@ -258,6 +265,7 @@ void fork_parent() {
 }
 
 void fork_child() {
+  if (fork_handler_exit()) return;
   for (int i = nfork_hooks(); i-- > 0;)
     if (g_fork_hooks[i].child) g_fork_hooks[i].child();
   if (g_used.load(std::memory_order_acquire) && !g_fork_skipped) {
@@ -336,8 +344,11 @@ void rcu_init() {
   int expected = 0;
   if (g_init.compare_exchange_strong(expected, 1)) {
     // The default callback thread now, outside the gate: a later call_rcu never takes
-    // liburcu's call_rcu_mutex, which call_rcu_before_fork holds across a fork.
+    // liburcu's call_rcu_mutex, which call_rcu_before_fork holds across a fork (and takes: so
+    // a holder counts in preempt_count).
+    preempt_count_inc();
     urcu_memb_get_default_call_rcu_data();
+    preempt_count_dec();
     g_used.store(true, std::memory_order_release);
     g_init.store(2, std::memory_order_release);
     return;
@@ -464,7 +475,9 @@ void rcu_barrier() {
   // queued before it, so the last round leaves no callback queued by a callback behind.
   for (;;) {
     unsigned long chained = g_chained.load(std::memory_order_acquire);
+    preempt_count_inc();  // takes call_rcu_mutex, which fork's prepare takes (preempt.hpp)
     urcu_memb_barrier();
+    preempt_count_dec();
     if (g_chained.load(std::memory_order_acquire) == chained) break;
   }
 #if USLUB_TSAN

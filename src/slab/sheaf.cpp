@@ -42,8 +42,10 @@ USLUB_ALWAYS_INLINE unsigned sheaf_capacity_of(const kmem_cache* s) {
 slub_percpu_sheaves* pcs_lock_local(kmem_cache* s) {
 #if USLUB_HAVE_RSEQ_ASM
   if (s->sheaf_rseq) {
+    preempt_count_inc();  // (pcs_trylock's rule)
     int cpu = platform::rseq_lock_slot<offsetof(slub_percpu_sheaves, lock)>(
         reinterpret_cast<char*>(s->cpu_sheaves), sizeof(slub_percpu_sheaves));
+    if (cpu < 0) preempt_count_dec();
     return cpu < 0 ? nullptr : &s->cpu_sheaves[cpu];
   }
 #endif
@@ -54,12 +56,14 @@ slub_percpu_sheaves* pcs_lock_local(kmem_cache* s) {
 // Locks another CPU's slot, waiting for a holder, and restarts its in-flight sequences.
 void pcs_lock_remote(kmem_cache* s, unsigned cpu) {
   slub_percpu_sheaves* pcs = &s->cpu_sheaves[cpu];
+  preempt_count_inc();  // a waiter counts too (preempt.hpp) ...
   for (int spins = 0; !pcs_trylock(pcs); ++spins) {
     if (spins < 64)
       cpu_relax();
     else
       sched_yield();
   }
+  preempt_count_dec();  // ... until pcs_trylock's own count holds it
   if (s->sheaf_rseq && platform::rseq_fence_cpu(cpu) != 0)
     panic("membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ) failed after registration");
 }

@@ -28,6 +28,7 @@
 #include "slab/debug.hpp"
 #include "slab/sheaf.hpp"
 #include "slab/slab.hpp"
+#include "sync/preempt.hpp"
 
 namespace uslub {
 namespace {
@@ -316,6 +317,7 @@ void for_each_kmem_cache(void (*fn)(kmem_cache*, void*), void* arg) {
 }
 
 void slab_fork_prepare() {
+  if (fork_handler_enter()) return;  // fork from a signal handler inside uslub: preempt.hpp
   slab_init();
   slab_config_lock(slab_mutex);
   flush_mutex_lock();
@@ -346,10 +348,10 @@ static void slab_fork_release() {
 }
 
 void slab_fork_parent() {
-  slab_fork_release();
+  if (!fork_handler_exit()) slab_fork_release();
 }
 void slab_fork_child() {
-  slab_fork_release();
+  if (!fork_handler_exit()) slab_fork_release();
 }
 
 void slab_fill_info(kmem_cache* s, kmem_cache_info* info) {

@@ -19,6 +19,7 @@
 
 #include "base/compiler.hpp"
 #include "sync/lockdep.hpp"
+#include "sync/preempt.hpp"
 
 namespace uslub {
 
@@ -31,7 +32,9 @@ class local_trylock_t {
   void set_class(const lock_class_key* cls) { cls_ = cls; }
 
   USLUB_ALWAYS_INLINE bool try_lock() {
+    preempt_count_inc();  // before: see preempt.hpp
     if (USLUB_UNLIKELY(locked_.exchange(1, std::memory_order_acquire) != 0)) {
+      preempt_count_dec();
       failed_.store(failed_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       return false;
     }
@@ -41,6 +44,7 @@ class local_trylock_t {
 
   // For drains and other rare callers that must get this lock.
   void lock_wait() {
+    preempt_count_inc();
     for (int spins = 0; !try_lock_quiet(); ++spins) {
       if (spins < 64)
         cpu_relax();
@@ -53,6 +57,7 @@ class local_trylock_t {
   USLUB_ALWAYS_INLINE void unlock() {
     lockdep_release(cls_, this);
     locked_.store(0, std::memory_order_release);
+    preempt_count_dec();
   }
 
   bool is_locked() const { return locked_.load(std::memory_order_relaxed) != 0; }
