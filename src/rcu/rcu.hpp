@@ -26,7 +26,11 @@
 //     constructor right after slab_fork_*, so ours prepare first and release last
 //     (pthread_atfork runs prepare handlers in reverse); without the malloc layer, on first use.
 //     Forking from inside a read section is unsupported: reported, and the RCU part of the
-//     protocol is skipped (the child's RCU may then hang).
+//     protocol is skipped (the child's RCU may then hang).  A fork from a signal handler that
+//     interrupted uslub on this thread (a gate holder, or any allocator lock: in_atomic(),
+//     sync/preempt.hpp) skips every handler's work, RCU's included (fork_handler_enter).
+//     A gate holder counts in preempt_count, and so does a caller of liburcu's functions that
+//     take call_rcu_mutex (urcu_memb_get_default_call_rcu_data, urcu_memb_barrier).
 //   - deferred work: one monitor thread (rcu_kick_monitor) runs the monitor hooks (kfree_rcu's
 //     and the fragment pools' batch flushes) every kMonitorPeriodMs while any reports open
 //     work, and sleeps on a futex otherwise.
