@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "sync/lockdep.hpp"
+#include "sync/preempt.hpp"
 
 namespace uslub {
 
@@ -38,12 +39,14 @@ constinit lock_class_key depot_lock_key{"stack_depot_lock"};
 // locks by tracking (slub_debug 'U') and last by fork's prepare.
 struct depot_guard {
   depot_guard() {
+    preempt_count_inc();  // fork's prepare takes depot_lock (sync/preempt.hpp)
     lockdep_acquire(&depot_lock_key, &depot_lock, false);
     depot_lock.lock();
   }
   ~depot_guard() {
     lockdep_release(&depot_lock_key, &depot_lock);
     depot_lock.unlock();
+    preempt_count_dec();
   }
   depot_guard(const depot_guard&) = delete;
   depot_guard& operator=(const depot_guard&) = delete;
@@ -122,12 +125,14 @@ std::size_t stack_depot_bytes() {
 }
 
 void stack_depot_fork_prepare() {
+  preempt_count_inc();
   lockdep_acquire(&depot_lock_key, &depot_lock, false);
   depot_lock.lock();
 }
 void stack_depot_fork_release() {
   lockdep_release(&depot_lock_key, &depot_lock);
   depot_lock.unlock();  // the child's only thread is the one that locked it
+  preempt_count_dec();
 }
 
 }  // namespace uslub

@@ -17,9 +17,10 @@
 // for itself): those go on, so the bound holds for producers outside read sections.
 //
 // Fallbacks when no page can be had for a batch: kfree_rcu uses the object's own rcu_head
-// (call_rcu per object, never sleeps).  The headless form waits for a grace period
-// (synchronize_rcu) and frees at once; inside a read section or a callback it cannot wait, so
-// the object is leaked, with a one-time report ("kfree_rcu: Headless object leaked").
+// (call_rcu per object, never sleeps; counted in g_pending until its callback has freed it, so
+// that kvfree_rcu_barrier waits for it as for a batched one).  The headless form waits for a grace
+// period (synchronize_rcu) and frees at once; inside a read section or a callback it cannot wait,
+// so the object is leaked, with a one-time report ("kfree_rcu: Headless object leaked").
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
@@ -118,7 +119,7 @@ kfree_rcu_batch* detach(kfree_rcu_cpu* krc) {
   lockdep_assert_held(&krc->lock);
   kfree_rcu_batch* b = krc->cur;
   __atomic_store_n(&krc->cur, nullptr, __ATOMIC_RELAXED);  // peeked at without the lock
-  rcu_detach_batch();
+  rcu_detach_batch(&b->rh);
   return b;
 }
 
@@ -171,8 +172,10 @@ void barrier_hook() {
   flush_all_batches(true);
 }
 
+// The fallback's callback (call_rcu_kvfree): the object is counted in g_pending until freed.
 void kvfree_fn(void* p) {
   kfree(p);
+  g_pending.fetch_sub(1, std::memory_order_release);  // (free_batch's release, for one object)
 }
 
 USLUB_NOINLINE void set_up() {
@@ -241,7 +244,11 @@ void uslub_kfree_rcu_offset(void* ptr, size_t head_offset) {
     return;
   }
   if (kfree_rcu_queue(ptr)) return;
-  // The kernel's trick: the head's callback slot holds its offset in the object.
+  // The kernel's trick: the head's callback slot holds its offset in the object.  Counted as
+  // pending like a batched object, so that kvfree_rcu_barrier (kmem_cache_destroy) waits for
+  // it too; kvfree_fn uncounts it once freed.
+  long p = g_pending.fetch_add(1, std::memory_order_relaxed) + 1;
+  raise_peak(g_peak, p);
   call_rcu_kvfree(reinterpret_cast<rcu_head*>(static_cast<char*>(ptr) + head_offset), head_offset);
 }
 

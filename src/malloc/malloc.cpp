@@ -31,6 +31,7 @@
 #include "base/bits.hpp"
 #include "kmalloc/kmalloc.hpp"
 #include "rcu/rcu.hpp"
+#include "sync/preempt.hpp"
 
 using namespace uslub;
 
@@ -40,17 +41,22 @@ std::atomic<int> g_atfork{0};
 
 // kfence_lock is a leaf: taken after every slab and page lock, released first.
 // huge_lock is a leaf too (no lock and no system call under it).
+// A fork from a signal handler that interrupted uslub on this thread takes nothing and
+// releases nothing (fork_handler_enter: sync/preempt.hpp); slab_fork_* decide alike.
 void malloc_fork_prepare() {
+  if (fork_handler_enter()) return;
   slab_fork_prepare();
   huge_fork_prepare();
   kfence_fork_prepare();
 }
 void malloc_fork_parent() {
+  if (fork_handler_exit()) return;
   kfence_fork_release();
   huge_fork_release();
   slab_fork_parent();
 }
 void malloc_fork_child() {
+  if (fork_handler_exit()) return;
   kfence_fork_release();
   huge_fork_release();
   slab_fork_child();

@@ -379,8 +379,10 @@ void page_allocator::free_pages_bulk(page** pages, int nr, unsigned order) {
 // drain mutex, every pcp lock of every zone, then every zone lock (pcp->lock before
 // zone->lock across zones too, so the order is the same as everywhere else).
 void page_allocator::fork_prepare() {
-  for (unsigned n = 0; n < nr_zones_; ++n)
+  for (unsigned n = 0; n < nr_zones_; ++n) {
+    preempt_count_inc();
     while (zones_[n]->reclaiming.exchange(true, std::memory_order_acquire)) sched_yield();
+  }
   drain_mutex_.lock();
   for (unsigned n = 0; n < nr_zones_; ++n)
     for (unsigned c = 0; c < nr_cpus_; ++c) zones_[n]->pcp[c].lock.lock_wait(&drain_mutex_);
@@ -392,8 +394,10 @@ void page_allocator::fork_release() {
   for (unsigned n = nr_zones_; n-- > 0;)
     for (unsigned c = nr_cpus_; c-- > 0;) zones_[n]->pcp[c].lock.unlock();
   drain_mutex_.unlock();
-  for (unsigned n = nr_zones_; n-- > 0;)
+  for (unsigned n = nr_zones_; n-- > 0;) {
     zones_[n]->reclaiming.store(false, std::memory_order_release);
+    preempt_count_dec();
+  }
 }
 
 std::size_t page_allocator::nr_free(unsigned order) const {

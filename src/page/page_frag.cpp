@@ -147,7 +147,7 @@ frag_batch* take_open(frag_pool* pool, bool all) {
   if (!b || !b->n || (!all && platform::coarse_ms() - b->opened_ms < kFragDeferDelayMs))
     return nullptr;
   pool->open = nullptr;
-  rcu_detach_batch();
+  rcu_detach_batch(&b->rh);
   return b;
 }
 

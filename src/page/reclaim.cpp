@@ -29,12 +29,17 @@ void page_allocator::maybe_reclaim(zone* z, std::uint64_t now_ms) {
   if (bound && eighth > bound) bound = eighth;
   bool over = bound && resident * PAGE_SIZE > bound;
   if (USLUB_LIKELY(!over && now_ms < z->next_reclaim_ms.load(std::memory_order_relaxed))) return;
-  if (z->reclaiming.exchange(true, std::memory_order_acquire)) return;
+  preempt_count_inc();  // the flag is waited for by fork's prepare (sync/preempt.hpp)
+  if (z->reclaiming.exchange(true, std::memory_order_acquire)) {
+    preempt_count_dec();
+    return;
+  }
   std::uint64_t decay = static_cast<std::uint64_t>(cfg_.decay_ms);
   z->next_reclaim_ms.store(now_ms + (decay ? decay / 2 : 0) + 1, std::memory_order_relaxed);
   // Over the retain bound: every free block goes back, however fresh.
   reclaim_zone(z, over ? ~std::uint64_t{0} : now_ms - (decay < now_ms ? decay : now_ms));
   z->reclaiming.store(false, std::memory_order_release);
+  preempt_count_dec();
 }
 
 std::size_t page_allocator::reclaim(bool force) {
@@ -46,9 +51,11 @@ std::size_t page_allocator::reclaim(bool force) {
     zone* z = zones_[n];
     // An explicit reclaim waits for a running one rather than skipping (malloc_trim must
     // return memory); the flag is held only across madvise passes, never a lock.
+    preempt_count_inc();
     while (z->reclaiming.exchange(true, std::memory_order_acquire)) sched_yield();
     total += reclaim_zone(z, cutoff);
     z->reclaiming.store(false, std::memory_order_release);
+    preempt_count_dec();
   }
   return total;
 }

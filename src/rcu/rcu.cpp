@@ -21,6 +21,7 @@
 #include "base/compiler.hpp"
 #include "base/report.hpp"
 #include "platform/platform.hpp"
+#include "sync/preempt.hpp"
 #include "sync/spinlock.hpp"
 
 #if USLUB_TSAN
@@ -35,13 +36,29 @@ static_assert(sizeof(rcu_head16) == sizeof(::rcu_head) &&
               offsetof(rcu_head16, func) == offsetof(::rcu_head, func));
 static_assert(offsetof(uslub_rcu_head, next_) == 0 && sizeof(uslub_rcu_head) == 24);
 
-thread_local bool t_registered = false;
-thread_local bool t_callback = false;  // one of liburcu's call_rcu threads
-thread_local int t_nesting = 0;
-thread_local int t_gate = 0;  // depth of gate_enter
+// Initial-exec TLS: these are read on paths reachable from malloc (kfree_rcu, discard_slab's
+// call_rcu16), where a general-dynamic access's __tls_get_addr may itself call malloc.
+#define USLUB_TLS __attribute__((tls_model("initial-exec"))) thread_local
+USLUB_TLS bool t_registered = false;
+USLUB_TLS bool t_callback = false;  // one of liburcu's call_rcu threads
+USLUB_TLS int t_nesting = 0;
+USLUB_TLS int t_gate = 0;  // depth of gate_enter
 
 std::atomic<unsigned long> g_queued{0}, g_run{0}, g_sync{0}, g_chained{0};
-std::atomic<long> g_in_transit{0};  // batches detached by a client, not yet queued
+// Batches detached by a client, not yet queued (rcu_detach_batch), counted in two phases so
+// that rcu_barrier waits only for those detached before it: bit 63 is the current phase,
+// bits 0-31 count phase 0's batches, bits 32-62 phase 1's.  One word, so that a detach reads
+// the phase and counts itself in it in one atomic step (a CAS), ordered against the flip.
+constexpr std::uint64_t kTransitPhase = 1ull << 63;
+std::atomic<std::uint64_t> g_transit{0};
+// Serialises rcu_barrier's phase flip and wait (re-initialised in a fork's child).
+pthread_mutex_t g_barrier_lock = PTHREAD_MUTEX_INITIALIZER;
+constexpr std::uint64_t transit_unit(unsigned phase) {
+  return phase ? 1ull << 32 : 1ull;
+}
+constexpr std::uint64_t transit_count(std::uint64_t v, unsigned phase) {
+  return phase ? (v >> 32) & 0x7fffffffull : v & 0xffffffffull;
+}
 std::atomic<int> g_atfork{0}, g_init{0};
 std::atomic<bool> g_used{false};  // RCU was used: the fork handlers have work
 pthread_mutex_t g_fork_lock = PTHREAD_MUTEX_INITIALIZER;  // held from prepare to parent/child
@@ -72,7 +89,9 @@ char g_tsan_gp;  // the sync object of read sections and grace periods
 constexpr std::uint32_t kDraining = 1u << 30, kClosed = 1u << 31, kHolders = kDraining - 1;
 std::atomic<std::uint32_t> g_gate{0};
 
+// A gate holder counts in preempt_count: a fork's prepare waits for the gate's holders.
 void gate_enter() {
+  preempt_count_inc();
   if (t_gate++ > 0) return;
   lockdep_acquire(&fork_gate_key, &g_gate, false);
   for (;;) {
@@ -86,10 +105,12 @@ void gate_enter() {
 }
 
 void gate_exit() {
-  if (--t_gate > 0) return;
-  lockdep_release(&fork_gate_key, &g_gate);
-  std::uint32_t v = g_gate.fetch_sub(1, std::memory_order_release) - 1;
-  if ((v & kDraining) && (v & kHolders) == 0) platform::futex_wake(&g_gate, INT32_MAX);
+  if (--t_gate == 0) {
+    lockdep_release(&fork_gate_key, &g_gate);
+    std::uint32_t v = g_gate.fetch_sub(1, std::memory_order_release) - 1;
+    if ((v & kDraining) && (v & kHolders) == 0) platform::futex_wake(&g_gate, INT32_MAX);
+  }
+  preempt_count_dec();
 }
 
 struct gate_guard {
@@ -129,7 +150,7 @@ struct reader_rec {
 constinit lock_class_key readers_lock_key{"rcu_readers_lock"};
 constinit spinlock_t g_readers_lock{&readers_lock_key};
 reader_rec* g_readers = nullptr;  // g_readers_lock
-thread_local reader_rec t_rec;
+USLUB_TLS reader_rec t_rec;
 
 void readers_add() {
   t_rec.reader = &URCU_TLS(urcu_memb_reader);
@@ -221,6 +242,7 @@ int nfork_hooks() {
 }
 
 void fork_prepare() {
+  if (fork_handler_enter()) return;  // fork from a signal handler inside uslub: preempt.hpp
   // Concurrent forks: glibc already runs one fork's handlers at a time; this makes it explicit
   // (and visible to TSan).  Released by the parent, re-initialised in the child.
   lockdep_acquire(&fork_lock_key, &g_fork_lock, false);
@@ -242,6 +264,7 @@ void fork_prepare() {
 }
 
 void fork_parent() {
+  if (fork_handler_exit()) return;
   for (int i = nfork_hooks(); i-- > 0;)
     if (g_fork_hooks[i].parent) g_fork_hooks[i].parent();
   if (g_used.load(std::memory_order_acquire) && !g_fork_skipped) {
@@ -253,6 +276,7 @@ void fork_parent() {
 }
 
 void fork_child() {
+  if (fork_handler_exit()) return;
   for (int i = nfork_hooks(); i-- > 0;)
     if (g_fork_hooks[i].child) g_fork_hooks[i].child();
   if (g_used.load(std::memory_order_acquire) && !g_fork_skipped) {
@@ -260,7 +284,8 @@ void fork_child() {
     gate_open();
     urcu_memb_call_rcu_after_fork_child();
   }
-  g_in_transit.store(0, std::memory_order_relaxed);  // their takers did not survive the fork
+  g_transit.store(0, std::memory_order_relaxed);  // their takers did not survive the fork
+  pthread_mutex_init(&g_barrier_lock, nullptr);   // nor did a barrier another thread ran
   // The monitor did not survive the fork: a new one, if there was one.
   if (g_monitor.exchange(0, std::memory_order_relaxed)) start_monitor();
   lockdep_release(&fork_lock_key, &g_fork_lock);
@@ -305,9 +330,10 @@ void trampoline(::rcu_head* h) {
 #endif
 }
 
-void queue(::rcu_head* head, void (*fn)(::rcu_head*)) {
+// chain: a callback that queues this one makes rcu_barrier run another round (rcu.hpp).
+void queue(::rcu_head* head, void (*fn)(::rcu_head*), bool chain) {
   ensure_registered();
-  if (t_callback) g_chained.fetch_add(1, std::memory_order_relaxed);
+  if (t_callback && chain) g_chained.fetch_add(1, std::memory_order_relaxed);
   g_queued.fetch_add(1, std::memory_order_relaxed);
 #if USLUB_TSAN
   __tsan_release(head);
@@ -334,8 +360,11 @@ void rcu_init() {
   int expected = 0;
   if (g_init.compare_exchange_strong(expected, 1)) {
     // The default callback thread now, outside the gate: a later call_rcu never takes
-    // liburcu's call_rcu_mutex, which call_rcu_before_fork holds across a fork.
+    // liburcu's call_rcu_mutex, which call_rcu_before_fork holds across a fork (and takes: so
+    // a holder counts in preempt_count).
+    preempt_count_inc();
     urcu_memb_get_default_call_rcu_data();
+    preempt_count_dec();
     g_used.store(true, std::memory_order_release);
     g_init.store(2, std::memory_order_release);
     return;
@@ -375,20 +404,32 @@ bool rcu_read_lock_held() {
 
 void call_rcu(rcu_head* head, rcu_callback_t func) {
   head->func = func;
-  queue(reinterpret_cast<::rcu_head*>(head), &trampoline);
+  queue(reinterpret_cast<::rcu_head*>(head), &trampoline, true);
 }
 
-void rcu_detach_batch() {
-  g_in_transit.fetch_add(1, std::memory_order_relaxed);  // published by the client's unlock
+void rcu_detach_batch(rcu_head* head) {
+  // Relaxed: published by the client's unlock to the barrier hook that takes its lock next.
+  std::uint64_t v = g_transit.load(std::memory_order_relaxed);
+  unsigned phase;
+  do {
+    phase = static_cast<unsigned>(v >> 63);
+  } while (!g_transit.compare_exchange_weak(v, v + transit_unit(phase), std::memory_order_relaxed));
+  // The head is the batch's own and idle until call_rcu_detached: its func slot keeps the phase.
+  head->func = reinterpret_cast<rcu_callback_t>(std::uintptr_t{phase});
 }
 
 void call_rcu_detached(rcu_head* head, rcu_callback_t func) {
+  auto phase = static_cast<unsigned>(reinterpret_cast<std::uintptr_t>(head->func));
   call_rcu(head, func);
-  g_in_transit.fetch_sub(1, std::memory_order_release);
+  g_transit.fetch_sub(transit_unit(phase), std::memory_order_release);
 }
 
 void call_rcu16(rcu_head16* head, void (*func)(rcu_head16*)) {
-  queue(reinterpret_cast<::rcu_head*>(head), reinterpret_cast<void (*)(::rcu_head*)>(func));
+  // Not a chain: a slab that a callback's free discards (kfree_rcu of a SLAB_TYPESAFE_BY_RCU
+  // cache's objects) is waited for by kmem_cache_destroy's own rcu_barrier, which follows its
+  // kvfree_rcu_barrier; counting it would make every barrier under steady kfree_rcu traffic on
+  // such a cache run round after round.
+  queue(reinterpret_cast<::rcu_head*>(head), reinterpret_cast<void (*)(::rcu_head*)>(func), false);
 }
 
 void rcu_callback16_enter(rcu_head16* head) {
@@ -435,14 +476,24 @@ void rcu_barrier() {
   ensure_registered();
   for (auto& h : g_hooks)
     if (auto fn = h.load(std::memory_order_acquire)) fn();
-  // A batch the hooks did not find under its client's lock was counted under that lock: wait
-  // until its taker has queued it (a few instructions and a call_rcu away).
-  while (g_in_transit.load(std::memory_order_acquire) != 0) sched_yield();
+  // A batch the hooks did not find under its client's lock was counted under that lock, before
+  // the hook took it, so before the flip below: in the phase the flip ends.  Wait until that
+  // phase is empty (its takers are a few instructions and a call_rcu away from queuing them);
+  // batches detached after the flip count in the other phase and are not waited for, so steady
+  // kfree_rcu traffic cannot keep a barrier waiting.  Barriers flip and wait one at a time: a
+  // batch counted before an earlier barrier's flip was waited for by that barrier.
+  pthread_mutex_lock(&g_barrier_lock);
+  auto old =
+      static_cast<unsigned>(g_transit.fetch_xor(kTransitPhase, std::memory_order_acq_rel) >> 63);
+  while (transit_count(g_transit.load(std::memory_order_acquire), old) != 0) sched_yield();
+  pthread_mutex_unlock(&g_barrier_lock);
   // Rounds until no callback queued another during one: a round waits for every callback
   // queued before it, so the last round leaves no callback queued by a callback behind.
   for (;;) {
     unsigned long chained = g_chained.load(std::memory_order_acquire);
+    preempt_count_inc();  // takes call_rcu_mutex, which fork's prepare takes (preempt.hpp)
     urcu_memb_barrier();
+    preempt_count_dec();
     if (g_chained.load(std::memory_order_acquire) == chained) break;
   }
 #if USLUB_TSAN

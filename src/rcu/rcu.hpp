@@ -26,7 +26,11 @@
 //     constructor right after slab_fork_*, so ours prepare first and release last
 //     (pthread_atfork runs prepare handlers in reverse); without the malloc layer, on first use.
 //     Forking from inside a read section is unsupported: reported, and the RCU part of the
-//     protocol is skipped (the child's RCU may then hang).
+//     protocol is skipped (the child's RCU may then hang).  A fork from a signal handler that
+//     interrupted uslub on this thread (a gate holder, or any allocator lock: in_atomic(),
+//     sync/preempt.hpp) skips every handler's work, RCU's included (fork_handler_enter).
+//     A gate holder counts in preempt_count, and so does a caller of liburcu's functions that
+//     take call_rcu_mutex (urcu_memb_get_default_call_rcu_data, urcu_memb_barrier).
 //   - deferred work: one monitor thread (rcu_kick_monitor) runs the monitor hooks (kfree_rcu's
 //     and the fragment pools' batch flushes) every kMonitorPeriodMs while any reports open
 //     work, and sleeps on a futex otherwise.
@@ -39,9 +43,11 @@
 // nothing is called under it.  g_fork_lock (a pthread mutex) is held from RCU's prepare
 // handler to its parent handler (re-initialised in the child): one fork at a time, outermost
 // of every lock the fork handlers take.  rcu_barrier() first runs the barrier hooks (kfree_rcu and
-// the frag pools queue their open batches), waits for batches in transit (rcu_detach_batch),
-// then liburcu's barrier, in rounds until no callback queued another one during a round (so a
-// chain of callbacks is waited for).
+// the frag pools queue their open batches), waits for the batches that were in transit when
+// it flipped the transit phase (rcu_detach_batch; g_barrier_lock, a pthread mutex re-initialised
+// in a fork's child, serialises the flip and wait), then liburcu's barrier, in rounds until no
+// callback queued another one with call_rcu during a round (so a chain of callbacks is waited
+// for; call_rcu16, the type-safe slabs' frees, is not counted as a chain).
 #pragma once
 
 #include <uslub/rcu.h>
@@ -91,7 +97,8 @@ void rcu_add_fork_hooks(void (*prepare)(), void (*parent)(), void (*child)());
 
 // kfree_rcu's fallback (the kernel's kvfree_call_rcu with a head): func's slot holds the
 // head's offset in the object (< kMaxKvfreeOffset); after a grace period the object start is
-// passed to the function set by rcu_set_kvfree (kfree; the kmalloc layer sets it).
+// passed to the function set by rcu_set_kvfree (kfree_rcu's, which frees it and uncounts it
+// from kfree_rcu's pending objects: only kfree_rcu, which counted it, calls this).
 inline constexpr std::size_t kMaxKvfreeOffset = 4096;
 void call_rcu_kvfree(rcu_head* head, std::size_t offset);
 void rcu_set_kvfree(void (*fn)(void*));
@@ -108,12 +115,14 @@ void rcu_add_barrier_hook(void (*fn)());
 // call_rcu after dropping the lock; in between, no barrier hook can see it (it is neither open
 // nor queued), and a concurrent rcu_barrier would return before the objects that a finished
 // kfree_rcu / frag_free_defer put into it were freed.  So a detach is announced: under the
-// client's lock, rcu_detach_batch() counts it; call_rcu_detached() queues it and then uncounts
-// it; rcu_barrier() waits, after its hooks, until nothing is in transit.  A hook that finds no
-// batch under the lock therefore either sees the count of whoever took it, or that batch is
-// already queued.  The child of a fork starts with nothing in transit (a batch another thread
-// of the parent held is lost to the child, as that thread is).
-void rcu_detach_batch();
+// client's lock, rcu_detach_batch(head) counts it (in the current phase, kept in head->func
+// until the queue); call_rcu_detached() queues it and then uncounts it.  rcu_barrier(), after
+// its hooks, flips the phase and waits until the old phase's count is zero: a hook that finds
+// no batch under the lock sees the count of whoever took it, made before the flip; batches
+// detached after the flip are not waited for (no starvation under steady traffic).  The child
+// of a fork starts with nothing in transit (a batch another thread of the parent held is lost
+// to the child, as that thread is).
+void rcu_detach_batch(rcu_head* head);
 void call_rcu_detached(rcu_head* head, rcu_callback_t func);
 
 // g_fork_lock, held around the fork hooks: lockdep's nest lock for a hook that takes many

@@ -58,9 +58,13 @@ void pcs_take_slot(kmem_cache* s, slub_percpu_sheaves* pcs, unsigned cpu) {
 slub_percpu_sheaves* pcs_lock_local(kmem_cache* s) {
 #if USLUB_HAVE_RSEQ_ASM
   if (s->sheaf_rseq) {
+    preempt_count_inc();  // (pcs_trylock's rule: a slot-lock holder counts, preempt.hpp)
     std::uint32_t cap;
     int cpu = platform::rseq_slot_lock<kPcpuShift>(pcpu_area(), s->slot_off, &cap);
-    if (cpu < 0) return nullptr;
+    if (cpu < 0) {
+      preempt_count_dec();
+      return nullptr;
+    }
     slub_percpu_sheaves* pcs = &s->cpu_sheaves[cpu];
     lockdep_acquire(&pcs_lock_key, pcs, true);
     pcs_take_slot(s, pcs, static_cast<unsigned>(cpu));
@@ -83,6 +87,7 @@ void pcs_release(kmem_cache* s, slub_percpu_sheaves* pcs) {
   __atomic_store_n(&sl->size, main->size, __ATOMIC_RELAXED);
   __atomic_store_n(&sl->cap, main == empty_sheaf() ? kSlotNoSheaf : main->capacity,
                    __ATOMIC_RELEASE);
+  preempt_count_dec();  // pcs_lock_local / pcs_lock_remote counted the holder
 }
 
 // Takes another CPU's slot, waiting for a holder, and restarts its in-flight sequences.
@@ -90,6 +95,7 @@ void pcs_release(kmem_cache* s, slub_percpu_sheaves* pcs) {
 void pcs_lock_remote(kmem_cache* s, unsigned cpu, const void* nest = nullptr) {
   slub_percpu_sheaves* pcs = &s->cpu_sheaves[cpu];
   lockdep_acquire(&pcs_lock_key, pcs, false, 0, nest);  // before waiting
+  preempt_count_inc();  // a waiter counts too (preempt.hpp); kept as the holder's count
   for (int spins = 0;; ++spins) {
     if (s->sheaf_rseq) {
       std::uint32_t* cap = &pcpu_slot(cpu, s->slot_off)->cap;
@@ -98,6 +104,7 @@ void pcs_lock_remote(kmem_cache* s, unsigned cpu, const void* nest = nullptr) {
           __atomic_compare_exchange_n(cap, &seen, 0u, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
         break;
     } else if (pcs_trylock(pcs)) {
+      preempt_count_dec();  // pcs_trylock's own count holds it
       return;
     }
     if (spins < 64)

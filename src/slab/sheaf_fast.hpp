@@ -14,13 +14,20 @@ USLUB_ALWAYS_INLINE void sheaf_stat_inc(const kmem_cache* s, sheaf_stat_item si)
 }
 
 // The locked fallback: the same lock word, taken with a CAS.
+// Every holder of a slot lock word counts in preempt_count (fork from a signal handler,
+// sync/preempt.hpp): raised before the attempt, lowered on failure and by pcs_unlock.
 USLUB_ALWAYS_INLINE bool pcs_trylock(slub_percpu_sheaves* pcs) {
+  preempt_count_inc();
   std::uint32_t expected = 0;
-  return __atomic_compare_exchange_n(&pcs->lock, &expected, 1u, false, __ATOMIC_ACQUIRE,
-                                     __ATOMIC_RELAXED);
+  if (__atomic_compare_exchange_n(&pcs->lock, &expected, 1u, false, __ATOMIC_ACQUIRE,
+                                  __ATOMIC_RELAXED))
+    return true;
+  preempt_count_dec();
+  return false;
 }
 USLUB_ALWAYS_INLINE void pcs_unlock(slub_percpu_sheaves* pcs) {
   __atomic_store_n(&pcs->lock, 0u, __ATOMIC_RELEASE);
+  preempt_count_dec();
 }
 
 // The slot of s in this CPU's area, for the sequences.

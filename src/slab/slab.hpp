@@ -8,8 +8,11 @@
 // (then the page allocator's own locks, which never call back into slab).
 // destroy and shrink take slab_mutex before flush_mutex, never the reverse: seed 000's
 // "flush_lock -> cpu_hotplug_lock" inversion is exactly the bug this order prevents.
-// Never held across the page allocator's growth (no lock across a system call): the slow
-// path drops the slot lock before get_partial()/new_slab().
+// 3 and 4 are never held across the page allocator's growth (no lock across a system call):
+// the slow path drops the slot lock before get_partial()/new_slab().  1 and 2 are held on the
+// configuration paths (destroy, shrink, malloc_trim, uslub_cpu_offline) across flushes and
+// slab discards, i.e. the page allocator's free path, its madvise and sheaf drains'
+// membarriers (slab_common.cpp); never across RCU's fork gate (slab_config_lock below).
 //
 // list_lock protects n->partial, n->nr_partial and the membership of slabs on it (slab->lru).
 // It does not protect slab->freelist/counters: those change only by cmpxchg_double_slab
@@ -409,6 +412,12 @@ void flush_all(kmem_cache* s);
 void slab_cpu_dead(kmem_cache* s, unsigned cpu);
 void flush_mutex_lock();
 void flush_mutex_unlock();
+// slab_mutex and flush_mutex are taken and dropped through these: while this thread holds one,
+// discard_slab of a SLAB_TYPESAFE_BY_RCU cache keeps its slab on a per-thread list instead of
+// calling call_rcu16 (RCU's fork gate is closed before a fork takes these mutexes), and the
+// release of the outermost one queues them, holding no lock.
+void slab_config_lock(spinlock_t& m);
+void slab_config_unlock(spinlock_t& m);
 int __kmem_cache_shrink(kmem_cache* s);
 // Returns false (after reporting) if objects remain.
 bool __kmem_cache_shutdown(kmem_cache* s);

@@ -2,8 +2,17 @@
 // create, destroy, information and /proc/slabinfo.
 //
 // slab_mutex (lock order 1, see slab.hpp) protects slab_caches and each cache's refcount.
-// It is a sleeping lock taken on configuration paths only; it is never held across the page
-// allocator: a new cache's memory is allocated before the mutex is taken.
+// It is a sleeping lock (spin, then futex) taken on configuration paths only.  Creation
+// allocates a new cache's memory before taking it.  Destroy (__kmem_cache_shutdown), malloc_trim
+// and uslub_cpu_offline (for_each_kmem_cache) hold it, as the kernel holds its slab_mutex,
+// across the flush of every sheaf and CPU slab and the discard of empty slabs: under it run
+// the page allocator's free path (down to its reclaim's madvise) and one membarrier per CPU
+// per cache with sheaves on rseq (sheaf_drain_all).  Nothing under it waits for another
+// thread's progress except the locks below it in the order (flush_mutex, the sheaf, node and
+// CPU slot locks, the page allocator's), and it never enters RCU's fork gate: slabs of
+// SLAB_TYPESAFE_BY_RCU caches discarded under it are queued with call_rcu16 only when it is
+// dropped (slab_config_lock/unlock, slab.hpp).  Holding it so long delays kmem_cache_create
+// and fork (whose prepare handler takes it) by the length of a trim, never deadlocks them.
 #include <errno.h>
 #include <unistd.h>
 
@@ -20,6 +29,7 @@
 #include "slab/sheaf.hpp"
 #include "slab/slab.hpp"
 #include "slab/stats.hpp"
+#include "sync/preempt.hpp"
 
 namespace uslub {
 namespace {
@@ -31,6 +41,13 @@ constinit lock_class_key cpu_slab_lock_key{"kmem_cache_cpu->lock"};
 constinit spinlock_t slab_mutex{&slab_mutex_key};  // slab.hpp: fork's nest lock for sheaves
 namespace {
 constinit list_head slab_caches{&slab_caches, &slab_caches};  // slab_mutex
+
+struct slab_mutex_guard {  // slab_config_lock: see slab.hpp
+  slab_mutex_guard() { slab_config_lock(slab_mutex); }
+  ~slab_mutex_guard() { slab_config_unlock(slab_mutex); }
+  slab_mutex_guard(const slab_mutex_guard&) = delete;
+  slab_mutex_guard& operator=(const slab_mutex_guard&) = delete;
+};
 
 // The bootstrap cache (seed 001): every kmem_cache structure is an object of this cache.
 constinit kmem_cache boot_kmem_cache{};
@@ -276,7 +293,7 @@ kmem_cache* kmem_cache_create_on(page_allocator* pa, const char* name, std::size
     kmem_cache want{};
     want.flags = flags;
     calculate_sizes(&want, size, calculate_alignment(flags, align, size));
-    lock_guard<spinlock_t> g(slab_mutex);
+    slab_mutex_guard g;
     if (kmem_cache* s = find_mergeable(pa, want)) {
       s->refcount++;
       return s;
@@ -295,21 +312,22 @@ kmem_cache* kmem_cache_create_on(page_allocator* pa, const char* name, std::size
     errno = ENOMEM;
     return nullptr;
   }
-  lock_guard<spinlock_t> g(slab_mutex);
+  slab_mutex_guard g;
   list_add_tail(&s->list, &slab_caches);
   return s;
 }
 
 void for_each_kmem_cache(void (*fn)(kmem_cache*, void*), void* arg) {
   slab_init();
-  lock_guard<spinlock_t> g(slab_mutex);
+  slab_mutex_guard g;
   for (list_head* l = slab_caches.next; l != &slab_caches; l = l->next)
     fn(list_entry<kmem_cache, &kmem_cache::list>(l), arg);
 }
 
 void slab_fork_prepare() {
+  if (fork_handler_enter()) return;  // fork from a signal handler inside uslub: preempt.hpp
   slab_init();
-  slab_mutex.lock();
+  slab_config_lock(slab_mutex);
   flush_mutex_lock();
   // Sheaf locks of every cache before any core lock: lock order pcs -> barn -> list_lock.
   for (list_head* l = slab_caches.next; l != &slab_caches; l = l->next)
@@ -334,14 +352,14 @@ static void slab_fork_release() {
   for (list_head* l = slab_caches.prev; l != &slab_caches; l = l->prev)
     sheaf_fork_release(list_entry<kmem_cache, &kmem_cache::list>(l));
   flush_mutex_unlock();
-  slab_mutex.unlock();
+  slab_config_unlock(slab_mutex);
 }
 
 void slab_fork_parent() {
-  slab_fork_release();
+  if (!fork_handler_exit()) slab_fork_release();
 }
 void slab_fork_child() {
-  slab_fork_release();
+  if (!fork_handler_exit()) slab_fork_release();
 }
 
 void slab_fill_info(kmem_cache* s, kmem_cache_info* info) {
@@ -450,7 +468,7 @@ void kmem_cache_destroy(struct kmem_cache* s) {
   // in kmem_cache_destroy), before slab_mutex: the barrier's callbacks free into s.
   if (!rcu_in_callback() && !rcu_read_lock_held()) kvfree_rcu_barrier();
   {
-    lock_guard<spinlock_t> g(slab_mutex);
+    slab_mutex_guard g;
     if (--s->refcount > 0) return;
     // slab_mutex -> flush_mutex: the documented order (never the reverse).
     if (!__kmem_cache_shutdown(s)) {

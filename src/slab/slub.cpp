@@ -131,6 +131,42 @@ static_assert(sizeof(rcu_head16) <= sizeof(list_head) &&
                   offsetof(page, lru) + sizeof(rcu_head16) <= offsetof(page, slab_cache),
               "the rcu_head of a slab waiting for a grace period must stay inside lru");
 
+// call_rcu16 enters RCU's fork gate, and a fork's prepare handler closes that gate before it
+// takes slab_mutex and flush_mutex (rcu.hpp: the gate must close before any lock a reader may
+// wait for).  So a thread holding one of those mutexes (shrink, destroy, malloc_trim,
+// uslub_cpu_offline) must not enter the gate: it would wait for the fork, which waits for its
+// mutex.  Its type-safe slabs wait on a per-thread list (linked through the rcu_head16's next)
+// until slab_config_unlock drops the outermost mutex, then are queued with no lock held.
+// Initial-exec TLS: no __tls_get_addr (which may call malloc) on a path reachable from malloc.
+namespace {
+__attribute__((tls_model("initial-exec"))) thread_local unsigned t_config_locks;
+__attribute__((tls_model("initial-exec"))) thread_local rcu_head16* t_rcu_slabs;
+}  // namespace
+
+static void rcu_free_slab_queue(page* slab) {
+  auto* rh = reinterpret_cast<rcu_head16*>(&slab->lru);
+  if (t_config_locks) {
+    rh->next = t_rcu_slabs;
+    t_rcu_slabs = rh;
+    return;
+  }
+  call_rcu16(rh, &rcu_free_slab);
+}
+
+void slab_config_lock(spinlock_t& m) {
+  m.lock();
+  ++t_config_locks;
+}
+
+void slab_config_unlock(spinlock_t& m) {
+  m.unlock();
+  if (--t_config_locks != 0) return;
+  while (rcu_head16* rh = t_rcu_slabs) {
+    t_rcu_slabs = rh->next;
+    call_rcu16(rh, &rcu_free_slab);
+  }
+}
+
 void slab_map_set(page* slab, kmem_cache* s, unsigned order) {
   auto entry = s->map_tag | order;
   std::uintptr_t* slot = slab_map_slot(slab_address(slab));
@@ -154,7 +190,7 @@ void discard_slab(kmem_cache* s, page* slab) {
   s->slabs_changing.fetch_sub(1);
   if (USLUB_UNLIKELY(s->flags & SLAB_TYPESAFE_BY_RCU)) {
     slab->slab_private = reinterpret_cast<std::uint64_t>(s->pa);
-    call_rcu16(reinterpret_cast<rcu_head16*>(&slab->lru), &rcu_free_slab);
+    rcu_free_slab_queue(slab);
     return;
   }
   __atomic_store_n(&slab->slab_cache, nullptr, __ATOMIC_RELAXED);
@@ -704,17 +740,18 @@ static constinit lock_class_key flush_mutex_key{"flush_mutex"};
 static constinit spinlock_t flush_mutex{&flush_mutex_key};
 
 void flush_mutex_lock() {
-  flush_mutex.lock();
+  slab_config_lock(flush_mutex);
 }
 void flush_mutex_unlock() {
-  flush_mutex.unlock();
+  slab_config_unlock(flush_mutex);
 }
 
 // Context: may hold slab_mutex (lock order 1 -> 2), nothing else.
 void flush_all(kmem_cache* s) {
   sheaf_drain_all(s);  // sheaves first: their objects go back to the slabs
-  lock_guard<spinlock_t> g(flush_mutex);
+  flush_mutex_lock();
   for (unsigned cpu = 0; cpu < s->nr_cpus; ++cpu) flush_cpu_slab(s, cpu);
+  flush_mutex_unlock();
 }
 
 int __kmem_cache_shrink(kmem_cache* s) {

@@ -19,6 +19,7 @@
 
 #include "base/compiler.hpp"
 #include "sync/lockdep.hpp"
+#include "sync/preempt.hpp"
 
 namespace uslub {
 
@@ -31,7 +32,9 @@ class local_trylock_t {
   void set_class(const lock_class_key* cls) { cls_ = cls; }
 
   USLUB_ALWAYS_INLINE bool try_lock() {
+    preempt_count_inc();  // before: see preempt.hpp
     if (USLUB_UNLIKELY(locked_.exchange(1, std::memory_order_acquire) != 0)) {
+      preempt_count_dec();
       failed_.store(failed_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       return false;
     }
@@ -43,6 +46,7 @@ class local_trylock_t {
   // spinlock_t::lock_nest_lock (fork's prepare takes every CPU's lock under one outer lock).
   void lock_wait(const void* nest = nullptr) {
     lockdep_acquire(cls_, this, false, 0, nest);  // before waiting
+    preempt_count_inc();
     for (int spins = 0; !try_lock_quiet(); ++spins) {
       if (spins < 64)
         cpu_relax();
@@ -54,6 +58,7 @@ class local_trylock_t {
   USLUB_ALWAYS_INLINE void unlock() {
     lockdep_release(cls_, this);
     locked_.store(0, std::memory_order_release);
+    preempt_count_dec();
   }
 
   bool is_locked() const { return locked_.load(std::memory_order_relaxed) != 0; }

@@ -18,6 +18,7 @@
 #include "base/compiler.hpp"
 #include "platform/platform.hpp"
 #include "sync/lockdep.hpp"
+#include "sync/preempt.hpp"
 
 namespace uslub {
 
@@ -48,10 +49,13 @@ class spinlock_t {
   }
 
   USLUB_ALWAYS_INLINE bool try_lock() {
+    preempt_count_inc();
     std::uint32_t expected = 0;
     if (!state_.compare_exchange_strong(expected, 1, std::memory_order_acquire,
-                                        std::memory_order_relaxed))
+                                        std::memory_order_relaxed)) {
+      preempt_count_dec();
       return false;
+    }
     bump(acquired_);
     lockdep_acquire(cls_, this, true);
     return true;
@@ -60,6 +64,7 @@ class spinlock_t {
   USLUB_ALWAYS_INLINE void unlock() {
     lockdep_release(cls_, this);
     if (USLUB_UNLIKELY(state_.fetch_sub(1, std::memory_order_release) != 1)) unlock_slow();
+    preempt_count_dec();
   }
 
   bool is_locked() const { return state_.load(std::memory_order_relaxed) != 0; }
@@ -69,6 +74,7 @@ class spinlock_t {
 
  private:
   USLUB_ALWAYS_INLINE void lock_nolockdep() {
+    preempt_count_inc();  // before: a waiter counts as a holder (preempt.hpp)
     std::uint32_t expected = 0;
     if (USLUB_UNLIKELY(!state_.compare_exchange_strong(expected, 1, std::memory_order_acquire,
                                                        std::memory_order_relaxed)))

@@ -198,6 +198,127 @@ TEST(RcuFork, ForkFromSeveralThreadsWhileOthersReadQueueAndRegister) {
   kmem_cache_destroy(s);
 }
 
+// A deadline for the whole test: a fork whose prepare handler deadlocks never returns, so the
+// forking thread cannot report it; this thread does (and aborts: the suite fails, not hangs).
+class watchdog {
+ public:
+  explicit watchdog(const char* what, std::chrono::seconds deadline = 60s)
+      : t_([this, what, deadline] {
+          auto end = std::chrono::steady_clock::now() + deadline;
+          while (!done_.load()) {
+            if (std::chrono::steady_clock::now() > end) {
+              fprintf(stderr, "%s: still running after %llds: deadlock\n", what,
+                      static_cast<long long>(deadline.count()));
+              abort();
+            }
+            std::this_thread::sleep_for(10ms);
+          }
+        }) {}
+  ~watchdog() {
+    done_ = true;
+    t_.join();
+  }
+
+ private:
+  std::atomic<bool> done_{false};
+  std::thread t_;
+};
+
+// discard_slab of a SLAB_TYPESAFE_BY_RCU cache queues the slab with call_rcu16, which enters
+// the fork gate.  Shrink, destroy and malloc_trim discard under flush_mutex / slab_mutex, and
+// the fork's prepare handler closes the gate before it takes those mutexes: a shrinker blocked
+// on the closed gate while holding flush_mutex, and a fork waiting for flush_mutex, wait for
+// each other for good.  Here threads create, fill, empty, shrink and destroy type-safe caches
+// (and one keeps the gate busy with grace periods, so it drains slowly) while another forks;
+// the window is narrow (this never hung in 3 runs before the fix: the next test is the
+// deterministic form, which did every time).
+TEST(RcuFork, ForkWhileOtherThreadsShrinkAndDestroyTypesafeCaches) {
+  watchdog wd("ForkWhileOtherThreadsShrinkAndDestroyTypesafeCaches");
+  std::atomic<bool> stop{false};
+  std::atomic<long> cycles{0};
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 2; ++w)
+    workers.emplace_back([&, w] {
+      static void* objs[2][2048];
+      char name[32];
+      for (int i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        snprintf(name, sizeof name, "rcu-fork-tsrcu-%d-%d", w, i % 4);
+        kmem_cache* s = kmem_cache_create(name, 200, 0, SLAB_TYPESAFE_BY_RCU, nullptr);
+        ASSERT_NE(s, nullptr);
+        for (int round = 0; round < (w == 0 ? 1 : 4); ++round) {
+          for (auto& o : objs[w]) o = kmem_cache_alloc(s, 0);
+          for (auto& o : objs[w]) kmem_cache_free(s, o);
+          if (w == 1) kmem_cache_shrink(s);  // empty slabs leave under flush_mutex
+        }
+        kmem_cache_destroy(s);  // ... and under slab_mutex
+        cycles.fetch_add(1);
+      }
+    });
+  workers.emplace_back([&] {
+    while (!stop.load(std::memory_order_relaxed)) uslub_synchronize_rcu();
+  });
+  while (cycles.load() < 2) std::this_thread::sleep_for(1ms);
+  for (int i = 0; i < 60; ++i) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      alarm(20);
+      // The child can still shrink and destroy a type-safe cache (call_rcu16, rcu_barrier).
+      kmem_cache* s =
+          kmem_cache_create("rcu-fork-tsrcu-child", 200, 0, SLAB_TYPESAFE_BY_RCU, nullptr);
+      static void* v[2048];
+      for (auto& o : v) o = kmem_cache_alloc(s, 0);
+      for (auto& o : v) kmem_cache_free(s, o);
+      kmem_cache_shrink(s);
+      kmem_cache_destroy(s);
+      _exit(0);
+    }
+    ASSERT_GT(pid, 0);
+    expect_child_ok(pid);
+  }
+  stop = true;
+  for (auto& t : workers) t.join();
+  EXPECT_GT(cycles.load(), 2);
+}
+
+// The same, made deterministic: a shrink under slab_mutex (malloc_trim's shape:
+// for_each_kmem_cache) that discards type-safe slabs after a fork has begun.
+struct trim_arg {
+  kmem_cache* s;
+  std::atomic<int>* phase;
+};
+void shrink_if_ours(kmem_cache* c, void* arg) {
+  auto* a = static_cast<trim_arg*>(arg);
+  if (c != a->s) return;
+  a->phase->store(1);                                           // slab_mutex held: fork now
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // its prepare is under way
+  kmem_cache_shrink(c);  // discard_slab -> call_rcu16, still under slab_mutex
+}
+
+TEST(RcuFork, ForkWhileATrimDiscardsTypesafeSlabsUnderSlabMutex) {
+  watchdog wd("ForkWhileATrimDiscardsTypesafeSlabsUnderSlabMutex");
+  kmem_cache* s = kmem_cache_create("rcu-fork-trim", 200, 0, SLAB_TYPESAFE_BY_RCU, nullptr);
+  ASSERT_NE(s, nullptr);
+  for (int round = 0; round < 3; ++round) {
+    static void* v[4096];
+    for (auto& o : v) o = kmem_cache_alloc(s, 0);
+    for (auto& o : v) kmem_cache_free(s, o);
+    std::atomic<int> phase{0};
+    unsigned long queued = rcu_get_stats().callbacks_queued;
+    std::thread trimmer([&] {
+      trim_arg a{s, &phase};
+      for_each_kmem_cache(&shrink_if_ours, &a);
+    });
+    while (phase.load() == 0) std::this_thread::yield();
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    ASSERT_GT(pid, 0);
+    trimmer.join();
+    expect_child_ok(pid);
+    EXPECT_GT(rcu_get_stats().callbacks_queued, queued) << "the shrink discarded no slab";
+  }
+  kmem_cache_destroy(s);
+}
+
 TEST(RcuFork, ChildDoesNotWaitForAReaderThatWasInsideItsSectionAtFork) {
   std::atomic<int> phase{0};
   std::thread reader([&] {
