@@ -73,7 +73,6 @@ TEST(DebugEnvChild, OverflowAndLeak) {
 // allocates twice and prints whether the block came back both times.
 TEST(DebugEnvChild, DoubleFree) {
   if (!child()) GTEST_SKIP() << "run by DebugEnv.DoubleFree*";
-  report_capture cap;
   cpu_set_t one;
   CPU_ZERO(&one);
   CPU_SET(sched_getcpu(), &one);
