@@ -27,6 +27,14 @@ static constinit lock_class_key drain_mutex_key{"pcp_drain_mutex"};
 page_alloc_config page_alloc_config::from_env() {
   page_alloc_config c;
   c.memory_limit = platform::env_size("USLUB_MEMORY_LIMIT", 0);
+  if (c.memory_limit && c.memory_limit < kMinMemoryLimit) {
+    report_info(
+        "USLUB_MEMORY_LIMIT=%llu bytes is below the minimum uslub needs to start, %zu "
+        "bytes (%zu KiB: the first 4 MiB block, its page descriptors and the section header); "
+        "using the minimum\n",
+        static_cast<unsigned long long>(c.memory_limit), kMinMemoryLimit, kMinMemoryLimit >> 10);
+    c.memory_limit = kMinMemoryLimit;
+  }
   c.pcp_batch = static_cast<int>(platform::env_size("USLUB_PCP_BATCH", 0));
   c.pcp_high = static_cast<int>(platform::env_size("USLUB_PCP_HIGH", 0));
   c.decay_ms = static_cast<long>(platform::env_size("USLUB_DECAY_MS", ~0ull));

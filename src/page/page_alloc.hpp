@@ -49,6 +49,10 @@ namespace uslub {
 inline constexpr unsigned NR_PCP_ORDERS = 4;  // orders 0..3 are cached per CPU
 inline constexpr unsigned kFreeBatchLockBound = 32;
 inline constexpr unsigned kReclaimIsolate = 32;
+// The smallest USLUB_MEMORY_LIMIT uslub starts with: the first section's header page and one
+// growth step (a 4 MiB block and its 64 KiB of descriptors).  A smaller limit is raised to it.
+inline constexpr std::size_t kMinMemoryLimit =
+    PAGE_SIZE + MAX_ORDER_BYTES + MAX_ORDER_BYTES / PAGE_SIZE * sizeof(page);
 
 // Counter that is written only under one lock (or by one owner) and read racily: a relaxed
 // load+store instead of a locked increment.

@@ -125,8 +125,9 @@ void* monitor_main(void*) {
       }
     }
     if (!event) continue;
-    g_events.fetch_add(1, std::memory_order_relaxed);
-    g_reclaimed.fetch_add(shrink_all_memory(shrink_reason::pressure), std::memory_order_relaxed);
+    std::size_t got = shrink_all_memory(shrink_reason::pressure);
+    g_reclaimed.fetch_add(got, std::memory_order_relaxed);
+    g_events.fetch_add(1, std::memory_order_release);  // after the work (tests wait on it)
   }
   return nullptr;
 }
@@ -140,6 +141,8 @@ void register_shrinker(shrinker* s) {
 }
 
 std::size_t shrink_alloc_safe(shrink_reason why) {
+  if (in_shrink) return 0;
+  g_shrinks[static_cast<unsigned>(why)].fetch_add(1, std::memory_order_relaxed);
   return run_shrinkers(why, true);
 }
 

@@ -32,7 +32,7 @@ std::size_t shrink_alloc_safe(shrink_reason why);
 
 struct pressure_stats {
   std::uint64_t shrinks[static_cast<unsigned>(shrink_reason::nr)];  // shrink_all_memory runs
-  std::uint64_t events;     // pressure events seen by the monitor (PSI, cgroup, injected)
+  std::uint64_t events;     // pressure events handled (counted once the shrink is done)
   std::uint64_t reclaimed;  // bytes given back by pressure-triggered shrinks
   const char* source;       // what the monitor watches ("psi", "cgroup", nullptr: no monitor)
 };

@@ -152,7 +152,9 @@ TEST_F(PageExact, RandomMixKeepsTheFreeListsConsistent) {
       ASSERT_NE(p, nullptr);
       live.push_back({p, nr, -1});
     }
-    if (i % 500 == 0) ASSERT_TRUE(pa_.validate()) << i;
+    if (i % 500 == 0) {
+      ASSERT_TRUE(pa_.validate()) << i;
+    }
   }
   for (blk& b : live) {
     if (b.order >= 0)
