@@ -20,7 +20,7 @@ static long minflt() {
 int main(int argc, char** argv) {
   wl::Args args{argc, argv};
   const int live = static_cast<int>(args.num("live", 20));
-  const uint64_t steps = args.scaled(400);
+  const uint64_t steps = static_cast<uint64_t>(args.num("steps", 400));
   const size_t lo = static_cast<size_t>(args.num("min", 5 << 20));
   const size_t hi = static_cast<size_t>(args.num("max", 25 << 20));
   const double wait = args.num("wait", 1.0);

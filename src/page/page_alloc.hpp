@@ -1,6 +1,7 @@
 // The page allocator: buddy zones with per-CPU page lists (mm/page_alloc.c, seed 003).
 //
 // Lock order (outermost first):
+//  -1. shrink_mutex                  serialises shrinkers (pressure.cpp); taken with no lock held
 //   0. zone::reclaiming              a flag, not a lock: one reclaimer per zone, held with no
 //                                    lock across madvise (reclaim.cpp); fork_prepare waits for it
 //   1. page_allocator::drain_mutex   serialises drain_all_pages() (and fork_prepare)

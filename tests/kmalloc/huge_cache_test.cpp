@@ -1,5 +1,6 @@
 // The huge block cache: freed mappings are kept in proportion to the live huge footprint,
 // reused (mremap to the length needed), and none are kept once every huge block is freed.
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -64,6 +65,24 @@ TEST(HugeCache, IdleMappingsAreUnmappedAfterTheDecayDelay) {
   EXPECT_GE(st.released, 1u);
   for (void* p : v) kfree(p);
   EXPECT_EQ(huge_get_stats().cached_bytes, 0u);
+}
+
+// Blocks freed full make the next huge blocks huge-page blocks: 2 MiB aligned, a whole number
+// of huge pages (so 8 faults for 16 MiB, not 4096 plus a partial huge page's 4 KiB faults).
+TEST(HugeCache, FilledBlocksMakeTheNextOnesWholeHugePages) {
+  if (getenv("USLUB_THP")) GTEST_SKIP() << "THP set in the environment";
+  huge_trim();
+  for (int i = 0; i < 4; ++i) {
+    auto* p = static_cast<char*>(kmalloc(6 * MiB, 0));
+    ASSERT_NE(p, nullptr);
+    memset(p, 1, 6 * MiB);
+    kfree(p);
+  }
+  auto* q = static_cast<char*>(kmalloc(5 * MiB + 100, 0));
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(q) % (2 * MiB), 0u);
+  EXPECT_EQ(ksize(q), 6 * MiB) << "rounded up to whole huge pages";
+  kfree(q);
 }
 
 }  // namespace uslub::test
