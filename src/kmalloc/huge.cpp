@@ -221,10 +221,20 @@ void* huge_alloc_cached(std::size_t len, bool zero, std::size_t size) {
       release_map(c.map, c.len);
       return nullptr;
     }
-    void* q = mremap(reinterpret_cast<void*>(c.map), c.len, len, MREMAP_MAYMOVE);
+    // In place only: a moved mapping would lose its 2 MiB alignment (its huge pages split).
+    void* q = mremap(reinterpret_cast<void*>(c.map), c.len, len, 0);
     if (q == MAP_FAILED) {
       if (len > c.len) global_page_allocator().uncharge(len - c.len);
-      release_map(c.map, c.len);
+      // The address space after it is taken: keep the mapping for a smaller block, and let
+      // the caller map a fresh one.
+      huge_lock.lock();
+      bool kept = nr_cached < kCacheBlocks;
+      if (kept) {
+        cache[nr_cached++] = c;
+        cached_bytes += c.len;
+      }
+      huge_lock.unlock();
+      if (!kept) release_map(c.map, c.len);
       return nullptr;
     }
     if (len < c.len) global_page_allocator().uncharge(c.len - len);
