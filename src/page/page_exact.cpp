@@ -12,7 +12,9 @@
 //   3. at the start of the smallest free block of 2^order pages or more (__rmqueue), whose
 //      tail goes back to the free lists at once.
 // The head of an exact block has PG_head | PG_exact, ->nr_pages = nr and ->order =
-// order_base_2(nr) (informational); the other pages are 0, like the interior of any block.
+// ilog2(nr), rounded down: walkers of the memory map (validate_slab_cache) step 2^order pages
+// from a head, which must not pass the block's end; the other pages are 0, like the interior
+// of any block.
 // free_pages_exact frees the range as the largest aligned blocks that tile it, which merge
 // with their free buddies as usual.  resize_pages_exact grows a block into the free pages
 // after it (krealloc in place) or gives its tail back.
@@ -37,6 +39,10 @@ constexpr int kExactScan = 8;
 
 USLUB_ALWAYS_INLINE bool is_pow2(std::size_t n) {
   return (n & (n - 1)) == 0;
+}
+// An exact head's ->order: the largest power of two not above nr.
+USLUB_ALWAYS_INLINE unsigned ilog2_pages(std::size_t nr) {
+  return 63u - static_cast<unsigned>(__builtin_clzll(nr));
 }
 }  // namespace
 
@@ -96,7 +102,7 @@ page* page_allocator::alloc_pages_exact(std::size_t nr, gfp_t gfp) {
     if (!drained && (drained = true, drain_before_enomem())) continue;
     return nullptr;  // errno set by grow_zone
   }
-  set_page_order(p, order_base_2(nr));
+  set_page_order(p, ilog2_pages(nr));
   p->nr_pages = static_cast<std::uint16_t>(nr);
   p->lru.next = p->lru.prev = nullptr;
   set_page_flags(p, PG_head | PG_exact);
@@ -139,7 +145,7 @@ bool page_allocator::resize_pages_exact(page* p, std::size_t nr) {
     __free_range(z, p + nr, have - nr, /*returned=*/false, now);
   if (ok) {
     p->nr_pages = static_cast<std::uint16_t>(nr);
-    set_page_order(p, order_base_2(nr));
+    set_page_order(p, ilog2_pages(nr));
     // A grown block, or a shrunk one that was the last packed: the next exact block follows.
     if ((nr > have || z->exact_next == p + have) && page_pfn(p) + nr < PAGES_PER_SECTION)
       z->exact_next = p + nr;

@@ -30,16 +30,16 @@ TEST(HugeCache, RetainsInProportionToTheLiveFootprintAndReuses) {
   st = huge_get_stats();
   EXPECT_LE(st.cached_bytes, 12 * MiB);
   EXPECT_EQ(st.cached_bytes, 8 * MiB);
-  // A 10 MiB block reuses the 8 MiB mapping, grown by mremap: its first 8 MiB are the old
-  // pages (resident, no faults), the rest fresh zeros.
+  // A 7 MiB block reuses the 8 MiB mapping (shrunk in place by mremap, or kept whole when
+  // blocks are rounded to whole huge pages): old pages, no faults, zeroed on request.
   std::uint64_t hits = st.hits;
-  auto* p = static_cast<char*>(kmalloc(10 * MiB, __GFP_ZERO));
+  auto* p = static_cast<char*>(kmalloc(7 * MiB, __GFP_ZERO));
   ASSERT_NE(p, nullptr);
   st = huge_get_stats();
   EXPECT_EQ(st.hits, hits + 1);
   EXPECT_EQ(st.cached_bytes, 0u);
-  EXPECT_EQ(ksize(p), 10 * MiB);
-  for (std::size_t i = 0; i < 10 * MiB; i += 4096) ASSERT_EQ(p[i], 0) << i;
+  EXPECT_GE(ksize(p), 7 * MiB);
+  for (std::size_t i = 0; i < 7 * MiB; i += 4096) ASSERT_EQ(p[i], 0) << i;
   v.push_back(p);
   // Everything freed: nothing is kept, whatever the delay.
   for (char* q : v) kfree(q);
