@@ -80,6 +80,7 @@ void kmalloc_init() {
   bool sampling = kfence_enabled() || prof_enabled();
   g_kmalloc.ready.store(sampling ? 3 : 2, std::memory_order_release);
   kmalloc_set_fast(!sampling);
+  kmalloc_pressure_init();  // after `ready`: the monitor thread's start may allocate
 }
 
 bool kmalloc_kfence_init(std::uint32_t sample, unsigned pool_objects) {
@@ -119,22 +120,6 @@ USLUB_ALWAYS_INLINE void* kfence_sampled(std::size_t size, std::size_t align, gf
   return nullptr;
 }
 }  // namespace
-
-void* kmalloc_large(std::size_t size, gfp_t gfp, std::size_t align) {
-  std::size_t need = size > align ? size : align;
-  if (need > MAX_ORDER_BYTES) return huge_alloc(size, align, gfp & __GFP_ZERO);
-  unsigned order = order_base_2((need + PAGE_SIZE - 1) / PAGE_SIZE);
-  // Not __GFP_COMP: marking up to 1023 tail descriptors per block costs more than it buys;
-  // kfree only needs the head (an interior pointer is still reported, as "not allocated").
-  page* p = global_page_allocator().alloc_pages(order, gfp);
-  if (!p) {
-    errno = ENOMEM;
-    return nullptr;
-  }
-  set_page_flags(p, page_flags(p) | PG_large);
-  __atomic_store_n(&p->slab_private, static_cast<std::uint64_t>(size), __ATOMIC_RELAXED);
-  return page_address(p);
-}
 
 void* kmalloc_slow(std::size_t size, gfp_t gfp) {
   int ready = g_kmalloc.ready.load(std::memory_order_acquire);
@@ -185,11 +170,7 @@ void kfree_slow(const void* p, const char* caller) {
     if (off >= SECTION_DATA_START && off < sec->top.load(std::memory_order_acquire)) {
       page* head = compound_head(virt_to_page(p));
       std::uint32_t f = page_flags(head);
-      if ((f & PG_head) && (f & PG_large) && page_address(head) == p) {
-        set_page_flags(head, f & ~PG_large);
-        global_page_allocator().free_pages(head, head->order);
-        return;
-      }
+      if ((f & PG_head) && (f & PG_large) && page_address(head) == p) return large_free(head);
       if (f & PG_slab) {
         auto* s = static_cast<kmem_cache*>(head->slab_cache);
         report_bug(s ? s->name : "kmalloc", "Invalid pointer",
@@ -215,23 +196,6 @@ bool kmalloc_debug_object(const void* p) {
   page* slab = virt_to_slab(p);
   return slab && kmem_cache_debug(static_cast<kmem_cache*>(slab->slab_cache));
 }
-
-namespace {
-// The head of the large block (kmalloc_large) that starts at p, or nullptr; sec is p's
-// section (lookup_section).
-page* large_head(const mem_section* sec, const void* p) {
-  auto off = reinterpret_cast<std::uintptr_t>(p) - sec->base;
-  if (off < SECTION_DATA_START || off >= sec->top.load(std::memory_order_acquire)) return nullptr;
-  page* head = compound_head(virt_to_page(p));
-  return (page_flags(head) & PG_large) && page_address(head) == p ? head : nullptr;
-}
-// A large block's usable size: what was asked for, in whole pages.  The block itself is a
-// power of two pages; krealloc grows into the rest in place, and copies only this much when
-// it moves (never the untouched pages beyond the request: reading them would fault them in).
-std::size_t large_usable(const page* head) {
-  return align_up(__atomic_load_n(&head->slab_private, __ATOMIC_RELAXED), PAGE_SIZE);
-}
-}  // namespace
 
 std::size_t ksize_slow(const void* p) {
   if (!p) return 0;
@@ -300,19 +264,11 @@ void* krealloc(const void* p, size_t new_size, uslub_gfp_t gfp) {
   // caches: the red zone must follow the new size).
   if (new_size <= have && (new_size > have / 2 || have <= 16) && !kmalloc_debug_object(p))
     return const_cast<void*>(p);
-  // A large block grows in place inside its power-of-two block (have is the request in pages).
-  if (mem_section* sec = lookup_section(p); sec && have >= PAGE_SIZE) {
-    if (page* head = large_head(sec, p)) {
-      std::size_t block = PAGE_SIZE << head->order;
-      if (new_size <= block && new_size > block / 2) {
-        if ((gfp & __GFP_ZERO) && new_size > have)
-          memset(static_cast<char*>(const_cast<void*>(p)) + have, 0, new_size - have);
-        __atomic_store_n(&head->slab_private, static_cast<std::uint64_t>(new_size),
-                         __ATOMIC_RELAXED);
-        return const_cast<void*>(p);
-      }
-    }
-  }
+  // A large block is resized in place when it can be (large.cpp; have is the request in pages).
+  if (mem_section* sec = lookup_section(p);
+      sec && have >= PAGE_SIZE && new_size > KMALLOC_MAX_CACHE_SIZE)
+    if (page* head = large_head(sec, p); head && large_realloc_in_place(head, have, new_size, gfp))
+      return const_cast<void*>(p);
   if (have > MAX_ORDER_BYTES && new_size > MAX_ORDER_BYTES) {  // huge to huge: mremap, no copy
     if (void* q = huge_realloc(p, new_size)) {
       if ((gfp & __GFP_ZERO) && new_size > have)

@@ -7,8 +7,9 @@
 // are 16-byte aligned; power-of-two classes are aligned to their size (slabs are buddy blocks,
 // aligned to their own size), which serves aligned allocations up to 32 KiB.
 //
-// Above 32 KiB: 2^order pages from the page allocator (__GFP_COMP, PG_large on the head, the
-// requested size in head->slab_private).  Above MAX_ORDER (4 MiB): mmap, remembered in a hash
+// Above 32 KiB: exactly the pages needed from the page allocator (alloc_pages_exact; a block
+// aligned to more than a page is a power-of-two block), PG_large on the head, the requested
+// size in head->slab_private (large.cpp).  Above MAX_ORDER (4 MiB): mmap, remembered in a hash
 // table (huge.cpp) so that kfree can tell its blocks from foreign pointers.
 //
 // Locking: the class table is written once at initialisation; the caches follow slab.hpp's
@@ -82,7 +83,19 @@ USLUB_ALWAYS_INLINE kmem_cache* kmalloc_slab(std::size_t size) {
 
 // Out-of-line parts.
 void* kmalloc_slow(std::size_t size, gfp_t gfp);  // init, large, huge
+// Large blocks (large.cpp).
 void* kmalloc_large(std::size_t size, gfp_t gfp, std::size_t align);
+void large_free(page* head);  // head: a PG_large head at its block's start
+// The head of the large block that starts at p, or nullptr; sec is p's section.
+page* large_head(const mem_section* sec, const void* p);
+// A large block's usable size: what was asked for, in whole pages.
+std::size_t large_usable(const page* head);
+// krealloc of a large block without moving it (to new_size <= MAX_ORDER_BYTES); false if the
+// block cannot be resized where it is.  have: its usable size.
+bool large_realloc_in_place(page* head, std::size_t have, std::size_t new_size, gfp_t gfp);
+// Registers kmalloc's shrinkers (slab caches, huge block cache) and starts the pressure monitor
+// if USLUB_PRESSURE=1 (pressure.hpp).  Called at the end of kmalloc_init.
+void kmalloc_pressure_init();
 void kfree_slow(const void* p, const char* caller);  // large, huge, foreign
 std::size_t ksize_slow(const void* p);
 // Is p an object of a debug cache (debug.hpp)?
@@ -109,7 +122,12 @@ bool huge_free(const void* p);                            // false if p is not a
 void* huge_realloc(const void* p, std::size_t new_size);  // mremap; nullptr if not done
 std::size_t huge_size(const void* p);                     // 0 if p is not a huge block
 std::size_t huge_bytes();                                 // total mapped (live and cached)
-std::size_t huge_trim();   // unmaps the cache of freed blocks; bytes released
+std::size_t huge_trim();  // unmaps the cache of freed blocks; bytes released
+struct huge_cache_stats {
+  std::size_t live_bytes, cached_bytes, cached_blocks;
+  std::uint64_t hits, misses, released;  // allocations from the cache / from mmap; unmapped
+};
+huge_cache_stats huge_get_stats();
 void huge_fork_prepare();  // takes huge_lock (a leaf) across fork
 void huge_fork_release();
 

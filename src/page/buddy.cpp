@@ -91,6 +91,69 @@ static void expand(zone* z, page* p, unsigned low, unsigned high, bool returned,
   }
 }
 
+// The head of the free block holding section-relative page pfn, or nullptr if pfn is not in a
+// free block.  Probes the aligned heads of orders 0..MAX_ORDER around pfn (all inside pfn's
+// MAX_ORDER block, whose descriptors are committed when pfn is below the section's top).
+static page* free_block_containing(page* any_in_section, std::size_t pfn) {
+  for (unsigned o = 0; o <= MAX_ORDER; ++o) {
+    std::size_t hp = pfn & ~((std::size_t{1} << o) - 1);
+    page* h = pfn_to_page_in(any_in_section, hp);
+    if ((page_flags(h) & PG_buddy) && h->order >= o) return h;
+  }
+  return nullptr;
+}
+
+bool __range_is_free(zone* z, page* start, std::size_t nr) {
+  lockdep_assert_held(&z->lock);
+  std::size_t pfn = page_pfn(start), end = pfn + nr;
+  if (pfn < FIRST_DATA_PFN || end > PAGES_PER_SECTION) return false;
+  mem_section* sec = page_section(start);
+  if (sec->zone != z || end > (sec->top.load(std::memory_order_acquire) >> PAGE_SHIFT))
+    return false;
+  while (pfn < end) {
+    page* h = free_block_containing(start, pfn);
+    if (!h) return false;
+    pfn = page_pfn(h) + (std::size_t{1} << h->order);
+  }
+  return true;
+}
+
+void __free_range(zone* z, page* start, std::size_t nr, bool returned, std::uint64_t freed_ms) {
+  lockdep_assert_held(&z->lock);
+  std::size_t pfn = page_pfn(start), end = pfn + nr;
+  while (pfn < end) {
+    // The largest aligned block that starts at pfn and fits.
+    unsigned o = pfn ? static_cast<unsigned>(__builtin_ctzll(pfn)) : MAX_ORDER;
+    if (o > MAX_ORDER) o = MAX_ORDER;
+    while ((std::size_t{1} << o) > end - pfn) --o;
+    __free_one_page(z, pfn_to_page_in(start, pfn), o, returned, freed_ms);
+    pfn += std::size_t{1} << o;
+  }
+}
+
+bool __take_free_range(zone* z, page* start, std::size_t nr, bool* zeroed) {
+  lockdep_assert_held(&z->lock);
+  if (!__range_is_free(z, start, nr)) return false;
+  std::size_t pfn = page_pfn(start), end = pfn + nr;
+  bool all_returned = true;
+  while (pfn < end) {
+    page* h = free_block_containing(start, pfn);
+    std::size_t hp = page_pfn(h), hend = hp + (std::size_t{1} << h->order);
+    bool returned = page_flags(h) & PG_returned;
+    std::uint64_t freed_ms = h->freed_ms;
+    all_returned &= returned;
+    __del_page_from_free_list(z, h, h->order);
+    // The parts of the block outside the range go back as they were (expand's rule).  None of
+    // them can merge: each one's buddy lies inside this block, in the range or in a smaller
+    // part given back before it.
+    if (hp < pfn) __free_range(z, h, pfn - hp, returned, freed_ms);
+    if (hend > end) __free_range(z, pfn_to_page_in(start, end), hend - end, returned, freed_ms);
+    pfn = hend;
+  }
+  *zeroed = all_returned;
+  return true;
+}
+
 page* __rmqueue(zone* z, unsigned order, bool* zeroed) {
   lockdep_assert_held(&z->lock);
   for (unsigned o = order; o < NR_ORDERS; ++o) {

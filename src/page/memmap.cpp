@@ -72,7 +72,7 @@ static mem_section* new_section(page_allocator* owner, zone* z, platform::vm_ops
 }
 
 bool page_allocator::grow_zone(zone* z) {
-  const std::size_t limit = cfg_.memory_limit;
+  const std::size_t limit = section_limit();  // huge blocks count against it too
   for (;;) {
     mem_section* sec = z->grow_section.load(std::memory_order_acquire);
     if (sec) {

@@ -55,7 +55,8 @@ inline constexpr int NUMA_NO_NODE = -1;
 //   0                  page inside a block (free or allocated)
 //   PG_reserved        the section's own descriptor area
 // PG_returned qualifies PG_buddy/PG_pcp: the block's memory was returned to the OS (it reads
-// as zeros).  PG_slab and PG_large are set by the layers above on PG_head blocks.
+// as zeros).  PG_exact qualifies PG_head (alloc_pages_exact).  PG_slab and PG_large are set by
+// the layers above on PG_head blocks.
 inline constexpr std::uint32_t PG_head = 1u << 0;
 inline constexpr std::uint32_t PG_buddy = 1u << 1;
 inline constexpr std::uint32_t PG_pcp = 1u << 2;
@@ -67,13 +68,16 @@ inline constexpr std::uint32_t PG_comp = 1u << 7;
 inline constexpr std::uint32_t PG_slab = 1u << 8;
 inline constexpr std::uint32_t PG_large = 1u << 9;
 inline constexpr std::uint32_t PG_frag = 1u << 10;  // a page of a frag_pool (page_frag.hpp)
+// Qualifies PG_head: a block of ->nr_pages pages (any count up to 2^MAX_ORDER, not only powers
+// of two) from alloc_pages_exact, freed with free_pages_exact.
+inline constexpr std::uint32_t PG_exact = 1u << 11;
 
 struct alignas(64) page {
   // Relaxed atomics: read without the owner's lock by error checks and by merge look-ups.
   std::atomic<std::uint32_t> flags;
   std::uint8_t order;
   std::uint8_t node;
-  std::uint16_t reserved_;
+  std::uint16_t nr_pages;  // PG_exact head: pages of the block (alloc_pages_exact)
   union {
     page* compound_head;       // PG_tail
     std::uint64_t freed_ms;    // PG_buddy: when the block became free (decay)

@@ -16,6 +16,7 @@
 #include "base/check.hpp"
 #include "page/buddy.hpp"
 #include "page/pcp.hpp"
+#include "page/pressure.hpp"
 
 namespace uslub {
 
@@ -26,6 +27,14 @@ static constinit lock_class_key drain_mutex_key{"pcp_drain_mutex"};
 page_alloc_config page_alloc_config::from_env() {
   page_alloc_config c;
   c.memory_limit = platform::env_size("USLUB_MEMORY_LIMIT", 0);
+  if (c.memory_limit && c.memory_limit < kMinMemoryLimit) {
+    report_info(
+        "USLUB_MEMORY_LIMIT=%llu bytes is below the minimum uslub needs to start, %zu "
+        "bytes (%zu KiB: the first 4 MiB block, its page descriptors and the section header); "
+        "using the minimum\n",
+        static_cast<unsigned long long>(c.memory_limit), kMinMemoryLimit, kMinMemoryLimit >> 10);
+    c.memory_limit = kMinMemoryLimit;
+  }
   c.pcp_batch = static_cast<int>(platform::env_size("USLUB_PCP_BATCH", 0));
   c.pcp_high = static_cast<int>(platform::env_size("USLUB_PCP_HIGH", 0));
   c.decay_ms = static_cast<long>(platform::env_size("USLUB_DECAY_MS", ~0ull));
@@ -158,6 +167,11 @@ page* page_allocator::alloc_pages_slow(zone* z, unsigned order, gfp_t gfp, bool 
 // the memory split or out of reach of this CPU: drain them into the zones once before
 // failing, as the kernel does after direct reclaim.  Returns true if anything was cached
 // (worth a retry); errno stays the failure's.  Context: no lock held.
+//
+// At the memory limit the alloc_safe shrinkers (pressure.hpp: the huge block cache, whose
+// mappings count against the limit) run too.  The slab layer's shrinking is not among them: a
+// caller of the page allocator may hold a slab lock; the large and huge block paths, which
+// hold none, shrink everything (shrink_all_memory) before they fail.
 bool page_allocator::drain_before_enomem() {
   int err = errno;
   bool cached = false;
@@ -165,8 +179,28 @@ bool page_allocator::drain_before_enomem() {
     for (unsigned c = 0; c < nr_cpus_ && !cached; ++c)
       cached = __atomic_load_n(&zones_[n]->pcp[c].count, __ATOMIC_RELAXED) != 0;
   if (cached) drain_all_pages();
+  if (cfg_.memory_limit && global_ && shrink_alloc_safe(shrink_reason::limit) > 0) cached = true;
   errno = err;
   return cached;
+}
+
+bool page_allocator::charge(std::size_t bytes) {
+  std::size_t now = charged_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  if (cfg_.memory_limit && now + committed_.load(std::memory_order_relaxed) > cfg_.memory_limit) {
+    charged_.fetch_sub(bytes, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+void page_allocator::uncharge(std::size_t bytes) {
+  charged_.fetch_sub(bytes, std::memory_order_relaxed);
+}
+
+std::size_t page_allocator::section_limit() const {
+  if (!cfg_.memory_limit) return 0;
+  std::size_t c = charged_.load(std::memory_order_relaxed);
+  return c < cfg_.memory_limit ? cfg_.memory_limit - c : 1;
 }
 
 // The fast path is a pcp hit (mm/page_alloc.c's rmqueue_pcplist) inlined here: one
@@ -206,7 +240,7 @@ void* page_allocator::alloc_pages_addr(unsigned order, gfp_t gfp, int node) {
 
 // Is p a descriptor of an allocated block head of this allocator with this order?  Reports
 // the problem (and counts it) if not.  Descriptors outside committed memory are never read.
-bool page_allocator::check_free(const void* addr, page* p, unsigned order) {
+bool page_allocator::check_free(const void* addr, page* p, unsigned order, std::size_t exact_nr) {
   const char* problem = nullptr;
   char detail[160] = "";
   mem_section* sec = lookup_section(p);
@@ -224,9 +258,13 @@ bool page_allocator::check_free(const void* addr, page* p, unsigned order) {
   } else {
     std::uint32_t f = page_flags(p);
     if (f & PG_head) {
-      if (p->order == order) return true;
+      bool exact = f & PG_exact;
+      if (exact_nr ? exact && p->nr_pages == exact_nr : !exact && p->order == order) return true;
       problem = "Wrong order";
-      snprintf(detail, sizeof detail, "allocated as order %u", p->order);
+      if (exact)
+        snprintf(detail, sizeof detail, "allocated by alloc_pages_exact as %u pages", p->nr_pages);
+      else
+        snprintf(detail, sizeof detail, "allocated as order %u", p->order);
     } else if (f & (PG_buddy | PG_pcp | PG_isolated)) {
       problem = "Object already free";
       strcpy(detail, "double free");
@@ -237,7 +275,11 @@ bool page_allocator::check_free(const void* addr, page* p, unsigned order) {
     }
   }
   bad_free_.fetch_add(1, std::memory_order_relaxed);
-  report_bug("page allocator", problem, "free_pages(%p, order %u): %s\n", addr, order, detail);
+  if (exact_nr)
+    report_bug("page allocator", problem, "free_pages_exact(%p, %zu pages): %s\n", addr, exact_nr,
+               detail);
+  else
+    report_bug("page allocator", problem, "free_pages(%p, order %u): %s\n", addr, order, detail);
   return false;
 }
 
@@ -265,7 +307,8 @@ void page_allocator::free_pages(page* p, unsigned order) {
                      pfn >= sec->top.load(std::memory_order_acquire) >> PAGE_SHIFT))
     return free_pages_slow(p, order);
   std::uint32_t f = page_flags(p);
-  if (USLUB_UNLIKELY(!(f & PG_head) || p->order != order)) return free_pages_slow(p, order);
+  if (USLUB_UNLIKELY((f & (PG_head | PG_exact)) != PG_head || p->order != order))
+    return free_pages_slow(p, order);
   if (USLUB_UNLIKELY(f & PG_comp)) clear_compound_tails(p, order);
   zone* z = sec->zone;
   if (USLUB_LIKELY(order < NR_PCP_ORDERS && !cfg_.no_pcp)) {
@@ -414,6 +457,7 @@ page_alloc_stats page_allocator::stats() const {
   page_alloc_stats s{};
   s.committed_bytes = committed_.load(std::memory_order_relaxed);
   s.limit_bytes = cfg_.memory_limit;
+  s.charged_bytes = charged_.load(std::memory_order_relaxed);
   for (unsigned n = 0; n < nr_zones_; ++n) {
     zone* z = zones_[n];
     z->lock.lock();
@@ -504,6 +548,7 @@ page_allocator& global_page_allocator() {
   if (g_state.compare_exchange_strong(expected, 1)) {
     if (g_pa.init(page_alloc_config::from_env()) != 0)
       panic("cannot map the page allocator's metadata");
+    g_pa.global_ = true;
     g_state.store(2, std::memory_order_release);
   } else {
     while (g_state.load(std::memory_order_acquire) != 2) sched_yield();

@@ -1,6 +1,7 @@
 // The page allocator: buddy zones with per-CPU page lists (mm/page_alloc.c, seed 003).
 //
 // Lock order (outermost first):
+//  -1. shrink_mutex                  serialises shrinkers (pressure.cpp); taken with no lock held
 //   0. zone::reclaiming              a flag, not a lock: one reclaimer per zone, held with no
 //                                    lock across madvise (reclaim.cpp); fork_prepare waits for it
 //   1. page_allocator::drain_mutex   serialises drain_all_pages() (and fork_prepare)
@@ -49,6 +50,10 @@ namespace uslub {
 inline constexpr unsigned NR_PCP_ORDERS = 4;  // orders 0..3 are cached per CPU
 inline constexpr unsigned kFreeBatchLockBound = 32;
 inline constexpr unsigned kReclaimIsolate = 32;
+// The smallest USLUB_MEMORY_LIMIT uslub starts with: the first section's header page and one
+// growth step (a 4 MiB block and its 64 KiB of descriptors).  A smaller limit is raised to it.
+inline constexpr std::size_t kMinMemoryLimit =
+    PAGE_SIZE + MAX_ORDER_BYTES + MAX_ORDER_BYTES / PAGE_SIZE * sizeof(page);
 
 // Counter that is written only under one lock (or by one owner) and read racily: a relaxed
 // load+store instead of a locked increment.
@@ -94,6 +99,10 @@ struct zone {
   // lockless:
   std::atomic<mem_section*> grow_section{nullptr};  // section new blocks come from
   std::atomic<std::uint64_t> next_reclaim_ms{0};
+  // lock: where the last exact block ended (alloc_pages_exact packs blocks one after another
+  // from here, so that neither a tail nor a partly used huge page is left between them).  A
+  // hint: checked like any other range before use.
+  page* exact_next = nullptr;
   std::atomic<bool> reclaiming{false};
   per_cpu_pages* pcp;  // nr_cpu_ids entries, fixed after init
 };
@@ -132,6 +141,7 @@ struct page_alloc_config {
 
 struct page_alloc_stats {
   std::uint64_t committed_bytes, free_bytes, returned_bytes, pcp_bytes, limit_bytes;
+  std::uint64_t charged_bytes;  // outside the sections, counted against the limit (huge blocks)
   std::uint64_t pcp_alloc_hit, pcp_alloc_refill, pcp_free_hit, pcp_free_drain, pcp_trylock_fail;
   std::uint64_t zone_alloc, zone_free, zone_lock_acquired, zone_lock_contended;
   std::uint64_t grow, grow_fail, reclaim_runs, reclaimed_bytes, bad_free;
@@ -162,11 +172,29 @@ class page_allocator {
   void* alloc_pages_addr(unsigned order, gfp_t gfp = GFP_KERNEL, int node = NUMA_NO_NODE);
   void free_pages_addr(void* addr, unsigned order);
 
+  // alloc_pages_exact: a block of exactly nr pages (1 <= nr <= 2^MAX_ORDER), not rounded up to
+  // a power of two: the rest of the power-of-two block stays free in the buddy lists (the
+  // kernel's alloc_pages_exact, which splits the block and frees the tail).  The head has
+  // PG_head | PG_exact and ->nr_pages = nr; the block is page aligned only.  A power-of-two nr
+  // is an ordinary alloc_pages block (pcp lists).  nullptr with errno = ENOMEM or EINVAL.
+  page* alloc_pages_exact(std::size_t nr, gfp_t gfp = GFP_KERNEL);
+  // Frees a block of alloc_pages_exact; nr must be its ->nr_pages (checked and reported).
+  void free_pages_exact(page* p, std::size_t nr);
+  // Resizes an exact block in place: a smaller nr gives the tail pages back to the buddy
+  // lists; a larger one takes the pages after the block if they are all free.  False (the
+  // block unchanged) if they are not or nr is out of range.  __GFP_ZERO is the caller's.
+  bool resize_pages_exact(page* p, std::size_t nr);
+
   // Fills out[0..nr) with blocks of one order; returns how many it got (< nr on ENOMEM).
   int alloc_pages_bulk(unsigned order, int nr, page** out, gfp_t gfp = GFP_KERNEL,
                        int node = NUMA_NO_NODE);
   // Frees nr blocks of one order, re-taking locks every kFreeBatchLockBound blocks.
   void free_pages_bulk(page** pages, int nr, unsigned order);
+
+  // Memory outside the sections counted against memory_limit (huge blocks, huge.cpp): false
+  // (nothing charged) if `bytes` more would pass the limit.
+  bool charge(std::size_t bytes);
+  void uncharge(std::size_t bytes);
 
   // Empties every CPU's pcp lists into the zones.  Concurrent callers piggyback.
   void drain_all_pages();
@@ -204,7 +232,10 @@ class page_allocator {
   bool drain_before_enomem();
   void free_one_page(zone* z, page* p, unsigned order);
   void free_pages_slow(page* p, unsigned order);
-  bool check_free(const void* addr, page* p, unsigned order);
+  // exact_nr: the block must be an alloc_pages_exact block of that many pages (0: an
+  // alloc_pages block of `order`).
+  bool check_free(const void* addr, page* p, unsigned order, std::size_t exact_nr = 0);
+  page* rmqueue_exact(zone* z, std::size_t nr, bool* zeroed);
   zone* pick_zone(int node) const;
   void vm_release_metadata(zone* z);
   // pcp.cpp: nullptr / false when the pcp lock is busy or the zone is empty
@@ -216,6 +247,8 @@ class page_allocator {
   int rmqueue_bulk(zone* z, unsigned order, int count, per_cpu_pages* pcp);
   // memmap.cpp
   bool grow_zone(zone* z);
+  // The limit left for the sections (memory_limit less what charge() holds); 0: no limit.
+  std::size_t section_limit() const;
   // reclaim.cpp
   void maybe_reclaim(zone* z, std::uint64_t now_ms);
   std::size_t reclaim_zone(zone* z, std::uint64_t cutoff_ms);
@@ -226,6 +259,9 @@ class page_allocator {
   unsigned nr_zones_ = 0;
   unsigned nr_cpus_ = 0;
   std::atomic<std::size_t> committed_{0};
+  std::atomic<std::size_t> charged_{0};  // charge(): bytes outside the sections
+  bool global_ = false;                  // global_page_allocator() (runs the shrinkers)
+  friend page_allocator& global_page_allocator();
   std::atomic<mem_section*> sections_{nullptr};
   std::atomic<std::uint64_t> grow_count_{0}, grow_fail_{0}, reclaim_runs_{0};
   std::atomic<std::uint64_t> reclaimed_bytes_{0}, bad_free_{0};

@@ -1,6 +1,10 @@
 #include "sync/spinlock.hpp"
 
 #include <sched.h>
+#include <time.h>
+
+#include <cstdlib>
+#include <cstring>
 
 namespace uslub {
 
@@ -28,6 +32,102 @@ void spinlock_t::lock_wait() {
   }
   // Mark "locked, maybe sleepers" and sleep until we take it in that state.
   while (state_.exchange(2, std::memory_order_acquire) != 0) platform::futex_wait(&state_, 2);
+}
+
+namespace detail {
+constinit std::atomic<bool> g_lock_hold_on{false};
+
+std::uint64_t lock_hold_now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000u +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+namespace {
+// One slot per lock class, found by linear probing on the class pointer (claimed by CAS, never
+// freed).  Classes beyond kHoldSlots are not recorded.
+constexpr unsigned kHoldSlots = 64;
+struct hold_slot {
+  std::atomic<const lock_class_key*> cls;
+  std::atomic<std::uint64_t> count, total_ns, max_ns;
+  std::atomic<std::uint64_t> hist[kLockHoldBuckets];
+};
+constinit hold_slot g_hold[kHoldSlots];
+const lock_class_key g_unnamed{"(unnamed lock)"};
+}  // namespace
+
+void lock_hold_record(const lock_class_key* cls, std::uint64_t ns) {
+  if (!cls) cls = &g_unnamed;
+  unsigned i = static_cast<unsigned>((reinterpret_cast<std::uintptr_t>(cls) >> 4) % kHoldSlots);
+  for (unsigned n = 0; n < kHoldSlots; ++n, i = (i + 1) % kHoldSlots) {
+    const lock_class_key* c = g_hold[i].cls.load(std::memory_order_acquire);
+    if (!c && g_hold[i].cls.compare_exchange_strong(c, cls)) c = cls;
+    if (c != cls) continue;
+    hold_slot& h = g_hold[i];
+    h.count.fetch_add(1, std::memory_order_relaxed);
+    h.total_ns.fetch_add(ns, std::memory_order_relaxed);
+    std::uint64_t m = h.max_ns.load(std::memory_order_relaxed);
+    while (ns > m && !h.max_ns.compare_exchange_weak(m, ns, std::memory_order_relaxed)) {
+    }
+    unsigned b = ns ? 63u - static_cast<unsigned>(__builtin_clzll(ns)) : 0;
+    h.hist[b < kLockHoldBuckets ? b : kLockHoldBuckets - 1].fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+}
+}  // namespace detail
+
+void spinlock_t::record_hold() {
+  std::uint64_t now = detail::lock_hold_now_ns();
+  std::uint64_t start = hold_start_;
+  hold_start_ = 0;
+  detail::lock_hold_record(cls_, now > start ? now - start : 0);
+}
+
+void lock_hold_stats_enable(bool on) {
+  detail::g_lock_hold_on.store(on, std::memory_order_relaxed);
+}
+
+void lock_hold_stats_reset() {
+  for (auto& h : detail::g_hold) {
+    h.count.store(0, std::memory_order_relaxed);
+    h.total_ns.store(0, std::memory_order_relaxed);
+    h.max_ns.store(0, std::memory_order_relaxed);
+    for (auto& b : h.hist) b.store(0, std::memory_order_relaxed);
+  }
+}
+
+int lock_hold_stats(lock_hold_class* out, int max) {
+  int n = 0;
+  for (auto& h : detail::g_hold) {
+    const lock_class_key* c = h.cls.load(std::memory_order_acquire);
+    if (!c || n >= max || !h.count.load(std::memory_order_relaxed)) continue;
+    lock_hold_class& o = out[n++];
+    o.name = c->name;
+    o.count = h.count.load(std::memory_order_relaxed);
+    o.total_ns = h.total_ns.load(std::memory_order_relaxed);
+    o.max_ns = h.max_ns.load(std::memory_order_relaxed);
+    for (unsigned b = 0; b < kLockHoldBuckets; ++b)
+      o.hist[b] = h.hist[b].load(std::memory_order_relaxed);
+  }
+  return n;
+}
+
+std::uint64_t lock_hold_quantile(const lock_hold_class& c, double q) {
+  std::uint64_t total = 0;
+  for (std::uint64_t v : c.hist) total += v;
+  std::uint64_t want = static_cast<std::uint64_t>(q * static_cast<double>(total) + 0.5), seen = 0;
+  for (unsigned b = 0; b < kLockHoldBuckets; ++b) {
+    seen += c.hist[b];
+    if (seen >= want && seen) return std::uint64_t{2} << b;
+  }
+  return c.max_ns;
+}
+
+// Hold statistics from the start (USLUB_LOCK_HOLD_STATS=1).
+__attribute__((constructor)) static void lock_hold_from_env() {
+  if (const char* v = getenv("USLUB_LOCK_HOLD_STATS"); v && strcmp(v, "1") == 0)
+    lock_hold_stats_enable(true);
 }
 
 void spinlock_t::unlock_slow() {

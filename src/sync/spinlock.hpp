@@ -10,6 +10,12 @@
 //
 // Also counts acquisitions and contended acquisitions (for lock statistics: "shared-lock
 // acquisitions per 1000 operations").  The counters are relaxed and approximate.
+//
+// Hold times (lock_hold_stats_enable, USLUB_LOCK_HOLD_STATS=1; off by default): while on, each
+// acquisition stamps hold_start_ (CLOCK_MONOTONIC, ns; written and read only by the holder)
+// and the release adds the hold time to its lock class's log2 histogram and maximum (a
+// fixed table in spinlock.cpp, relaxed atomics).  Off, lock() and unlock() pay one relaxed
+// load and a not-taken branch each.
 #pragma once
 
 #include <atomic>
@@ -21,6 +27,26 @@
 #include "sync/preempt.hpp"
 
 namespace uslub {
+
+namespace detail {
+extern std::atomic<bool> g_lock_hold_on;
+std::uint64_t lock_hold_now_ns();
+void lock_hold_record(const lock_class_key* cls, std::uint64_t ns);
+}  // namespace detail
+
+// Hold-time statistics of one lock class (lock_hold_stats).
+inline constexpr unsigned kLockHoldBuckets = 32;  // bucket i: holds of [2^i, 2^(i+1)) ns
+struct lock_hold_class {
+  const char* name;
+  std::uint64_t count, total_ns, max_ns;
+  std::uint64_t hist[kLockHoldBuckets];
+};
+void lock_hold_stats_enable(bool on);
+void lock_hold_stats_reset();
+// Copies up to max classes (those that recorded a hold) into out; returns how many.
+int lock_hold_stats(lock_hold_class* out, int max);
+// The smallest hold time (ns, a bucket's upper bound) that q (0..1) of the holds do not pass.
+std::uint64_t lock_hold_quantile(const lock_hold_class& c, double q);
 
 class spinlock_t {
  public:
@@ -58,10 +84,13 @@ class spinlock_t {
     }
     bump(acquired_);
     lockdep_acquire(cls_, this, true);
+    if (USLUB_UNLIKELY(detail::g_lock_hold_on.load(std::memory_order_relaxed)))
+      hold_start_ = detail::lock_hold_now_ns();
     return true;
   }
 
   USLUB_ALWAYS_INLINE void unlock() {
+    if (USLUB_UNLIKELY(hold_start_)) record_hold();
     lockdep_release(cls_, this);
     if (USLUB_UNLIKELY(state_.fetch_sub(1, std::memory_order_release) != 1)) unlock_slow();
     preempt_count_dec();
@@ -80,6 +109,8 @@ class spinlock_t {
                                                        std::memory_order_relaxed)))
       lock_slow();
     bump(acquired_);
+    if (USLUB_UNLIKELY(detail::g_lock_hold_on.load(std::memory_order_relaxed)))
+      hold_start_ = detail::lock_hold_now_ns();
   }
   USLUB_SLOWPATH void lock_slow();
   // Counters are written only by the holder: a plain load+store, no locked instruction.
@@ -87,6 +118,7 @@ class spinlock_t {
     c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
   USLUB_SLOWPATH void unlock_slow();
+  USLUB_SLOWPATH void record_hold();
   void lock_wait();
 
   std::atomic<std::uint32_t> state_{0};
@@ -95,6 +127,7 @@ class spinlock_t {
   // the holder already owns.
   std::atomic<std::uint64_t> acquired_{0};
   std::atomic<std::uint64_t> contended_{0};
+  std::uint64_t hold_start_ = 0;  // holder only: when it took the lock (hold statistics on)
 };
 
 // RAII guard (the kernel's guard(spinlock)).

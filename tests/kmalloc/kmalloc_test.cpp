@@ -52,23 +52,30 @@ TEST(Kmalloc, KreallocKeepsContents) {
   EXPECT_EQ(krealloc(p, 0, 0), nullptr);
 }
 
-// A large block is a power of two pages: realloc grows into it in place, the usable size is
-// the request in whole pages, and a move copies the request (the block's untouched rest is
-// never read, so never faulted in).
-TEST(Kmalloc, LargeReallocGrowsInPlaceInsideItsBlockAndMovesWhatWasAsked) {
+// A large block takes exactly the pages it needs (alloc_pages_exact): realloc grows it in place
+// into free pages after it and moves it when they are taken; the usable size is the request in
+// whole pages, and a move copies the request (pages never asked for are never read, so never
+// faulted in).
+TEST(Kmalloc, LargeReallocGrowsInPlaceIntoFreePagesAndMovesWhatWasAsked) {
   const size_t k600 = 600 << 10, k900 = 900 << 10, k1200 = 1200 << 10;
   auto* p = static_cast<unsigned char*>(kmalloc(k600, 0));
   ASSERT_NE(p, nullptr);
   EXPECT_EQ(ksize(p), k600) << "the request, in whole pages";
+  page* head = virt_to_page(p);
+  EXPECT_TRUE(page_flags(head) & PG_exact);
+  EXPECT_EQ(head->nr_pages, k600 / 4096) << "exactly the pages asked for";
   for (size_t i = 0; i < k600; i += 4096) p[i] = static_cast<unsigned char>(i >> 12);
   p[k600 - 1] = 0xAB;
   auto* q = static_cast<unsigned char*>(krealloc(p, k900, 0));
-  EXPECT_EQ(q, p) << "900 KiB fits the 1 MiB block";
+  EXPECT_EQ(q, p) << "the pages after the block are free";
   EXPECT_EQ(ksize(q), k900);
+  EXPECT_EQ(head->nr_pages, k900 / 4096);
   q[k900 - 1] = 0xCD;
+  void* blocker = kmalloc(100 << 10, 0);  // packed right after q
+  ASSERT_EQ(blocker, q + k900);
   auto* r = static_cast<unsigned char*>(krealloc(q, k1200, 0));
   ASSERT_NE(r, nullptr);
-  EXPECT_NE(r, q) << "1200 KiB needs a 2 MiB block";
+  EXPECT_NE(r, q) << "the next pages are taken";
   for (size_t i = 0; i < k600; i += 4096) ASSERT_EQ(r[i], static_cast<unsigned char>(i >> 12));
   EXPECT_EQ(r[k600 - 1], 0xAB);
   EXPECT_EQ(r[k900 - 1], 0xCD);
@@ -76,7 +83,11 @@ TEST(Kmalloc, LargeReallocGrowsInPlaceInsideItsBlockAndMovesWhatWasAsked) {
   auto* z = static_cast<unsigned char*>(krealloc(r, k1200 + (100 << 10), __GFP_ZERO));
   EXPECT_EQ(z, r) << "grown in place again";
   for (size_t i = k1200; i < k1200 + (100 << 10); ++i) ASSERT_EQ(z[i], 0) << i;
-  kfree(z);
+  auto* s = static_cast<unsigned char*>(krealloc(z, 200 << 10, 0));
+  EXPECT_EQ(s, z) << "shrunk in place";
+  EXPECT_EQ(virt_to_page(s)->nr_pages, (200u << 10) / 4096) << "its tail given back";
+  kfree(s);
+  kfree(blocker);
 }
 
 TEST(Kmalloc, ForeignAndInteriorPointersAreReported) {
