@@ -46,6 +46,12 @@ inline constexpr opt_desc kOptions[] = {
     {"USLUB_NUMA_BIND", opt_kind::boolean, "1", "",
      "bind each node's memory sections to their node (mbind MPOL_PREFERRED); 0 leaves placement "
      "to first touch"},
+    {"USLUB_PRESSURE", opt_kind::boolean, "0", "",
+     "a helper thread waits for memory pressure (PSI trigger, else cgroup v2 memory.events) and "
+     "shrinks every cache, drains the per-CPU lists and returns free memory"},
+    {"USLUB_LOCK_HOLD_STATS", opt_kind::boolean, "0", "",
+     "record how long each shared lock class is held (histogram and longest hold; lock "
+     "statistics)"},
     {"USLUB_DOUBLE_FREE", opt_kind::boolean, "1", "strict",
      "double-free check of free: 1 in a row + sampled 1/64 + at flush, strict every free, 0 "
      "in a row only"},

@@ -125,7 +125,11 @@ bool elf_lookup(const elf_map& f, unsigned type, std::uintptr_t rel, char* out, 
       best = &sym[k];
     }
     if (!best) return false;
-    snprintf(out, cap, "%s", reinterpret_cast<const char*>(f.p + str->sh_offset + best->st_name));
+    const char* name = reinterpret_cast<const char*>(f.p + str->sh_offset + best->st_name);
+    std::size_t m = 0;  // (no snprintf: this runs in the KFENCE fault handler)
+    for (; cap && m + 1 < cap && name[m] && str->sh_offset + best->st_name + m < f.len; ++m)
+      out[m] = name[m];
+    if (cap) out[m] = '\0';
     *off = rel - best->st_value;
     return true;
   }
@@ -146,7 +150,11 @@ bool elf_build_id(const elf_map& f, char* hex, std::size_t cap) {
       const unsigned char* d = f.p + s->sh_offset + at + sizeof(ElfW(Nhdr)) + name;
       if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && nh->n_descsz >= 2 &&
           2 * nh->n_descsz + 1 <= cap && d + nh->n_descsz <= f.p + f.len) {
-        for (unsigned b = 0; b < nh->n_descsz; ++b) snprintf(hex + 2 * b, 3, "%02x", d[b]);
+        for (unsigned b = 0; b < nh->n_descsz; ++b) {
+          hex[2 * b] = "0123456789abcdef"[d[b] >> 4];
+          hex[2 * b + 1] = "0123456789abcdef"[d[b] & 15];
+        }
+        hex[2 * nh->n_descsz] = '\0';
         return true;
       }
       at += sizeof(ElfW(Nhdr)) + name + desc;
@@ -165,13 +173,31 @@ bool elf_symbolize(const char* path, std::uintptr_t base, std::uintptr_t pc, cha
   if (elf_lookup(f, SHT_SYMTAB, rel, out, cap, off)) return true;
   char id[128];
   if (elf_build_id(f, id, sizeof id)) {
-    char dbg[256];
-    snprintf(dbg, sizeof dbg, "/usr/lib/debug/.build-id/%.2s/%s.debug", id, id + 2);
+    char dbg[256];  // /usr/lib/debug/.build-id/xx/rest.debug, without snprintf
+    std::size_t m = 0;
+    auto put = [&](const char* t, std::size_t most) {
+      for (std::size_t k = 0; t[k] && k < most && m + 1 < sizeof dbg; ++k) dbg[m++] = t[k];
+    };
+    put("/usr/lib/debug/.build-id/", SIZE_MAX);
+    put(id, 2);
+    put("/", SIZE_MAX);
+    put(id + 2, SIZE_MAX);
+    put(".debug", SIZE_MAX);
+    dbg[m] = '\0';
     elf_map d;
     if (d.open_file(dbg) && elf_lookup(d, SHT_SYMTAB, rel, out, cap, off)) return true;
   }
   return elf_lookup(f, SHT_DYNSYM, rel, out, cap, off);
 }
+
+}  // namespace
+
+bool symbolize_in_file(const char* path, std::uintptr_t base, std::uintptr_t pc, char* out,
+                       std::size_t cap, std::uintptr_t* off) {
+  return elf_symbolize(path, base, pc, out, cap, off);
+}
+
+namespace {
 
 // ---- libdw, by dlopen -----------------------------------------------------------------------
 // The few entry points of elfutils' libdwfl that we use, declared by hand (libdw-dev is not a

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace uslub {
 
@@ -43,6 +44,12 @@ unsigned first_caller_frame(void* const* pcs, unsigned n);
 
 // True if fn (a symbolised function name) is an allocator entry point or uslub's own code.
 bool is_allocator_function(const char* fn);
+// The function containing pc, from the ELF symbol table of the file at path (loaded at base;
+// its separate debug file when it has one): name into out, pc's offset in it into *off.
+// Async-signal-safe in practice (open, fstat, mmap, munmap, no allocation, no lock, no stdio):
+// the KFENCE fault handler uses it.
+bool symbolize_in_file(const char* path, std::uintptr_t base, std::uintptr_t pc, char* out,
+                       std::size_t cap, std::uintptr_t* off);
 
 // The function name of a symbolised frame (up to " (" or "+0x").
 void function_of(const char* sym, char* out, std::size_t cap);

@@ -198,6 +198,7 @@ struct sig_text {
 // One mapping of /proc/self/maps per frame: module base name and offset.
 struct frame_module {
   char name[64];
+  char path[256];  // the whole path, for the symbol table
   unsigned long long off;
   bool found;
 };
@@ -262,11 +263,42 @@ void resolve_frames(void* const* pcs, unsigned n, frame_module* out) {
         std::size_t m = 0;
         while (base[m] && m + 1 < sizeof out[i].name) out[i].name[m] = base[m], ++m;
         out[i].name[m] = '\0';
+        m = 0;
+        while (p[m] && m + 1 < sizeof out[i].path) out[i].path[m] = p[m], ++m;
+        out[i].path[m] = '\0';
         out[i].found = true;
       }
     }
   }
   close(fd);
+}
+
+// Prints frames as "function+0xoff (module+0xoff)": the function from the module's ELF symbol
+// table (symbolize_in_file: no allocation, no lock, no stdio), module+offset for
+// addr2line; frames inside the allocator's entry points are left out at the top when
+// skip_allocator (the stack starts at the caller of malloc/free, as slub_debug's does).
+void sig_frames(sig_text& t, void* const* pcs, unsigned n, bool skip_allocator) {
+  frame_module mods[kStackDepth];
+  resolve_frames(pcs, n, mods);
+  unsigned shown = 0;
+  bool top = skip_allocator;
+  for (unsigned i = 0; i < n; ++i) {
+    char fn[256];
+    std::uintptr_t fn_off = 0;
+    auto pc = reinterpret_cast<std::uintptr_t>(pcs[i]) - 1;
+    bool named = mods[i].found &&
+                 symbolize_in_file(mods[i].path, pc - mods[i].off, pc, fn, sizeof fn, &fn_off);
+    if (top && named && is_allocator_function(fn) && i + 1 < n) continue;
+    top = false;
+    t.str("    #").num(shown++).str(" ");
+    if (named) t.str(fn).str("+").hex(fn_off).str(" (");
+    if (mods[i].found)
+      t.str(mods[i].name).str("+").hex(mods[i].off);
+    else
+      t.hex(pc);
+    if (named) t.str(")");
+    t.str("\n");
+  }
 }
 
 void sig_track(sig_text& t, const char* what, const kfence_track& tr) {
@@ -277,17 +309,8 @@ void sig_track(sig_text& t, const char* what, const kfence_track& tr) {
   t.num(ms / 1000).str(".").num(ms % 1000, 10, 3).str(" s ago:\n");
   void* const* pcs;
   unsigned n = stack_depot_fetch(tr.stack, &pcs);
-  frame_module mods[kStackDepth];
   if (n > kStackDepth) n = kStackDepth;
-  resolve_frames(pcs, n, mods);
-  for (unsigned i = 0; i < n; ++i) {
-    t.str("    #").num(i).str(" ");
-    if (mods[i].found)
-      t.str(mods[i].name).str("+").hex(mods[i].off);
-    else
-      t.hex(reinterpret_cast<std::uintptr_t>(pcs[i]) - 1);
-    t.str("\n");
-  }
+  sig_frames(t, pcs, n, true);
 }
 
 char g_sig_buf[8192];  // owned by the thread that won g_sig_reporting
@@ -382,6 +405,13 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
           .str(")\n");
     }
   }
+#if defined(__x86_64__)
+  {  // the faulting access: the interrupted instruction (+1: sig_frames takes return addresses)
+    void* at =
+        reinterpret_cast<void*>(static_cast<ucontext_t*>(uctx)->uc_mcontext.gregs[REG_RIP] + 1);
+    sig_frames(t, &at, 1, false);
+  }
+#endif
   if (m) {
     t.str("kfence object ").hex(m->addr).str("-").hex(m->addr + (m->size ? m->size : 1) - 1);
     t.str(", size ").num(m->size).str(" (").str(m->right ? "right" : "left").str("-aligned)\n");

@@ -126,8 +126,7 @@ std::uint64_t lock_hold_quantile(const lock_hold_class& c, double q) {
 
 // Hold statistics from the start (USLUB_LOCK_HOLD_STATS=1).
 __attribute__((constructor)) static void lock_hold_from_env() {
-  if (const char* v = getenv("USLUB_LOCK_HOLD_STATS"); v && strcmp(v, "1") == 0)
-    lock_hold_stats_enable(true);
+  if (platform::env_size("USLUB_LOCK_HOLD_STATS", 0) == 1) lock_hold_stats_enable(true);
 }
 
 void spinlock_t::unlock_slow() {

@@ -84,7 +84,7 @@ TEST(KfenceDeathTest, AFaultWhileAnotherThreadHoldsTheLoaderLockIsReported) {
         g_sink = reinterpret_cast<void*>(static_cast<volatile unsigned char*>(p)[8]);
       },
       "uslub: BUG kfence: Use-after-free access.*allocated by thread [0-9]+ on cpu [0-9]+ "
-      "[0-9]+\\.[0-9]{3} s ago:\n    #0 [^ ]+\\+0x[0-9a-f]+\n.*freed by");
+      "[0-9]+\\.[0-9]{3} s ago:\n    #0 [^ ]+\\+0x[0-9a-f]+ \\([^ ]+\\+0x[0-9a-f]+\\)\n.*freed by");
 }
 
 // Died of SIGSEGV's default action.  Sanitizer builds own SIGSEGV (their handler reports a

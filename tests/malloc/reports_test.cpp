@@ -249,6 +249,20 @@ void expect_symbolised(const std::string& report) {
   EXPECT_NE(report.find("reports_test.cpp:"), std::string::npos) << report;
 }
 
+// A fault report is written by the async-signal-safe SIGSEGV handler: each frame is named by
+// its function from the ELF symbol table, "function+0xoff (module+0xoff)" (no libdw, hence no
+// file:line, in a signal handler); no frame is a bare module+offset.
+void expect_named_signal_safe(const std::string& report) {
+  size_t frames = 0;
+  for (size_t at = report.find("    #"); at != std::string::npos;
+       at = report.find("    #", at + 1)) {
+    std::string line = report.substr(at, report.find('\n', at) - at);
+    EXPECT_NE(line.find(" ("), std::string::npos) << "an unnamed frame: " << line << "\n" << report;
+    ++frames;
+  }
+  EXPECT_GE(frames, 3u) << report;
+}
+
 size_t count(const std::string& s, const char* what) {
   size_t n = 0;
   for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
@@ -264,17 +278,13 @@ TEST(Reports, KfenceUseAfterFreeNamesAccessAllocationAndFreeSymbolised) {
   size_t alloc = at(out, "allocated by thread", what);
   size_t freed = at(out, "freed by thread", alloc);
   ASSERT_NE(freed, std::string::npos) << out;
-  EXPECT_NE(stack_after(out, what).find("#0 reports_reading_site (reports_test.cpp:"),
-            std::string::npos)
+  EXPECT_NE(stack_after(out, what).find("#0 reports_reading_site+0x"), std::string::npos) << out;
+  EXPECT_NE(stack_after(out, alloc).find("#0 reports_allocating_site+0x"), std::string::npos)
       << out;
-  EXPECT_NE(stack_after(out, alloc).find("#0 reports_allocating_site (reports_test.cpp:"),
-            std::string::npos)
-      << out;
-  EXPECT_NE(stack_after(out, freed).find("#0 reports_first_free_site (reports_test.cpp:"),
-            std::string::npos)
+  EXPECT_NE(stack_after(out, freed).find("#0 reports_first_free_site+0x"), std::string::npos)
       << out;
   std::string report = out.substr(bug, freed + stack_after(out, freed).size() - bug + 40);
-  expect_symbolised(report);
+  expect_named_signal_safe(report);
   EXPECT_EQ(count(report, "reports_reading_site"), 1u) << report;
   EXPECT_EQ(count(report, "reports_allocating_site"), 1u) << report;
   EXPECT_EQ(count(report, "reports_first_free_site"), 1u) << report;
