@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(cmake ninja-build g++ clang libclang-rt-14-dev clang-format
       libgtest-dev libgmock-dev libbenchmark-dev liburcu-dev libnuma-dev
-      spin valgrind gdb libdw1 python3 pkg-config google-perftools
+      spin valgrind gdb libdw1 python3 pkg-config google-perftools time
       libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0)
 missing=()
 for p in "${PKGS[@]}"; do
