@@ -46,7 +46,7 @@ namespace {
 constinit std::atomic<shrinker*> g_shrinkers{nullptr};
 constinit lock_class_key shrink_mutex_key{"shrink_mutex"};
 constinit spinlock_t shrink_mutex{&shrink_mutex_key};
-thread_local bool in_shrink = false;
+__attribute__((tls_model("initial-exec"))) thread_local bool in_shrink = false;
 constinit std::atomic<std::uint64_t> g_shrinks[static_cast<unsigned>(shrink_reason::nr)]{};
 constinit std::atomic<std::uint64_t> g_events{0}, g_reclaimed{0};
 constinit std::atomic<int> g_monitor_state{0};      // 0 none, 1 starting, 2 running, 3 unavailable
