@@ -17,22 +17,17 @@ p99.99 is taken over rounds x --ops samples (--ops is per run, split among the t
 2000000, --quick 500000 and 2 rounds).  Percentiles are the upper edge of their histogram
 bucket (within 3 %), in ns, after subtracting the timer's own cost.
 """
-import csv
 import datetime
-import importlib.util
 import math
 import os
-import random
 import re
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-_spec = importlib.util.spec_from_file_location("workloads_run",
-                                               os.path.join(ROOT, "bench", "workloads", "run.py"))
-wl = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(wl)
+sys.path.insert(0, os.path.dirname(HERE))
+import runlib  # noqa: E402
 
 SUB_BITS = 5
 SUB = 1 << SUB_BITS
@@ -87,10 +82,7 @@ class Hist:
 
 
 def run_one(prog, args, so):
-    env = dict(os.environ)
-    if isinstance(so, tuple):
-        so, extra_env = so
-        env.update(extra_env)
+    env, so = runlib.preload_env(so)
     if so:
         env["LD_PRELOAD"] = so
     p = subprocess.run([prog] + args, capture_output=True, text=True, env=env, timeout=900)
@@ -108,14 +100,6 @@ def run_one(prog, args, so):
             b[int(i)] = int(c)
         hists[m.group(1)] = (int(m.group(2)), int(m.group(3)), b)
     return (info, hists), None
-
-
-def commit():
-    try:
-        return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 COLORS = ["#888888", "#d62728", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b", "#000000",
@@ -182,44 +166,21 @@ def svg_ccdf(panels, names, hz, path):
 
 
 def main():
-    tree = commit()  # the tree measured, whatever is committed while the run goes on
-    argv = sys.argv[1:]
-    if "-h" in argv or "--help" in argv:
-        print(__doc__)
+    tree = runlib.commit()  # the tree measured, whatever is committed while the run goes on
+    opt = runlib.parse_args(sys.argv[1:], __doc__, "latency",
+                            {"--ops": ("ops", int), "--remote": ("remote", float)},
+                            {"ops": None, "remote": 0.25})
+    if opt is None:
         return
-    rounds, quick, build, extra, keep = None, False, os.path.join(ROOT, "build-release"), [], None
-    ops, remote, stem_name = None, 0.25, "latency"
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--rounds":
-            rounds = int(argv[i + 1]); i += 1
-        elif a == "--quick":
-            quick = True
-        elif a == "--build":
-            build = argv[i + 1]; i += 1
-        elif a == "--ops":
-            ops = int(argv[i + 1]); i += 1
-        elif a == "--remote":
-            remote = float(argv[i + 1]); i += 1
-        elif a == "--allocs":
-            keep = argv[i + 1].split(","); i += 1
-        elif a == "--out":
-            stem_name = argv[i + 1]; i += 1
-        elif "=" in a:
-            extra.append(a)
-        else:
-            sys.exit(f"run.py: unknown argument {a} (see --help)")
-        i += 1
+    rounds, quick, build, keep = opt["rounds"], opt["quick"], opt["build"], opt["keep"]
+    ops, remote = opt["ops"], opt["remote"]
     rounds = rounds or (2 if quick else 3)
     ops = ops or (500000 if quick else 2000000)
     build = os.path.abspath(build)
     prog = os.path.join(build, "bench", "latency", "bench_latency")
     if not os.access(prog, os.X_OK):
         sys.exit(f"run.py: no {prog} (build with -DUSLUB_BUILD_BENCH=ON)")
-    allocs = wl.allocators(build, extra)
-    if keep:
-        allocs = [a for k in keep for a in allocs if a[0] == k]
+    allocs = runlib.chosen_allocators(build, opt["extra"], keep)
     runs = [(n, so, "malloc") for n, so in allocs]
     uslub = dict(allocs).get("uslub")
     if uslub and (not keep or "uslub kmem" in keep or "uslub" in keep):
@@ -231,9 +192,7 @@ def main():
     hists = {}  # (config, alloc, op) -> Hist
     hz_seen = []
     for r in range(rounds):
-        jobs = [(c, x) for c in configs for x in runs]
-        random.shuffle(jobs)
-        for (clabel, threads), (name, so, api) in jobs:
+        for (clabel, threads), (name, so, api) in runlib.shuffled(configs, runs):
             args = ["--api", api, "--threads", str(threads), "--ops", str(ops), "--remote",
                     str(remote), "--seed", str(r + 1)]
             res, err = run_one(prog, args, so)
@@ -315,15 +274,9 @@ def main():
                          else f"{best or 'n/a'} | n/a |")
     text = "\n".join(lines)
     print(text)
-    outdir = os.path.join(ROOT, "bench", "results")
-    os.makedirs(outdir, exist_ok=True)
-    stem = os.path.join(outdir, f"{datetime.date.today()}-{stem_name}-{tree}")
-    with open(stem + ".md", "w") as f:
-        f.write(text + "\n")
-    with open(stem + ".csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["configuration", "allocator", "op"] + [f"{p}_ns" for p, _ in PCTS] + ["max_ns", "samples"])
-        w.writerows(csv_rows)
+    stem = runlib.write_results(f"{opt['stem_name']}-{tree}", text,
+                                ["configuration", "allocator", "op"] + [f"{p}_ns" for p, _ in PCTS]
+                                + ["max_ns", "samples"], csv_rows)
     panels = []
     for clabel, _ in configs:
         for op in ["malloc", "free"]:

@@ -23,12 +23,9 @@ iterations).  Peak RSS is the child's ru_maxrss.  The table shows medians, the r
 mimalloc 2.0 ("mimalloc") and to the best peer, and the geometric mean of time relative to
 mimalloc 2.0.  Writes bench/results/<date>-<STEM>-<commit>.{md,csv,svg} (STEM mimalloc-bench).
 """
-import csv
 import datetime
-import importlib.util
 import math
 import os
-import random
 import re
 import signal
 import statistics
@@ -40,10 +37,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-_spec = importlib.util.spec_from_file_location("workloads_run",
-                                               os.path.join(ROOT, "bench", "workloads", "run.py"))
-wl = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(wl)
+sys.path.insert(0, os.path.dirname(HERE))
+import runlib  # noqa: E402
 
 TIMEOUT = 600  # seconds; a run that takes longer is killed and counted as failed
 
@@ -98,10 +93,7 @@ TIME = "/usr/bin/time"  # GNU time: the program's own peak RSS (see run_one)
 
 
 def run_one(bindir, argv, stdin, kind, so):
-    env = dict(os.environ)
-    if isinstance(so, tuple):
-        so, extra_env = so
-        env.update(extra_env)
+    env, so = runlib.preload_env(so)
     env.pop("LD_PRELOAD", None)
     prog = [os.path.join(bindir, argv[0])] + argv[1:]
     if so:
@@ -141,54 +133,21 @@ def run_one(bindir, argv, stdin, kind, so):
     return {"time": t, "wall": wall, "maxrss_mb": maxrss_kb / 1024.0}, None
 
 
-def commit():
-    try:
-        return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main():
-    tree = commit()  # the tree measured, whatever is committed while the run goes on
-    argv = sys.argv[1:]
-    if "-h" in argv or "--help" in argv:
-        print(__doc__)
+    tree = runlib.commit()  # the tree measured, whatever is committed while the run goes on
+    opt = runlib.parse_args(sys.argv[1:], __doc__, "mimalloc-bench",
+                            {**runlib.ONLY_OPT, "--bin": ("bindir", str), "--procs": ("procs", int)},
+                            {"bindir": "/work/peers/build/mimalloc-bench", "procs": 2})
+    if opt is None:
         return
-    rounds, quick, build, only, extra, keep = None, False, os.path.join(ROOT, "build-release"), None, [], None
-    bindir, procs, stem_name = "/work/peers/build/mimalloc-bench", 2, "mimalloc-bench"
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--rounds":
-            rounds = int(argv[i + 1]); i += 1
-        elif a == "--quick":
-            quick = True
-        elif a == "--build":
-            build = argv[i + 1]; i += 1
-        elif a == "--bin":
-            bindir = argv[i + 1]; i += 1
-        elif a == "--procs":
-            procs = int(argv[i + 1]); i += 1
-        elif a == "--only":
-            only = set(argv[i + 1].split(",")); i += 1
-        elif a == "--allocs":
-            keep = argv[i + 1].split(","); i += 1
-        elif a == "--out":
-            stem_name = argv[i + 1]; i += 1
-        elif "=" in a:
-            extra.append(a)
-        else:
-            sys.exit(f"run.py: unknown argument {a} (see --help)")
-        i += 1
+    rounds, quick, build, only = opt["rounds"], opt["quick"], opt["build"], opt["only"]
+    bindir, procs = opt["bindir"], opt["procs"]
     if rounds is None:
         rounds = 3 if quick else 5
     build = os.path.abspath(build)
     if not os.path.exists(os.path.join(build, "src", "libuslub.so")):
         print(f"note: no {build}/src/libuslub.so; uslub is not run", file=sys.stderr)
-    allocs = wl.allocators(build, extra)
-    if keep:
-        allocs = [a for k in keep for a in allocs if a[0] == k]
+    allocs = runlib.chosen_allocators(build, opt["extra"], opt["keep"])
     names = [n for n, _ in allocs]
     work = []
     for t in tests(procs, quick):
@@ -206,9 +165,7 @@ def main():
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     planned, done = rounds, 0
     for r in range(rounds):
-        jobs = [(t, a) for t in work for a in allocs]
-        random.shuffle(jobs)
-        for (name, targv, stdin, kind), (aname, so) in jobs:
+        for (name, targv, stdin, kind), (aname, so) in runlib.shuffled(work, allocs):
             if stop:
                 break
             fields, err = run_one(bindir, targv, stdin, kind, so)
@@ -228,8 +185,7 @@ def main():
     rounds = done
 
     def med(name, aname, key):
-        vals = [f[key] for f in results.get((name, aname), [])]
-        return statistics.median(vals) if vals else None
+        return runlib.median(results.get((name, aname), []), key)
 
     bench_commit = "unknown"
     try:
@@ -298,16 +254,10 @@ def main():
             f"{k[0]} under {k[1]}: {len(v)}x {v[0]}" for k, v in sorted(failures.items())))
     text = "\n".join(lines)
     print(text)
-    outdir = os.path.join(ROOT, "bench", "results")
-    os.makedirs(outdir, exist_ok=True)
-    stem = os.path.join(outdir, f"{datetime.date.today()}-{stem_name}-{tree}")
-    with open(stem + ".md", "w") as f:
-        f.write(text + "\n")
-    with open(stem + ".csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["test", "allocator", "time_s", "maxrss_mb", "wall_s", "runs", "failures"])
-        w.writerows(csv_rows)
-    wl.svg_chart(rows, names, stem + ".svg")
+    stem = runlib.write_results(f"{opt['stem_name']}-{tree}", text,
+                                ["test", "allocator", "time_s", "maxrss_mb", "wall_s", "runs",
+                                 "failures"], csv_rows)
+    runlib.svg_chart(rows, names, stem + ".svg")
     print(f"wrote {stem}.md .csv .svg", file=sys.stderr)
 
 

@@ -11,8 +11,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "bench", "workloads"))
-from run import allocators  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from runlib import allocators  # noqa: E402
 
 LABELS = {"pair-64-1t": "pair 64 B, 1 thread", "pair-64-2t": "pair 64 B, 2 threads",
           "pair-256-1t": "pair 256 B, 1 thread", "pair-256-2t": "pair 256 B, 2 threads",

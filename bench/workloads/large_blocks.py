@@ -17,7 +17,9 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import allocators, run_one  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from run import run_one  # noqa: E402
+from runlib import allocators  # noqa: E402
 
 SIZES = [32 << 10, 40000, 100000, 256 << 10, 600000, (1 << 20) + 64, 3000000, 4 << 20,
          (4 << 20) + 4096, 6 << 20, 16 << 20, 64 << 20]
