@@ -16,29 +16,12 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include "process.hpp"
 #include "test_support.hpp"
 
 namespace {
 
 using uslub::test::report_capture;
-
-std::string run(const std::string& cmd) {
-  std::string out;
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return out;
-  std::array<char, 65536> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) out.append(buf.data(), n);
-  pclose(f);
-  return out;
-}
-
-// The path of this executable ("/proc/self/exe" inside popen would be the shell).
-std::string self() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  return std::string(buf, n > 0 ? static_cast<size_t>(n) : 0);
-}
 
 bool child() {
   return getenv("USLUB_DEBUG_TEST_CHILD") != nullptr;
@@ -47,8 +30,7 @@ bool child() {
 // Output (stdout and stderr) of DebugEnvChild.<test> re-run with the environment env, then of
 // the shell command `after`.
 std::string run_child(const std::string& env, const char* test, const char* after = "") {
-  return run(env + " USLUB_DEBUG_TEST_CHILD=1 " + self() + " --gtest_filter=DebugEnvChild." + test +
-             " 2>&1" + after);
+  return uslub::test::run_child_test(env, "USLUB_DEBUG_TEST_CHILD", "DebugEnvChild", test, after);
 }
 
 __attribute__((noinline)) void* leaky_function() {

@@ -22,48 +22,13 @@
 #include <thread>
 #include <vector>
 
+#include "process.hpp"
 #include "test_support.hpp"
 
 namespace uslub::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-// The stacks of every thread of pid (gdb in batch mode), or why there are none.
-std::string stacks_of(pid_t pid) {
-  std::string cmd = "gdb -q -p " + std::to_string(pid) +
-                    " -batch -ex 'thread apply all bt 25' 2>&1 | grep -E '^(Thread|#)'";
-  std::string out;
-  if (FILE* f = popen(cmd.c_str(), "r")) {
-    char buf[4096];
-    std::size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-    pclose(f);
-  }
-  return out.empty() ? "(no stacks: gdb missing or not allowed to attach)" : out;
-}
-
-// Waits for pid until the deadline; a process still running then has hung: fail with its
-// stacks and kill it.  Expects exit status 0.
-void expect_exits_ok(pid_t pid, std::chrono::seconds deadline) {
-  auto end = std::chrono::steady_clock::now() + deadline;
-  int status = 0;
-  for (;;) {
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) break;
-    ASSERT_EQ(r, 0);
-    if (std::chrono::steady_clock::now() > end) {
-      std::string where = stacks_of(pid);
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      FAIL() << "process " << pid << " hung; its threads:\n" << where;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal "
-                                 << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-  EXPECT_EQ(WEXITSTATUS(status), 0);
-}
 
 // One round of mixed allocations: small and medium classes, large (page allocator) and huge
 // (mmap) blocks, aligned blocks, realloc; occasionally malloc_trim (slab_mutex, flush_mutex,
@@ -135,7 +100,7 @@ TEST(MallocFork, ForkFromSeveralThreadsWhileOthersAllocate) {
     for (auto& t : ts) t.join();
     _exit(bad.load() == 0 ? 0 : 1);
   }
-  expect_exits_ok(scenario, 120s);
+  expect_child_exits_ok(scenario, 120s);
 }
 
 // ---- fork from a signal handler -----------------------------------------------------------
@@ -215,14 +180,14 @@ TEST(MallocFork, ForkFromASignalHandlerThatInterruptedMalloc) {
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) signal_fork_scenario(0, true, 100);
-  expect_exits_ok(pid, 60s);
+  expect_child_exits_ok(pid, 60s);
 }
 
 TEST(MallocFork, ForkFromASignalHandlerWhileOtherThreadsAllocate) {
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) signal_fork_scenario(2, false, 100);
-  expect_exits_ok(pid, 60s);
+  expect_child_exits_ok(pid, 60s);
 }
 
 }  // namespace

@@ -8,32 +8,21 @@
 #include <fstream>
 #include <string>
 
+#include "process.hpp"
+
 namespace {
 
-struct result {
-  std::string out;
-  int status;
-};
-
-result run(const std::string& cmd) {
-  result r{"", -1};
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return r;
-  std::array<char, 65536> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) r.out.append(buf.data(), n);
-  r.status = pclose(f);
-  return r;
-}
+using result = uslub::test::sh_result;
+using uslub::test::sh;
 
 // Runs cmd twice (glibc, then uslub) and compares stdout; uslub's stderr goes to a file that
 // must not contain a report.
 void same_output(const std::string& cmd) {
-  result base = run(cmd + " 2>/dev/null");
+  result base = sh(cmd + " 2>/dev/null");
   ASSERT_EQ(base.status, 0) << "baseline failed: " << cmd;
   std::string log = ::testing::TempDir() + "uslub_preload.log";
   std::remove(log.c_str());
-  result ours = run("LD_PRELOAD=" USLUB_SO_PATH " USLUB_LOG=" + log + " " + cmd + " 2>/dev/null");
+  result ours = sh("LD_PRELOAD=" USLUB_SO_PATH " USLUB_LOG=" + log + " " + cmd + " 2>/dev/null");
   EXPECT_EQ(ours.status, 0) << cmd;
   EXPECT_EQ(ours.out.size(), base.out.size()) << cmd;
   EXPECT_TRUE(ours.out == base.out) << cmd;
@@ -43,7 +32,7 @@ void same_output(const std::string& cmd) {
 }
 
 bool have(const char* tool) {
-  return run(std::string("command -v ") + tool + " >/dev/null 2>&1 && echo yes").out == "yes\n";
+  return sh(std::string("command -v ") + tool + " >/dev/null 2>&1 && echo yes").out == "yes\n";
 }
 
 }  // namespace

@@ -14,24 +14,12 @@
 #include <sstream>
 #include <string>
 
+#include "process.hpp"
+
 namespace {
 
-struct result {
-  std::string out;
-  int status;
-};
-
-result sh(const std::string& cmd) {
-  result r{"", -1};
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return r;
-  std::array<char, 65536> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) r.out.append(buf.data(), n);
-  int st = pclose(f);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return r;
-}
+using result = uslub::test::sh_result;
+using uslub::test::sh;
 
 // The MB figure google-pprof --text prints for fn ("  95.5 100.0% ... fn"), or -1.
 double megabytes(const std::string& text, const std::string& fn) {

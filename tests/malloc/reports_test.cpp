@@ -23,34 +23,17 @@
 #include <thread>
 
 #include "kfence/kfence.hpp"
+#include "process.hpp"
 #include "test_support.hpp"
 
 namespace {
-
-std::string run(const std::string& cmd) {
-  std::string out;
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return out;
-  std::array<char, 65536> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) out.append(buf.data(), n);
-  pclose(f);
-  return out;
-}
-
-std::string self() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  return std::string(buf, n > 0 ? static_cast<size_t>(n) : 0);
-}
 
 bool child() {
   return getenv("REPORTS_TEST_CHILD") != nullptr;
 }
 
 std::string run_child(const std::string& env, const char* test, const char* after = "") {
-  return run(env + " REPORTS_TEST_CHILD=1 " + self() + " --gtest_filter=ReportsChild." + test +
-             " 2>&1" + after);
+  return uslub::test::run_child_test(env, "REPORTS_TEST_CHILD", "ReportsChild", test, after);
 }
 
 // Position of `what` at or after `from`, or npos.
@@ -269,21 +252,40 @@ size_t count(const std::string& s, const char* what) {
   return n;
 }
 
+// The KFENCE report of ReportsChild.<test> run with every allocation sampled: the child's
+// output, where the line `what` (after the header), the allocation stack and the free stack
+// start in it (npos when missing), and the report from its header to just past the free stack.
+struct kfence_report {
+  std::string out;
+  size_t what, alloc, freed;
+  std::string report;
+};
+
+kfence_report run_kfence_child(const char* test, const char* header, const char* what) {
+  kfence_report k;
+  k.out = run_child("USLUB_KFENCE_SAMPLE=1 USLUB_KFENCE_POOL_PAGES=1024", test);
+  size_t bug = at(k.out, header);
+  k.what = at(k.out, what, bug);
+  k.alloc = at(k.out, "allocated by thread", k.what);
+  k.freed = at(k.out, "freed by thread", k.alloc);
+  if (k.freed != std::string::npos)
+    k.report = k.out.substr(bug, k.freed + stack_after(k.out, k.freed).size() - bug + 40);
+  return k;
+}
+
 TEST(Reports, KfenceUseAfterFreeNamesAccessAllocationAndFreeSymbolised) {
   if (child()) GTEST_SKIP();
-  std::string out =
-      run_child("USLUB_KFENCE_SAMPLE=1 USLUB_KFENCE_POOL_PAGES=1024", "KfenceUseAfterFree");
-  size_t bug = at(out, "uslub: BUG kfence: Use-after-free access");
-  size_t what = at(out, "Use-after-free read at ", bug);
-  size_t alloc = at(out, "allocated by thread", what);
-  size_t freed = at(out, "freed by thread", alloc);
+  kfence_report k = run_kfence_child(
+      "KfenceUseAfterFree", "uslub: BUG kfence: Use-after-free access", "Use-after-free read at ");
+  const std::string& out = k.out;
+  const std::string& report = k.report;
+  size_t what = k.what, alloc = k.alloc, freed = k.freed;
   ASSERT_NE(freed, std::string::npos) << out;
   EXPECT_NE(stack_after(out, what).find("#0 reports_reading_site+0x"), std::string::npos) << out;
   EXPECT_NE(stack_after(out, alloc).find("#0 reports_allocating_site+0x"), std::string::npos)
       << out;
   EXPECT_NE(stack_after(out, freed).find("#0 reports_first_free_site+0x"), std::string::npos)
       << out;
-  std::string report = out.substr(bug, freed + stack_after(out, freed).size() - bug + 40);
   expect_named_signal_safe(report);
   EXPECT_EQ(count(report, "reports_reading_site"), 1u) << report;
   EXPECT_EQ(count(report, "reports_allocating_site"), 1u) << report;
@@ -293,12 +295,11 @@ TEST(Reports, KfenceUseAfterFreeNamesAccessAllocationAndFreeSymbolised) {
 
 TEST(Reports, KfenceDoubleFreeNamesAllocationFirstFreeAndCulprit) {
   if (child()) GTEST_SKIP();
-  std::string out =
-      run_child("USLUB_KFENCE_SAMPLE=1 USLUB_KFENCE_POOL_PAGES=1024", "KfenceDoubleFree");
-  size_t bug = at(out, "uslub: BUG kfence: Invalid free");
-  size_t what = at(out, "the object is already free (double free)", bug);
-  size_t alloc = at(out, "allocated by thread", what);
-  size_t freed = at(out, "freed by thread", alloc);
+  kfence_report k = run_kfence_child("KfenceDoubleFree", "uslub: BUG kfence: Invalid free",
+                                     "the object is already free (double free)");
+  const std::string& out = k.out;
+  const std::string& report = k.report;
+  size_t what = k.what, alloc = k.alloc, freed = k.freed;
   ASSERT_NE(freed, std::string::npos) << out;
   // The current stack is the culprit's, from the caller of free (no allocator frames).
   EXPECT_NE(stack_after(out, what).find("#0 reports_second_free_site (reports_test.cpp:"),
@@ -310,7 +311,6 @@ TEST(Reports, KfenceDoubleFreeNamesAllocationFirstFreeAndCulprit) {
   EXPECT_NE(stack_after(out, freed).find("#0 reports_first_free_site (reports_test.cpp:"),
             std::string::npos)
       << out;
-  std::string report = out.substr(bug, freed + stack_after(out, freed).size() - bug + 40);
   expect_symbolised(report);
   EXPECT_EQ(report.find("uslub::"), std::string::npos) << report;
   EXPECT_EQ(count(report, "reports_second_free_site"), 1u) << report;

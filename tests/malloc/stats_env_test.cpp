@@ -21,34 +21,15 @@
 #include <string>
 #include <vector>
 
+#include "process.hpp"
+
 namespace {
 
 const std::string kCli = USLUB_CLI_PATH;
 
-struct result {
-  std::string out;
-  int status;
-};
-
-// Runs a shell command; stdout (and whatever the command redirects into it).
-result sh(const std::string& cmd) {
-  result r{"", -1};
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return r;
-  std::array<char, 65536> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) r.out.append(buf.data(), n);
-  int st = pclose(f);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return r;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using result = uslub::test::sh_result;
+using uslub::test::read_file;
+using uslub::test::sh;
 
 std::string tmp(const std::string& name) {
   return ::testing::TempDir() + "uslub_stats_env_" + std::to_string(getpid()) + "_" + name;
@@ -94,7 +75,7 @@ TEST(StatsCli, StatsAtExitOfSortEvenWithStderrClosed) {
   std::string err = tmp("sort.err");
   result r = sh(kCli + " run --stats -- sort " + in + " 2>" + err + " | tail -1");
   ASSERT_EQ(r.status, 0);
-  std::string text = slurp(err);
+  std::string text = read_file(err);
   EXPECT_TRUE(has(text, "uslub: statistics of sort (pid ")) << text;
   for (const char* k :
        {"allocated", "active", "resident", "committed", "metadata", "rss", "returned to the OS",
@@ -132,7 +113,7 @@ TEST(StatsCli, JsonParses) {
          "assert any(c[\"name\"].startswith(\"kmalloc-\") and c[\"active_objs\"]>0 "
          "for c in d[\"caches\"]); print(\"ok\")' " +
          js + " 2>&1");
-  EXPECT_EQ(py.out, "ok\n") << slurp(js);
+  EXPECT_EQ(py.out, "ok\n") << read_file(js);
 }
 
 TEST(StatsCli, LogWithPidGetsStatsAndBugs) {
@@ -145,7 +126,7 @@ TEST(StatsCli, LogWithPidGetsStatsAndBugs) {
   std::string name = sh("ls " + dir).out;  // one file: log.<pid of sort>
   ASSERT_EQ(name.rfind("log.", 0), 0u) << name;
   std::string pid = name.substr(4, name.find('\n') - 4);
-  std::string text = slurp(dir + "/" + name.substr(0, name.find('\n')));
+  std::string text = read_file(dir + "/" + name.substr(0, name.find('\n')));
   EXPECT_TRUE(has(text, "uslub: statistics of sort (pid " + pid + ")")) << text;
   // BUG reports and the leak report go there too (a double free under U tracking: this
   // executable's DebugEnvChild-style child is not needed, python is not either: the report
@@ -195,7 +176,7 @@ TEST(StatsOptions, OptionsCommandMatchesTheGuide) {
     EXPECT_TRUE(has(r.out, o)) << o;
   EXPECT_FALSE(has(r.out, "USLUB_TEST_QUICK"));
   std::string table = sh(kCli + " options --markdown").out;
-  std::string guide = slurp(std::string(USLUB_SOURCE_DIR) + "/docs/guide.md");
+  std::string guide = read_file(std::string(USLUB_SOURCE_DIR) + "/docs/guide.md");
   EXPECT_TRUE(has(guide, table)) << "docs/guide.md must contain `uslub options --markdown`:\n"
                                  << table;
 }

@@ -12,28 +12,14 @@
 #include <regex>
 #include <string>
 
+#include "process.hpp"
+
 namespace {
 
-struct result {
-  std::string out;
-  int status;
-};
+using result = uslub::test::sh_result;
+using uslub::test::sh;
 
-result run(const std::string& cmd) {
-  result r{"", -1};
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return r;
-  std::array<char, 65536> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) r.out.append(buf.data(), n);
-  r.status = pclose(f);
-  return r;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using uslub::test::read_file;
 
 // Twenty copies of the helper library: twenty TLS modules, more than the 14 DTV slots glibc
 // leaves spare, so the DTVs of running threads are resized (malloc) as well.
@@ -41,7 +27,7 @@ std::string library_copies() {
   std::string args;
   for (int i = 0; i < 20; ++i) {
     std::string copy = ::testing::TempDir() + "uslub_tls_lib_" + std::to_string(i) + ".so";
-    EXPECT_EQ(run("cp " USLUB_TLS_LIB " " + copy + " && echo done").out, "done\n");
+    EXPECT_EQ(sh("cp " USLUB_TLS_LIB " " + copy + " && echo done").out, "done\n");
     args += " " + copy;
   }
   return args;
@@ -49,14 +35,14 @@ std::string library_copies() {
 
 void run_under_uslub(const std::string& env) {
   std::string args = library_copies();
-  result base = run(USLUB_TLS_PROG + args + " 2>&1");
+  result base = sh(USLUB_TLS_PROG + args + " 2>&1");
   ASSERT_EQ(base.status, 0) << base.out;
   ASSERT_EQ(base.out.rfind("ok ", 0), 0u) << base.out;
   std::string log = ::testing::TempDir() + "uslub_tls.log";
   std::remove(log.c_str());
   for (int round = 0; round < 3; ++round) {
-    result ours = run("LD_PRELOAD=" USLUB_SO_PATH " USLUB_LOG=" + log + " " + env + " " +
-                      USLUB_TLS_PROG + args + " 2>&1");
+    result ours = sh("LD_PRELOAD=" USLUB_SO_PATH " USLUB_LOG=" + log + " " + env + " " +
+                     USLUB_TLS_PROG + args + " 2>&1");
     EXPECT_EQ(ours.status, 0) << env << ": " << ours.out;
     EXPECT_EQ(ours.out, base.out) << env;
   }
@@ -80,8 +66,8 @@ TEST(TlsPreload, DlopenedLibrariesWhoseThreadLocalsAllocateWithKfenceSampling) {
 // whose thread-local lives in liburcu.  objdump -dl attributes each call to the source line it
 // was inlined from.
 TEST(TlsModel, NoTlsGetAddrCallOnAMallocPath) {
-  result r = run("command -v objdump >/dev/null && objdump -dl --no-show-raw-insn " USLUB_SO_PATH
-                 " 2>/dev/null");
+  result r = sh("command -v objdump >/dev/null && objdump -dl --no-show-raw-insn " USLUB_SO_PATH
+                " 2>/dev/null");
   if (r.status != 0 || r.out.empty()) GTEST_SKIP() << "objdump missing: nothing checked";
   std::regex fn_re(R"(^[0-9a-f]+ <(.*)>:$)");
   std::regex file_re(R"(^(/[^:]+):[0-9]+)");

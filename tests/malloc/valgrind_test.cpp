@@ -14,24 +14,12 @@
 #include <thread>
 #include <vector>
 
+#include "process.hpp"
+
 namespace {
 
-std::string self() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  return std::string(buf, n > 0 ? static_cast<size_t>(n) : 0);
-}
-
-std::string run(const std::string& cmd, int* status) {
-  std::string out;
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return out;
-  std::array<char, 65536> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) out.append(buf.data(), n);
-  *status = pclose(f);
-  return out;
-}
+using uslub::test::self_exe;
+using uslub::test::sh;
 
 TEST(ValgrindChild, MallocFamilyAndThreads) {
   if (!getenv("USLUB_VALGRIND_CHILD")) GTEST_SKIP() << "run by Valgrind.MemcheckIsClean";
@@ -59,14 +47,12 @@ TEST(ValgrindChild, MallocFamilyAndThreads) {
 
 TEST(Valgrind, MemcheckIsClean) {
   if (getenv("USLUB_VALGRIND_CHILD")) GTEST_SKIP();
-  int status = 0;
-  if (run("command -v valgrind >/dev/null 2>&1 && echo yes", &status) != "yes\n")
+  if (sh("command -v valgrind >/dev/null 2>&1 && echo yes").out != "yes\n")
     GTEST_SKIP() << "valgrind is not installed";
-  std::string out =
-      run("USLUB_VALGRIND_CHILD=1 valgrind --error-exitcode=9 "
-          "--soname-synonyms=somalloc=nouserintercepts " +
-              self() + " --gtest_filter=ValgrindChild.MallocFamilyAndThreads 2>&1",
-          &status);
+  auto [out, status] =
+      sh("USLUB_VALGRIND_CHILD=1 valgrind --error-exitcode=9 "
+         "--soname-synonyms=somalloc=nouserintercepts " +
+         self_exe() + " --gtest_filter=ValgrindChild.MallocFamilyAndThreads 2>&1");
   EXPECT_EQ(status, 0) << out;
   EXPECT_NE(out.find("[  PASSED  ] 1 test"), std::string::npos) << out;
   EXPECT_NE(out.find("Memcheck, a memory error detector"), std::string::npos) << out;

@@ -90,6 +90,27 @@ int pcp_count(page_allocator& pa, int node, unsigned cpu) {
   return __atomic_load_n(&pa.zone_of_node(node)->pcp[cpu].count, __ATOMIC_RELAXED);
 }
 
+// A page allocator on the recording vm_ops with nr_nodes zones, its pcp decay far off.
+page_alloc_config fake_config(recording_vm& vm, unsigned nr_nodes) {
+  page_alloc_config cfg;
+  cfg.vm = &vm;
+  cfg.nr_nodes = nr_nodes;
+  cfg.decay_ms = 1000000;
+  return cfg;
+}
+
+// A page of pa (from node, or the CPU's node) lies in a section that was never bound: no
+// mbind call at all.  Then pa is drained and destroyed.
+void expect_unbound_and_destroy(page_allocator& pa, recording_vm& vm, int node) {
+  page* p = pa.alloc_pages(0, GFP_KERNEL, node);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(page_section(p)->bind_err, -1);
+  EXPECT_TRUE(vm.calls().empty());
+  pa.free_pages(p, 0);
+  pa.drain_all_pages();
+  pa.destroy();
+}
+
 }  // namespace
 
 TEST(NumaFake, SectionsAreBoundToTheirNodeRefillsAreLocalAlienFreesGoHome) {
@@ -97,12 +118,9 @@ TEST(NumaFake, SectionsAreBoundToTheirNodeRefillsAreLocalAlienFreesGoHome) {
   fake_two_nodes topo;
   recording_vm vm;
   page_allocator pa;
-  page_alloc_config cfg;
-  cfg.vm = &vm;
-  cfg.nr_nodes = 2;
+  page_alloc_config cfg = fake_config(vm, 2);
   cfg.pcp_batch = 8;
   cfg.pcp_high = 64;
-  cfg.decay_ms = 1000000;
   ASSERT_EQ(pa.init(cfg), 0);
 
   // CPU 1 (node 1) allocates: its pcp list of zone 1 is refilled from zone 1, whose section
@@ -176,11 +194,7 @@ TEST(NumaFake, SlabRefillsOfACpuComeFromItsNodesBoundSections) {
   fake_two_nodes topo;
   recording_vm vm;
   page_allocator pa;
-  page_alloc_config cfg;
-  cfg.vm = &vm;
-  cfg.nr_nodes = 2;
-  cfg.decay_ms = 1000000;
-  ASSERT_EQ(pa.init(cfg), 0);
+  ASSERT_EQ(pa.init(fake_config(vm, 2)), 0);
   // A cache per CPU: a CPU whose node has no partial slab takes another node's before making
   // a new local slab (get_any_partial), so a shared cache would mix the two runs.
   for (unsigned cpu = 0; cpu < 2; ++cpu) {
@@ -208,34 +222,17 @@ TEST(NumaFake, NoBindingWhenZonesAreNotTheMachinesNodesOrBindingIsOff) {
     // One zone on a two-node machine spans both: first touch decides, no binding.
     recording_vm vm;
     page_allocator pa;
-    page_alloc_config cfg;
-    cfg.vm = &vm;
-    cfg.nr_nodes = 1;
-    ASSERT_EQ(pa.init(cfg), 0);
+    ASSERT_EQ(pa.init(fake_config(vm, 1)), 0);
     EXPECT_FALSE(pa.config().numa_bind);
-    page* p = pa.alloc_pages(0);
-    ASSERT_NE(p, nullptr);
-    EXPECT_EQ(page_section(p)->bind_err, -1);
-    EXPECT_TRUE(vm.calls().empty());
-    pa.free_pages(p, 0);
-    pa.drain_all_pages();
-    pa.destroy();
+    expect_unbound_and_destroy(pa, vm, NUMA_NO_NODE);
   }
   {
     recording_vm vm;
     page_allocator pa;
-    page_alloc_config cfg;
-    cfg.vm = &vm;
-    cfg.nr_nodes = 2;
+    page_alloc_config cfg = fake_config(vm, 2);
     cfg.numa_bind = false;
     ASSERT_EQ(pa.init(cfg), 0);
-    page* p = pa.alloc_pages(0, GFP_KERNEL, 1);
-    ASSERT_NE(p, nullptr);
-    EXPECT_EQ(page_section(p)->bind_err, -1);
-    EXPECT_TRUE(vm.calls().empty());
-    pa.free_pages(p, 0);
-    pa.drain_all_pages();
-    pa.destroy();
+    expect_unbound_and_destroy(pa, vm, 1);
   }
 }
 

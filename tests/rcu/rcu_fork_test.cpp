@@ -19,6 +19,7 @@
 
 #include "kmalloc/kmalloc.hpp"
 #include "platform/platform.hpp"
+#include "process.hpp"
 #include "rcu/rcu.hpp"
 #include "slab/slab.hpp"
 #include "test_support.hpp"
@@ -101,41 +102,9 @@ void parent_cb(uslub_rcu_head* h) {
   exit(0);
 }
 
-// The stacks of every thread of pid (gdb attached in batch mode), or why there are none.
-std::string stacks_of(pid_t pid) {
-  std::string cmd = "gdb -q -p " + std::to_string(pid) +
-                    " -batch -ex 'thread apply all bt 30' 2>&1 | grep -E '^(Thread|#)'";
-  std::string out;
-  if (FILE* f = popen(cmd.c_str(), "r")) {
-    char buf[4096];
-    std::size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-    pclose(f);
-  }
-  return out.empty() ? "(no stacks: gdb missing or not allowed to attach)" : out;
-}
-
-// Waits for pid until the deadline; if it is still running, fails with its threads' stacks
-// (where it hangs) and kills it.
-void expect_child_ok(pid_t pid, std::chrono::seconds deadline = 30s) {
-  auto end = std::chrono::steady_clock::now() + deadline;
-  int status = 0;
-  for (;;) {
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) break;
-    ASSERT_EQ(r, 0);
-    if (std::chrono::steady_clock::now() > end) {
-      std::string where = stacks_of(pid);
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      FAIL() << "child " << pid << " hung; its threads:\n" << where;
-    }
-    std::this_thread::sleep_for(2ms);
-  }
-  if (!kCheckChildStatus) return;
-  ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal "
-                                 << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-  EXPECT_EQ(WEXITSTATUS(status), 0);
+// Waits for a forked child (30 s at most; a hung one fails with its threads' stacks).
+void expect_child_ok(pid_t pid) {
+  test::expect_child_exits_ok(pid, 30s, kCheckChildStatus);
 }
 
 TEST(RcuFork, ForkFromSeveralThreadsWhileOthersReadQueueAndRegister) {
