@@ -61,8 +61,7 @@ void kmalloc_init() {
     if (s->sheaf_rseq) {
       sheaf_use_slot(s, kKmallocSlot0 + i);
       if (s->nr_nodes == 1 && s->free_key && s->offset == 0) {
-        for (unsigned o = 0; o < kNrMapOrders; ++o)
-          k.cls[i][o] = {s->boundary_mul, s->random, (PAGE_SIZE << o) - 1, 0};
+        k.cls[i] = {s->boundary_mul, s->random};
         s->map_tag = std::uintptr_t{i + 1} << 4;
       }
     }

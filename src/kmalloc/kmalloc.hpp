@@ -36,16 +36,11 @@ namespace uslub {
 inline constexpr std::size_t KMALLOC_MAX_CACHE_SIZE = 32768;
 inline constexpr unsigned kNrKmallocClasses = 41;  // 8, 16..128 by 16, 4 per doubling to 32 KiB
 
-// What free needs of a class and slab order (the class fast path, kfree_inline): no
-// kmem_cache load, and the slab's offset mask without a shift by the order.
+// What free needs of a class (the class fast path, kfree_inline): no kmem_cache load.
 struct kmalloc_class_info {
   std::uint64_t boundary_mul;  // the cache's (slab_object_start; no red zone on this path)
   std::uint64_t key_secret;    // the cache's s->random: the free key is secret ^ address
-  std::uint64_t slab_mask;     // (PAGE_SIZE << order) - 1: an object's offset in its slab
-  std::uint64_t unused;        // (a power-of-two entry size: indexed by a shift)
 };
-// One entry per (class, order in the slab map word): cls[class][order].
-inline constexpr unsigned kNrMapOrders = 16;
 
 struct kmalloc_state {
   // The malloc fast path's gate: the per-CPU slot area (sheaf.hpp) while kmalloc is up, the
@@ -57,7 +52,7 @@ struct kmalloc_state {
   // 0 before kmalloc_init, 1 during it, 2 once initialised, 3 initialised with KFENCE sampling
   // on (every kmalloc then takes kmalloc_slow, where the sampling countdown runs).
   std::atomic<int> ready;
-  kmalloc_class_info cls[kNrKmallocClasses][kNrMapOrders];
+  kmalloc_class_info cls[kNrKmallocClasses];
   kmem_cache* caches[kNrKmallocClasses];
   unsigned sizes[kNrKmallocClasses];
   unsigned nr;
@@ -176,16 +171,14 @@ USLUB_ALWAYS_INLINE void kfree_inline(const void* p, const char* caller) {
                                 ((a - first) >> PAGE_SHIFT),
                             __ATOMIC_ACQUIRE)
           : slab_map_entry(p);
-  // tag = (class + 1) << 4 indexes the slot from one below class 0 (16-byte slots): no shift
-  // of the class; the whole word (tag | order) - 16 is class * 16 + order, cls[][]'s index.
-  static_assert(sizeof(kmalloc_class_info) == 32 && sizeof(sheaf_slot) == 16);
-  static_assert(kNrMapOrders == SLAB_MAP_ORDER_MASK + 1);
+  // tag = (class + 1) << 4 indexes the class table and the slot from one below class 0 (both
+  // have 16-byte entries): no shift of the class.
+  static_assert(sizeof(kmalloc_class_info) == 16 && sizeof(sheaf_slot) == 16);
   if (std::uintptr_t tag = entry & ~SLAB_MAP_ORDER_MASK;
-      USLUB_LIKELY(entry - 16 < kNrKmallocClasses * 16)) {
+      USLUB_LIKELY(tag - 16 < kNrKmallocClasses * 16)) {
     const auto& ci = *reinterpret_cast<const kmalloc_class_info*>(
-        reinterpret_cast<const char*>(g_kmalloc.cls) - 16 * sizeof(kmalloc_class_info) +
-        entry * sizeof(kmalloc_class_info));
-    std::uintptr_t off = reinterpret_cast<std::uintptr_t>(p) & ci.slab_mask;
+        reinterpret_cast<const char*>(g_kmalloc.cls) - 16 + tag);
+    std::uintptr_t off = slab_map_offset(entry, p);
     if (!USLUB_NO_FREE_CHECKS && USLUB_UNLIKELY(off * ci.boundary_mul >= ci.boundary_mul))
       return kfree_slow(p, caller);  // not an object start: reported there
     void* obj = const_cast<void*>(p);
