@@ -179,8 +179,16 @@ USLUB_ALWAYS_INLINE kmem_cache* kfree_cache_check(const void* p) {
 // class path) sends the free straight to the class's slot: boundary check by the class's
 // multiplier, in-a-row compare, free key stored (never loaded: docs/debug.md) and the push.
 USLUB_ALWAYS_INLINE void kfree_inline(const void* p, const char* caller) {
-  std::uintptr_t entry = slab_map_entry(p);
 #if USLUB_HAVE_RSEQ_ASM
+  // The first section by one range compare (page.hpp), the section table for the others.
+  auto a = reinterpret_cast<std::uintptr_t>(p);
+  std::uintptr_t first = detail::g_first_section.load(std::memory_order_relaxed);
+  std::uintptr_t entry =
+      USLUB_LIKELY(a - first < SECTION_SIZE)
+          ? __atomic_load_n(reinterpret_cast<std::uintptr_t*>(first + MEMMAP_BYTES) +
+                                ((a - first) >> PAGE_SHIFT),
+                            __ATOMIC_ACQUIRE)
+          : slab_map_entry(p);
   // tag = (class + 1) << 4 indexes the class table and the slot from one below class 0 (both
   // have 16-byte entries): no shift of the class.
   static_assert(sizeof(kmalloc_class_info) == 16 && sizeof(sheaf_slot) == 16);
@@ -200,6 +208,8 @@ USLUB_ALWAYS_INLINE void kfree_inline(const void* p, const char* caller) {
     if (USLUB_LIKELY(r == platform::slot_push::ok)) return;
     return kfree_class_slow(static_cast<unsigned>(tag >> 4) - 1, obj, r);
   }
+#else
+  std::uintptr_t entry = slab_map_entry(p);
 #endif
   kmem_cache* s = slab_map_cache(entry);
   if (USLUB_LIKELY(s) &&

@@ -7,6 +7,8 @@
 //     commits it and only then takes zone->lock to insert the block.  A failed commit rolls
 //     top back if nobody moved it since, otherwise the range is counted in `lost` (address
 //     space only: nothing was committed).
+//   - g_first_section (page.hpp) takes the first kept section's base by CAS, after its
+//     g_mem_section[] entry, and is reset by destroy() before that entry is cleared.
 //   - zone::grow_section is replaced by CAS when full; the loser of that race releases its
 //     fresh reservation.
 // NUMA: a new section is bound to its zone's node (vm_ops::bind_node, mbind MPOL_PREFERRED)
@@ -20,7 +22,8 @@
 namespace uslub {
 namespace detail {
 constinit std::atomic<mem_section*> g_mem_section[std::size_t{1} << (ADDRESS_BITS - SECTION_SHIFT)];
-}
+constinit std::atomic<std::uintptr_t> g_first_section{kNoFirstSection};
+}  // namespace detail
 
 namespace {
 
@@ -128,6 +131,9 @@ bool page_allocator::grow_zone(zone* z) {
       committed_.fetch_sub(PAGE_SIZE);
       continue;
     }
+    std::uintptr_t none = kNoFirstSection;
+    detail::g_first_section.compare_exchange_strong(none, fresh->base, std::memory_order_release,
+                                                    std::memory_order_relaxed);
     mem_section* head = sections_.load(std::memory_order_relaxed);
     do fresh->next_in_owner = head;
     while (!sections_.compare_exchange_weak(head, fresh, std::memory_order_release));
@@ -138,6 +144,8 @@ void page_allocator::destroy() {
   mem_section* s = sections_.exchange(nullptr);
   while (s) {
     mem_section* next = s->next_in_owner;
+    std::uintptr_t base = s->base;
+    detail::g_first_section.compare_exchange_strong(base, kNoFirstSection);
     detail::g_mem_section[s->base >> SECTION_SHIFT].store(nullptr, std::memory_order_release);
     vm_->release(reinterpret_cast<void*>(s->base), SECTION_SIZE);
     s = next;

@@ -152,6 +152,16 @@ USLUB_ALWAYS_INLINE mem_section* lookup_section(const void* addr) {
   return detail::g_mem_section[a >> SECTION_SHIFT].load(std::memory_order_acquire);
 }
 
+// The first section uslub kept, as a one-compare answer to lookup_section for the heap's
+// first GiB (kfree_inline): `addr - g_first_section < SECTION_SIZE` means addr is in a live
+// section.  Set (release) once the section is kept, after its g_mem_section[] entry; reset
+// by destroy() before that entry is cleared.  Until then it holds kNoFirstSection, a window
+// of non-canonical addresses no user pointer has.
+inline constexpr std::uintptr_t kNoFirstSection = std::uintptr_t{1} << 63;
+namespace detail {
+extern USLUB_HIDDEN std::atomic<std::uintptr_t> g_first_section;
+}
+
 // Descriptor of the page holding addr.  addr must be inside a section (see lookup_section).
 USLUB_ALWAYS_INLINE page* virt_to_page(const void* addr) {
   auto a = reinterpret_cast<std::uintptr_t>(addr);

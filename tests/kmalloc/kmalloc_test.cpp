@@ -143,6 +143,35 @@ TEST(Kmalloc, SlabMapNamesEveryPageOfASlabUntilItIsReleased) {
   kfree(p);
 }
 
+// free finds the slab map word of the first section by one range compare and of any other
+// section by the section table (kfree_inline); either way the boundary check takes the slab's
+// order into account (objects of a 1280-byte class beyond the first page are object starts,
+// a pointer 8 bytes into one is not).  The other-section path is exercised by taking the
+// first section away for the duration (as for an address outside it).
+TEST(Kmalloc, FreeFindsTheSlabMapWordInAndOutsideTheFirstSection) {
+  kfree(kmalloc(1280, 0));  // initialise
+  const std::uintptr_t first = detail::g_first_section.load();
+  ASSERT_NE(first, kNoFirstSection) << "kmalloc's heap is in a section";
+  for (bool table : {false, true}) {
+    std::vector<char*> v;
+    for (int i = 0; i < 24; ++i) v.push_back(static_cast<char*>(kmalloc(1280, 0)));
+    bool beyond_first_page = false;
+    for (char* p : v) {
+      EXPECT_LT(reinterpret_cast<std::uintptr_t>(p) - first, SECTION_SIZE)
+          << "the heap's first GiB";
+      beyond_first_page |= slab_map_offset(slab_map_entry(p), p) >= PAGE_SIZE;
+    }
+    EXPECT_TRUE(beyond_first_page) << "kmalloc-1280 slabs span several pages";
+    report_capture cap;
+    if (table) detail::g_first_section.store(kNoFirstSection);
+    kfree(v[5] + 8);
+    for (char* p : v) kfree(p);
+    if (table) detail::g_first_section.store(first);
+    ASSERT_EQ(cap.count(), 1u) << (table ? "section table" : "first section");
+    EXPECT_EQ(cap.first_line(), "uslub: BUG kmalloc-1280: Invalid pointer");
+  }
+}
+
 TEST(CxxApi, CacheAllocatorAndResource) {
   struct obj {
     int a;
