@@ -60,6 +60,11 @@ void __free_one_page(zone* z, page* p, unsigned order, bool returned, std::uint6
   lockdep_assert_held(&z->lock);
   std::size_t pfn = page_pfn(p);
   USLUB_ASSERT((pfn & ((std::size_t{1} << order) - 1)) == 0);
+  // The freed block's own head flag (PG_pcp from a pcp list, PG_head) goes now: if it merges
+  // into a lower buddy's block, its descriptor is an interior page that must carry nothing a
+  // walker of the memory map would step by - an exact block (page_exact.cpp) taken over it
+  // later is walked in steps that land on such interior pages.
+  set_page_flags(p, 0);
   while (order < MAX_ORDER) {
     std::size_t buddy_pfn = pfn ^ (std::size_t{1} << order);
     if (buddy_pfn < FIRST_DATA_PFN) break;  // the descriptor area is never free
