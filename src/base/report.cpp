@@ -12,6 +12,16 @@
 #include <cstring>
 
 namespace uslub {
+
+void write_all(int fd, const char* s, std::size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, s, n);
+    if (w <= 0) return;
+    s += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
 namespace {
 
 // The report hook: a function and its argument, published together as one pointer to a pair.
@@ -40,15 +50,6 @@ bool abort_on_bug() {
     g_abort.store(a, std::memory_order_relaxed);
   }
   return a == 1;
-}
-
-void write_all(int fd, const char* s, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, s, n);
-    if (w <= 0) return;
-    s += w;
-    n -= static_cast<size_t>(w);
-  }
 }
 
 void emit(char* buf, size_t len) {

@@ -36,6 +36,8 @@ USLUB_SLOWPATH void report_info(const char* fmt, ...) USLUB_PRINTF(1, 2);
 // The descriptor reports go to: USLUB_LOG ("%p" -> pid), else stderr, else (stderr closed)
 // the duplicate of stderr taken at load (report_log.cpp).
 int report_fd();
+// write(2) until all of s[0..n) is out or the descriptor fails (async-signal-safe).
+void write_all(int fd, const char* s, std::size_t n);
 // The same for a signal handler: only a descriptor report_fd() has already opened.
 int report_fd_signal_safe();
 

@@ -120,15 +120,6 @@ __attribute__((constructor)) void prof_register_fork() {
     platform::register_atfork(prof_fork_prepare, prof_fork_release, prof_fork_release);
 }
 
-void write_all(int fd, const char* s, std::size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, s, n);
-    if (w <= 0) return;
-    s += w;
-    n -= static_cast<std::size_t>(w);
-  }
-}
-
 __attribute__((destructor)) void prof_at_exit() {
   if (!prof_enabled()) return;
   const char* path = getenv("USLUB_PROF");

@@ -28,23 +28,13 @@ using namespace uslub;
 
 namespace {
 
-void fd_sink(const char* text, std::size_t len, void* arg) {
-  int fd = *static_cast<int*>(arg);
-  while (len > 0) {
-    ssize_t w = write(fd, text, len);
-    if (w <= 0) return;
-    text += w;
-    len -= static_cast<std::size_t>(w);
-  }
-}
-
 // USLUB_STATS=1|all|json: the report at exit, to USLUB_LOG or stderr (or the stderr duplicate
 // taken at load when the program closed stderr).
 __attribute__((destructor)) void uslub_exit_stats() {
   int mode = stats_mode_from_env();
   if (mode < 0) return;
   int fd = report_fd();
-  stats_report(mode, &fd_sink, &fd);
+  stats_report(mode, &stats_fd_sink, &fd);
 }
 
 uslub_stats snapshot() {
@@ -124,7 +114,7 @@ USLUB_EXPORT struct mallinfo mallinfo(void) {
 // The summary and slabinfo table (USLUB_STATS=1's report) on stderr, as glibc's goes there.
 USLUB_EXPORT void malloc_stats(void) {
   int fd = report_fd();
-  stats_report(0, &fd_sink, &fd);
+  stats_report(0, &stats_fd_sink, &fd);
 }
 
 // glibc's XML: one heap (uslub's caches), a <size> per size class with free objects.

@@ -16,6 +16,7 @@
 // therefore approximate while other threads allocate, as /proc/slabinfo's are.
 // Peaks (g_peak) are raised with a CAS loop by every snapshot.
 #include "slab/stats.hpp"
+#include "base/report.hpp"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -402,6 +403,10 @@ void json_row(kmem_cache* s, void* arg) {
 
 }  // namespace
 
+void stats_fd_sink(const char* text, std::size_t len, void* fd) {
+  write_all(*static_cast<int*>(fd), text, len);
+}
+
 void stats_report(int flags, stats_sink sink, void* arg) {
   out_buf o{sink, arg};
   uslub_stats st{};
@@ -507,15 +512,6 @@ void iter_one(kmem_cache* s, void* arg) {
   c->visited++;
   if (c->fn(&cs, c->arg)) c->stop = true;
 }
-void write_sink(const char* text, std::size_t len, void* arg) {
-  int fd = *static_cast<int*>(arg);
-  while (len > 0) {
-    ssize_t w = write(fd, text, len);
-    if (w <= 0) return;
-    text += w;
-    len -= static_cast<std::size_t>(w);
-  }
-}
 }  // namespace
 
 int uslub_cache_stats_for_each(int (*fn)(const struct uslub_cache_stats*, void*), void* arg) {
@@ -533,7 +529,7 @@ int uslub_stats_print(int fd, int flags) {
     errno = EBADF;
     return -1;
   }
-  stats_report(flags, &write_sink, &fd);
+  stats_report(flags, &stats_fd_sink, &fd);
   return 0;
 }
 

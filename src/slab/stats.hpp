@@ -29,5 +29,7 @@ void stats_snapshot(uslub_stats* st);
 // The report (uslub_stats_print) into a caller's buffer writer.
 using stats_sink = void (*)(const char* text, std::size_t len, void* arg);
 void stats_report(int flags, stats_sink sink, void* arg);
+// A stats_sink writing to the descriptor *(int*)fd.
+void stats_fd_sink(const char* text, std::size_t len, void* fd);
 
 }  // namespace uslub
