@@ -1,5 +1,5 @@
 /* The remote drain of a CPU's sheaves against that CPU's rseq fast paths (src/slab/sheaf.cpp
- * sheaf_drain_cpu / pcs_lock_remote, src/platform/rseq.hpp rseq_percpu_pop / _push,
+ * sheaf_drain_cpu / pcs_lock_remote, src/platform/rseq.hpp rseq_slot_pop / _push,
  * src/platform/rseq.cpp rseq_fence_cpu).
  *
  * Two threads A and B run on CPU 0: A frees an object it holds (push onto the slot's main
@@ -20,7 +20,7 @@
  *
  * Sequentially consistent model of the protocol's logic; the drain-all generation piggyback
  * in front of it is drain_gen.pml's.  Not modelled: the spare sheaf and alien buffer (detached
- * with main under the same lock), the barn, and the slow paths' own rseq_lock_slot (a sequence
+ * with main under the same lock), the barn, and the slow paths' own rseq_slot_lock (a sequence
  * whose commit is the cmpxchg of the same lock word: mutual exclusion with the drainer's CAS).
  * Mutations (scripts/check-models.sh compiles each with spin -D<name> and expects an error):
  *   NO_MEMBARRIER      the drainer does not fence: a sequence that read the lock word as free
@@ -70,8 +70,8 @@ inline fence_cpu0() {
   }
 }
 
-/* Thread me: nops operations, each a free (rseq_percpu_push, or the slabs' slab_free when the
- * sequence says "slow") if it holds an object, else an allocation (rseq_percpu_pop, or the
+/* Thread me: nops operations, each a free (rseq_slot_push, or the slabs' slab_free when the
+ * sequence says "slow") if it holds an object, else an allocation (rseq_slot_pop, or the
  * slabs: hold[me] stays 0 if they have nothing). */
 proctype fast(byte me; byte nops) {
   byte sh, n, done;

@@ -9,7 +9,7 @@
 // wait for itself.  So every lock the fork handlers take counts here, raised *before* the
 // acquisition (a thread spinning or sleeping for a lock counts as holding it) and lowered after
 // the release: spinlock_t and local_trylock_t (every zone, pcp, list, slot, barn, huge, kfence,
-// kfree_rcu and frag lock), the sheaf slot lock words (pcs_trylock / rseq_lock_slot /
+// kfree_rcu and frag lock), the sheaf slot lock words (pcs_trylock / rseq_slot_lock /
 // pcs_unlock), the page allocator's reclaim flag, the stack depot's mutex, RCU's fork gate and
 // liburcu's call_rcu_mutex (rcu_init, rcu_barrier).  A count of zero means this thread holds
 // none of them, so prepare may wait for the other threads, which are not waiting for it.

@@ -1,5 +1,5 @@
-// rseq per-CPU stack sequences: restarted by preemption, migration and signals, they never
-// lose or duplicate an element.
+// rseq per-CPU slot sequences (the class slots' pop, push and lock): restarted by preemption,
+// migration and signals, they never lose or duplicate an element.
 #include "platform/rseq.hpp"
 
 #include <gtest/gtest.h>
@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -18,20 +19,33 @@ using namespace uslub;
 
 namespace {
 constexpr unsigned kCap = 64;
-struct stack_t_ {
+constexpr unsigned kShift = 7;  // one 128-byte area per CPU, the slot at offset 0
+// The class slot of platform/rseq.hpp ({objs, size, cap}, rseq_slot_layout) and its sheaf.
+struct slot_t {
+  void** objs;
   std::uint32_t size;
-  std::uint32_t capacity;
-  std::uint64_t pad;
-  void* objects[kCap];
+  std::uint32_t cap;  // 0: held (the lock)
 };
-struct alignas(64) slot_t {
-  std::uint32_t lock;
-  std::uint32_t pad;
-  stack_t_* main;
+struct areas {
+  explicit areas(unsigned n)
+      : base(static_cast<char*>(aligned_alloc(64, std::size_t{n} << kShift))),
+        objects(n, std::vector<void*>(kCap)) {
+    memset(base, 0, std::size_t{n} << kShift);
+    for (unsigned i = 0; i < n; ++i) *slot(i) = {objects[i].data(), 0, kCap};
+  }
+  ~areas() { free(base); }
+  slot_t* slot(unsigned cpu) {
+    return reinterpret_cast<slot_t*>(base + (std::size_t{cpu} << kShift));
+  }
+  void* pop() { return platform::rseq_slot_pop<kShift, 0, false>(base, 0); }
+  bool push(void* p) {
+    return platform::rseq_slot_push<kShift, 0, false>(base, 0, p, nullptr, 0) ==
+           platform::slot_push::ok;
+  }
+  int lock(std::uint32_t* old_cap) { return platform::rseq_slot_lock<kShift>(base, 0, old_cap); }
+  char* base;
+  std::vector<std::vector<void*>> objects;
 };
-constexpr unsigned kLock = offsetof(slot_t, lock), kMain = offsetof(slot_t, main);
-constexpr unsigned kSize = offsetof(stack_t_, size), kCapOff = offsetof(stack_t_, capacity),
-                   kObjs = offsetof(stack_t_, objects);
 }  // namespace
 
 #if USLUB_HAVE_RSEQ_ASM
@@ -45,15 +59,7 @@ class Rseq : public ::testing::Test {
 
 TEST_F(Rseq, PushThenPopOnOneThread) {
   unsigned n = platform::nr_cpu_ids();
-  std::vector<slot_t> slots(n);
-  std::vector<stack_t_> stacks(n);
-  for (unsigned i = 0; i < n; ++i) {
-    stacks[i] = {};
-    stacks[i].capacity = kCap;
-    slots[i].lock = 0;
-    slots[i].main = &stacks[i];
-  }
-  char* base = reinterpret_cast<char*>(slots.data());
+  areas A(n);
   // Pinned: every operation below is on this CPU's slot (restored at the end).
   cpu_set_t all, one;
   ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
@@ -61,27 +67,26 @@ TEST_F(Rseq, PushThenPopOnOneThread) {
   CPU_SET(sched_getcpu(), &one);
   if (sched_setaffinity(0, sizeof one, &one) != 0) GTEST_SKIP() << "cannot pin to a CPU";
   int x[3];
-  EXPECT_EQ((platform::rseq_percpu_pop<kLock, kMain, kSize, kObjs, sizeof(slot_t)>(base)), nullptr);
-  for (int& v : x)
-    EXPECT_TRUE((
-        platform::rseq_percpu_push<kLock, kMain, kSize, kCapOff, kObjs, sizeof(slot_t)>(base, &v)));
+  EXPECT_EQ(A.pop(), nullptr);
+  for (int& v : x) EXPECT_TRUE(A.push(&v));
   unsigned total = 0;
-  for (auto& s : stacks) total += s.size;
+  for (unsigned i = 0; i < n; ++i) total += A.slot(i)->size;
   EXPECT_EQ(total, 3u);
   unsigned here = platform::current_cpu();
-  EXPECT_EQ(stacks[here].size, 3u);
+  EXPECT_EQ(A.slot(here)->size, 3u);
   // A locked slot refuses the lock, a pop and a push.
-  int cpu = platform::rseq_lock_slot<kLock>(base, sizeof(slot_t));
+  std::uint32_t old_cap = 0;
+  int cpu = A.lock(&old_cap);
   ASSERT_EQ(cpu, static_cast<int>(here));
-  EXPECT_EQ(platform::rseq_lock_slot<kLock>(base, sizeof(slot_t)), -1);
-  EXPECT_EQ((platform::rseq_percpu_pop<kLock, kMain, kSize, kObjs, sizeof(slot_t)>(base)), nullptr);
-  EXPECT_FALSE((platform::rseq_percpu_push<kLock, kMain, kSize, kCapOff, kObjs, sizeof(slot_t)>(
-      base, &x[0])));
-  EXPECT_EQ(stacks[here].size, 3u);
-  slots[cpu].lock = 0;
+  EXPECT_EQ(old_cap, kCap);
+  EXPECT_EQ(A.lock(&old_cap), -1);
+  EXPECT_EQ(A.pop(), nullptr);
+  EXPECT_FALSE(A.push(&x[0]));
+  EXPECT_EQ(A.slot(here)->size, 3u);
+  A.slot(here)->cap = kCap;
   // Unlocked, it serves again.
-  EXPECT_NE((platform::rseq_percpu_pop<kLock, kMain, kSize, kObjs, sizeof(slot_t)>(base)), nullptr);
-  EXPECT_EQ(stacks[here].size, 2u);
+  EXPECT_NE(A.pop(), nullptr);
+  EXPECT_EQ(A.slot(here)->size, 2u);
   sched_setaffinity(0, sizeof all, &all);
 }
 
@@ -89,15 +94,7 @@ static void on_signal(int) {}
 
 TEST_F(Rseq, ManyThreadsAndASignalStormNeverLoseOrDuplicate) {
   const unsigned n = platform::nr_cpu_ids();
-  std::vector<slot_t> slots(n);
-  std::vector<stack_t_> stacks(n);
-  for (unsigned i = 0; i < n; ++i) {
-    stacks[i] = {};
-    stacks[i].capacity = kCap;
-    slots[i].lock = 0;
-    slots[i].main = &stacks[i];
-  }
-  char* base = reinterpret_cast<char*>(slots.data());
+  areas A(n);
   const int nthreads = 8 * static_cast<int>(n);
   const int per_thread = 64;
   // Tokens: each thread owns per_thread tokens and moves them through the per-CPU stacks;
@@ -128,13 +125,12 @@ TEST_F(Rseq, ManyThreadsAndASignalStormNeverLoseOrDuplicate) {
         if (!mine.empty() && (i & 1)) {
           uintptr_t tok = mine.back();
           holder[tok - 1].store(0);
-          if (platform::rseq_percpu_push<kLock, kMain, kSize, kCapOff, kObjs, sizeof(slot_t)>(
-                  base, reinterpret_cast<void*>(tok)))
+          if (A.push(reinterpret_cast<void*>(tok)))
             mine.pop_back();
           else
             holder[tok - 1].store(1);
         } else {
-          void* p = platform::rseq_percpu_pop<kLock, kMain, kSize, kObjs, sizeof(slot_t)>(base);
+          void* p = A.pop();
           if (p) {
             uintptr_t tok = reinterpret_cast<uintptr_t>(p);
             if (holder[tok - 1].exchange(1) != 0) dup++;
@@ -163,8 +159,9 @@ TEST_F(Rseq, ManyThreadsAndASignalStormNeverLoseOrDuplicate) {
   EXPECT_EQ(dup.load(), 0);
   // Every token is either in exactly one stack slot or was kept by its last holder.
   std::vector<int> seen(holder.size(), 0);
-  for (auto& st : stacks)
-    for (unsigned i = 0; i < st.size; ++i) seen[reinterpret_cast<uintptr_t>(st.objects[i]) - 1]++;
+  for (unsigned c = 0; c < n; ++c)
+    for (unsigned i = 0; i < A.slot(c)->size; ++i)
+      seen[reinterpret_cast<uintptr_t>(A.slot(c)->objs[i]) - 1]++;
   long lost = 0, twice = 0;
   for (size_t i = 0; i < holder.size(); ++i) {
     int where = holder[i].load();
