@@ -26,6 +26,7 @@ struct slot_t {
   std::uint32_t size;
   std::uint32_t cap;  // 0: held (the lock)
 };
+#if USLUB_HAVE_RSEQ_ASM
 struct areas {
   explicit areas(unsigned n)
       : base(static_cast<char*>(aligned_alloc(64, std::size_t{n} << kShift))),
@@ -46,6 +47,7 @@ struct areas {
   char* base;
   std::vector<std::vector<void*>> objects;
 };
+#endif
 }  // namespace
 
 #if USLUB_HAVE_RSEQ_ASM
