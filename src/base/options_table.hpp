@@ -49,9 +49,9 @@ inline constexpr opt_desc kOptions[] = {
     {"USLUB_PRESSURE", opt_kind::boolean, "0", "",
      "a helper thread waits for memory pressure (PSI trigger, else cgroup v2 memory.events) and "
      "shrinks every cache, drains the per-CPU lists and returns free memory"},
-    {"USLUB_LOCK_HOLD_STATS", opt_kind::boolean, "0", "",
+    {"USLUB_LOCK_HOLD_STATS", opt_kind::boolean, "0", "cpu",
      "record how long each shared lock class is held (histogram and longest hold; lock "
-     "statistics)"},
+     "statistics); cpu also in thread CPU time (preempted holds told apart)"},
     {"USLUB_DOUBLE_FREE", opt_kind::boolean, "1", "strict",
      "double-free check of free: 1 in a row + sampled 1/64 + at flush, strict every free, 0 "
      "in a row only"},

@@ -87,12 +87,10 @@ bool large_realloc_in_place(page* head, std::size_t have, std::size_t new_size, 
 }
 
 namespace {
-void shrink_one(kmem_cache* s, void*) {
-  __kmem_cache_shrink(s);
-}
-// Empty slabs and per-CPU sheaves go back to the page allocator (counted by its reclaim).
+// Empty slabs and per-CPU sheaves go back to the page allocator (counted by its reclaim);
+// slab_mutex is held only between caches.
 std::size_t shrink_slab_caches(shrink_reason) {
-  for_each_kmem_cache(&shrink_one, nullptr);
+  kmem_cache_shrink_all();
   return 0;
 }
 std::size_t shrink_huge_cache(shrink_reason) {

@@ -174,12 +174,8 @@ USLUB_EXPORT size_t malloc_usable_size(void* p) {
   return p ? ksize_slow(p) : 0;
 }
 
-static void shrink_one(kmem_cache* s, void*) {
-  __kmem_cache_shrink(s);
-}
-
 USLUB_EXPORT int malloc_trim(size_t) {
-  for_each_kmem_cache(&shrink_one, nullptr);
+  kmem_cache_shrink_all();  // slab_mutex only between caches
   global_page_allocator().drain_all_pages();
   std::size_t released = huge_trim();
   return global_page_allocator().reclaim(/*force=*/true) + released > 0 ? 1 : 0;

@@ -136,6 +136,7 @@ page* page_allocator::alloc_zone(zone* z, unsigned order, bool* zeroed) {
     z->lock.lock();
     page* p = __rmqueue(z, order, zeroed);
     if (p) z->zone_alloc.add();
+    z->lock.hold_work(1);
     z->lock.unlock();
     if (p) return p;
     if (!grow_zone(z)) return nullptr;  // errno set
@@ -288,6 +289,7 @@ void page_allocator::free_one_page(zone* z, page* p, unsigned order) {
   z->lock.lock();
   __free_one_page(z, p, order, /*returned=*/false, now);
   z->zone_free.add();
+  z->lock.hold_work(1);
   z->lock.unlock();
   maybe_reclaim(z, now);
 }
@@ -379,6 +381,7 @@ int page_allocator::alloc_pages_bulk(unsigned order, int nr, page** out, gfp_t g
       out[got++] = p;
     }
     z->zone_alloc.add(static_cast<std::uint64_t>(got - before));
+    z->lock.hold_work(static_cast<std::uint64_t>(got - before));
     z->lock.unlock();
     if (got == before && !grow_zone(z) && (drained || !(drained = drain_before_enomem()))) break;
   }
@@ -411,6 +414,7 @@ void page_allocator::free_pages_bulk(page** pages, int nr, unsigned order) {
     z->lock.lock();
     for (int k = 0; k < n; ++k) __free_one_page(z, batch[k], order, false, now);
     z->zone_free.add(static_cast<std::uint64_t>(n));
+    z->lock.hold_work(static_cast<std::uint64_t>(n));
     z->lock.unlock();
     maybe_reclaim(z, now);
   }
@@ -486,6 +490,7 @@ page_alloc_stats page_allocator::stats() const {
   s.bad_free = bad_free_.load(std::memory_order_relaxed);
   s.drain_all_calls = drain_calls_.load(std::memory_order_relaxed);
   s.drain_all_runs = drain_runs_.load(std::memory_order_relaxed);
+  s.reclaim_inline_steps = inline_steps_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -3,7 +3,9 @@
 // Lock order (outermost first):
 //  -1. shrink_mutex                  serialises shrinkers (pressure.cpp); taken with no lock held
 //   0. zone::reclaiming              a flag, not a lock: one reclaimer per zone, held with no
-//                                    lock across madvise (reclaim.cpp); fork_prepare waits for it
+//                                    lock across madvise (reclaim.cpp); fork_prepare waits for it.
+//                                    On free paths (maybe_reclaim) only one bounded step, or a
+//                                    wake-up of the background worker, is done under it
 //   1. page_allocator::drain_mutex   serialises drain_all_pages() (and fork_prepare)
 //   2. per_cpu_pages::lock           one CPU's pcp lists, count, stats (local_trylock_t)
 //   3. zone::lock                    the zone's free_area lists, nr_free, free/returned counts
@@ -17,8 +19,12 @@
 // holding no lock (drain_before_enomem).
 //
 // zone::lock protects the free lists.  It is held for bounded work only: rmqueue_bulk takes at
-// most `batch` blocks, free_pcppages_bulk and free_pages_bulk drop and re-take it every
-// kFreeBatchLockBound blocks, reclaim isolates at most kReclaimIsolate blocks per hold.
+// most max(batch, kFreeBatchLockBound) blocks, free_pcppages_bulk and free_pages_bulk drop and
+// re-take it every kFreeBatchLockBound blocks, reclaim isolates (and puts back) at most
+// kReclaimIsolate blocks per hold, every other hold is one block; each block is one list
+// operation plus at most MAX_ORDER merges.  The holders count their blocks with
+// zone->lock.hold_work() (lock hold statistics: the largest count per hold is the bound, as
+// measured by bench/page/lock_hold.cpp).
 //
 // No lock is held across a system call.  Growth reserves address space and commits it with
 // atomics on the section's `top` (mem_section), then takes zone->lock only to insert the new
@@ -50,6 +56,11 @@ namespace uslub {
 inline constexpr unsigned NR_PCP_ORDERS = 4;  // orders 0..3 are cached per CPU
 inline constexpr unsigned kFreeBatchLockBound = 32;
 inline constexpr unsigned kReclaimIsolate = 32;
+// What one free may do of reclaim when no background worker runs (reclaim.cpp): isolate and
+// madvise at most this many pages (a larger block alone), and a zone with idle blocks left is
+// due again this many milliseconds later.
+inline constexpr std::size_t kReclaimInlinePages = 256;
+inline constexpr std::uint64_t kReclaimStepMs = 1;
 // The smallest USLUB_MEMORY_LIMIT uslub starts with: the first section's header page and one
 // growth step (a 4 MiB block and its 64 KiB of descriptors).  A smaller limit is raised to it.
 inline constexpr std::size_t kMinMemoryLimit =
@@ -99,6 +110,7 @@ struct zone {
   // lockless:
   std::atomic<mem_section*> grow_section{nullptr};  // section new blocks come from
   std::atomic<std::uint64_t> next_reclaim_ms{0};
+  std::atomic<std::uint64_t> next_step_ms{0};  // no reclaim step on a free path before this
   // lock: where the last exact block ended (alloc_pages_exact packs blocks one after another
   // from here, so that neither a tail nor a partly used huge page is left between them).  A
   // hint: checked like any other range before use.
@@ -146,6 +158,7 @@ struct page_alloc_stats {
   std::uint64_t zone_alloc, zone_free, zone_lock_acquired, zone_lock_contended;
   std::uint64_t grow, grow_fail, reclaim_runs, reclaimed_bytes, bad_free;
   std::uint64_t drain_all_calls, drain_all_runs;
+  std::uint64_t reclaim_inline_steps;  // bounded reclaim steps run on free paths (reclaim.cpp)
 };
 
 class page_allocator {
@@ -201,6 +214,12 @@ class page_allocator {
   // Returns idle free memory to the OS: blocks free for >= decay_ms (all if force).
   // Returns the bytes returned by this call.
   std::size_t reclaim(bool force);
+  // The background worker: kick() is called (instead of running a bounded reclaim step) by a
+  // free path that finds a zone due for reclaim; the worker then calls reclaim_background(),
+  // which runs each due zone's whole pass (idle blocks, or every free block of a zone over
+  // its retain bound).  nullptr: no worker.  kick must not block nor allocate.
+  void set_reclaim_worker(void (*kick)());
+  std::size_t reclaim_background();
 
   // pthread_atfork support: prepare takes every lock of this allocator in the documented
   // order (each zone's reclaim flag, drain_mutex, every pcp lock, every zone lock);
@@ -251,7 +270,10 @@ class page_allocator {
   std::size_t section_limit() const;
   // reclaim.cpp
   void maybe_reclaim(zone* z, std::uint64_t now_ms);
-  std::size_t reclaim_zone(zone* z, std::uint64_t cutoff_ms);
+  USLUB_SLOWPATH void maybe_reclaim_due(zone* z, std::uint64_t now_ms);
+  bool over_retain(zone* z) const;
+  std::size_t reclaim_zone(zone* z, std::uint64_t cutoff_ms, std::size_t page_limit = SIZE_MAX,
+                           bool* more = nullptr);
 
   page_alloc_config cfg_{};
   platform::vm_ops* vm_ = nullptr;
@@ -265,7 +287,8 @@ class page_allocator {
   std::atomic<mem_section*> sections_{nullptr};
   std::atomic<std::uint64_t> grow_count_{0}, grow_fail_{0}, reclaim_runs_{0};
   std::atomic<std::uint64_t> reclaimed_bytes_{0}, bad_free_{0};
-  std::atomic<std::uint64_t> drain_calls_{0}, drain_runs_{0};
+  std::atomic<std::uint64_t> drain_calls_{0}, drain_runs_{0}, inline_steps_{0};
+  std::atomic<void (*)()> reclaim_worker_{nullptr};
   // drain_all_pages generation (seed 004's lru_drain_gen); see pcp.cpp.
   std::atomic<std::uint64_t> drain_gen_{0};
   spinlock_t drain_mutex_{};

@@ -40,6 +40,7 @@ int page_allocator::rmqueue_bulk(zone* z, unsigned order, int count, per_cpu_pag
     list_add_tail(&p->lru, &pcp->lists[order]);  // behind the hot ones
   }
   z->bulk_refill.add();
+  z->lock.hold_work(static_cast<std::uint64_t>(moved));
   z->lock.unlock();
   pcp_set_count(pcp, pcp->count + (moved << order));
   return moved;
@@ -54,7 +55,8 @@ void page_allocator::free_pcppages_bulk(zone* z, int count, per_cpu_pages* pcp) 
   unsigned order = NR_PCP_ORDERS;
   while (count > 0 && pcp->count > 0) {
     z->lock.lock();
-    for (unsigned n = 0; n < kFreeBatchLockBound && count > 0 && pcp->count > 0; ++n) {
+    unsigned n = 0;
+    for (; n < kFreeBatchLockBound && count > 0 && pcp->count > 0; ++n) {
       // Round-robin from the highest order: large blocks are the rarest to be reused hot.
       do order = order == 0 ? NR_PCP_ORDERS - 1 : order - 1;
       while (list_empty(&pcp->lists[order]));
@@ -66,6 +68,7 @@ void page_allocator::free_pcppages_bulk(zone* z, int count, per_cpu_pages* pcp) 
       __free_one_page(z, p, order, returned, now);
     }
     z->bulk_drain.add();
+    z->lock.hold_work(n);
     z->lock.unlock();
   }
 }

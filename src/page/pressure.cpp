@@ -19,6 +19,16 @@
 //     "max" counters is a pressure event), and calls shrink_all_memory(pressure);
 //   - malloc_trim (malloc.cpp) does the same work itself.
 //
+// The monitor thread is also the page allocator's background reclaim worker
+// (page_allocator::set_reclaim_worker): a free path that finds a zone due for decay writes to
+// its kick eventfd instead of madvising inline, and the thread runs reclaim_background().
+//
+// fork: the child has no monitor thread.  pressure_fork_child (called by the slab layer's
+// child handler once every allocator lock is released, so the new thread's set-up may
+// allocate) re-creates it in the child when the parent had one, with fds of its own: an
+// inherited PSI trigger or eventfd is the same open file as the parent's, so parent and child
+// would take each other's events.
+//
 // Locking: the shrinker list is lock-free (push-only); running shrinkers is serialised by
 // shrink_mutex, which is taken with no other lock held (outermost, before slab_mutex).  A
 // thread that re-enters shrink_all_memory (a shrinker that allocates at the limit) returns 0
@@ -49,8 +59,10 @@ constinit spinlock_t shrink_mutex{&shrink_mutex_key};
 __attribute__((tls_model("initial-exec"))) thread_local bool in_shrink = false;
 constinit std::atomic<std::uint64_t> g_shrinks[static_cast<unsigned>(shrink_reason::nr)]{};
 constinit std::atomic<std::uint64_t> g_events{0}, g_reclaimed{0};
-constinit std::atomic<int> g_monitor_state{0};      // 0 none, 1 starting, 2 running, 3 unavailable
-int g_psi_fd = -1, g_cg_fd = -1, g_inject_fd = -1;  // written before the thread starts
+constinit std::atomic<int> g_monitor_state{0};  // 0 none, 1 starting, 2 running, 3 unavailable
+// Written before the thread starts (and in a fork child, before it is re-created).
+int g_psi_fd = -1, g_cg_fd = -1, g_inject_fd = -1, g_kick_fd = -1;
+constinit std::atomic<std::uint64_t> g_background_reclaims{0};
 const char* g_source = nullptr;
 
 std::size_t run_shrinkers(shrink_reason why, bool alloc_safe_only) {
@@ -99,12 +111,19 @@ int open_cgroup_events() {
   return open(path, O_RDONLY | O_CLOEXEC);
 }
 
+// The page allocator's reclaim worker kick (from free paths: one write, no lock, no malloc).
+void reclaim_kick() {
+  std::uint64_t one = 1;
+  (void)!write(g_kick_fd, &one, sizeof one);
+}
+
 void* monitor_main(void*) {
   std::uint64_t cg_last = g_cg_fd >= 0 ? read_cgroup_events(g_cg_fd) : 0;
   for (;;) {
-    pollfd fds[2];
+    pollfd fds[3];
     int nfds = 0;
     fds[nfds++] = {g_inject_fd, POLLIN, 0};
+    fds[nfds++] = {g_kick_fd, POLLIN, 0};
     if (g_psi_fd >= 0)
       fds[nfds++] = {g_psi_fd, POLLPRI, 0};
     else if (g_cg_fd >= 0)
@@ -115,7 +134,14 @@ void* monitor_main(void*) {
       std::uint64_t v;
       if (read(g_inject_fd, &v, sizeof v) == sizeof v) event = true;
     }
-    if (nfds > 1 && (fds[1].revents & (POLLPRI | POLLERR))) {
+    if (fds[1].revents & POLLIN) {
+      std::uint64_t v;
+      if (read(g_kick_fd, &v, sizeof v) == sizeof v) {
+        global_page_allocator().reclaim_background();
+        g_background_reclaims.fetch_add(1, std::memory_order_release);
+      }
+    }
+    if (nfds > 2 && (fds[2].revents & (POLLPRI | POLLERR))) {
       if (g_psi_fd >= 0) {
         event = true;
       } else {
@@ -162,6 +188,7 @@ pressure_stats pressure_get_stats() {
   st.events = g_events.load(std::memory_order_relaxed);
   st.reclaimed = g_reclaimed.load(std::memory_order_relaxed);
   st.source = g_monitor_state.load(std::memory_order_acquire) == 2 ? g_source : nullptr;
+  st.background_reclaims = g_background_reclaims.load(std::memory_order_acquire);
   return st;
 }
 
@@ -172,6 +199,7 @@ bool pressure_start() {
     return g_monitor_state.load(std::memory_order_acquire) == 2;
   }
   g_inject_fd = eventfd(0, EFD_CLOEXEC);
+  g_kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);  // a full counter never blocks a free
   // PSI: a trigger fires POLLPRI when memory stalls pass 100 ms within a 1 s window.
   int psi = open("/proc/pressure/memory", O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (psi >= 0) {
@@ -196,12 +224,30 @@ bool pressure_start() {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  bool ok = g_inject_fd >= 0 && pthread_create(&t, &attr, monitor_main, nullptr) == 0;
+  bool ok =
+      g_inject_fd >= 0 && g_kick_fd >= 0 && pthread_create(&t, &attr, monitor_main, nullptr) == 0;
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   pthread_attr_destroy(&attr);
-  if (ok) pthread_setname_np(t, "uslub-pressure");
+  if (ok) {
+    pthread_setname_np(t, "uslub-pressure");
+    global_page_allocator().set_reclaim_worker(&reclaim_kick);
+  }
   g_monitor_state.store(ok ? 2 : 3, std::memory_order_release);
   return ok;
+}
+
+void pressure_fork_child() {
+  int state = g_monitor_state.load(std::memory_order_acquire);
+  if (state != 1 && state != 2) return;  // no monitor (or none possible) in the parent
+  // Only this thread exists: the parent's monitor (and a thread that was starting one) is gone.
+  global_page_allocator().set_reclaim_worker(nullptr);
+  for (int* fd : {&g_psi_fd, &g_cg_fd, &g_inject_fd, &g_kick_fd}) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+  }
+  g_source = nullptr;
+  g_monitor_state.store(0, std::memory_order_release);
+  pressure_start();
 }
 
 void pressure_init_from_env() {

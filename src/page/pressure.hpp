@@ -35,6 +35,7 @@ struct pressure_stats {
   std::uint64_t events;     // pressure events handled (counted once the shrink is done)
   std::uint64_t reclaimed;  // bytes given back by pressure-triggered shrinks
   const char* source;       // what the monitor watches ("psi", "cgroup", nullptr: no monitor)
+  std::uint64_t background_reclaims;  // decay passes the monitor ran for the free paths
 };
 pressure_stats pressure_get_stats();
 
@@ -44,5 +45,8 @@ void pressure_init_from_env();
 bool pressure_start();
 // Makes the monitor act as on a pressure event (tests); false if no monitor runs.
 bool pressure_inject();
+// fork child handler: re-creates the monitor thread (with fds of its own) if the parent had
+// one.  Context: every allocator lock released (the thread's creation allocates).
+void pressure_fork_child();
 
 }  // namespace uslub

@@ -7,19 +7,32 @@
 //
 // Never under zone->lock: a pass isolates at most kReclaimIsolate idle blocks (PG_isolated:
 // off every list, invisible to merging), drops the lock, madvises them, and re-takes the lock
-// to free them back with PG_returned (merging with free neighbours as usual).
+// to free them back with PG_returned (merging with free neighbours as usual).  So every
+// zone->lock hold of reclaim moves at most kReclaimIsolate blocks.
 //
-// Triggers (no background thread: a malloc library must not start threads behind a program's
-// back): a zone-level free or drain notices that next_reclaim_ms has passed; and the explicit
-// page_allocator::reclaim() (malloc_trim, kmem_cache_shrink).  One thread reclaims a zone at a
-// time (zone::reclaiming); others skip.
+// Triggers: a zone-level free or drain notices that next_reclaim_ms has passed (or that the
+// zone keeps more free resident memory than the retain bound) and calls maybe_reclaim; and
+// the explicit page_allocator::reclaim() (malloc_trim, shrink_all_memory).  maybe_reclaim
+// runs on free paths (free_pages, kfree, a pcp drain), so it never does unbounded work there:
+//   - with a background worker (the pressure monitor thread, USLUB_PRESSURE=1, which registers
+//     itself with set_reclaim_worker), it only wakes the worker, which runs the whole pass
+//     (reclaim_background) off the caller's path;
+//   - without one (the default: a malloc library does not start threads behind a program's
+//     back) it runs one bounded step: at most kReclaimInlinePages pages are isolated and
+//     madvised (or a single larger block, so that 4 MiB blocks still go back), and if idle
+//     blocks remain the zone is due again kReclaimStepMs later, so the next zone-level free
+//     after that continues.  A free thus pays at most one such step, and a zone at most one
+//     step per kReclaimStepMs.
+// One thread reclaims a zone at a time (zone::reclaiming); others skip (maybe_reclaim) or
+// wait (reclaim()).
 #include "base/check.hpp"
 #include "page/buddy.hpp"
 #include "page/page_alloc.hpp"
 
 namespace uslub {
 
-void page_allocator::maybe_reclaim(zone* z, std::uint64_t now_ms) {
+// Is z over its retain bound (more free resident memory than it may keep, however fresh)?
+bool page_allocator::over_retain(zone* z) const {
   std::size_t resident = __atomic_load_n(&z->free_pages, __ATOMIC_RELAXED) -
                          __atomic_load_n(&z->returned_pages, __ATOMIC_RELAXED);
   // The bound grows with the heap (1/8 of committed memory) so that a program cycling large
@@ -27,19 +40,67 @@ void page_allocator::maybe_reclaim(zone* z, std::uint64_t now_ms) {
   std::size_t bound = cfg_.retain_bytes;
   std::size_t eighth = committed_.load(std::memory_order_relaxed) / 8;
   if (bound && eighth > bound) bound = eighth;
-  bool over = bound && resident * PAGE_SIZE > bound;
-  if (USLUB_LIKELY(!over && now_ms < z->next_reclaim_ms.load(std::memory_order_relaxed))) return;
+  return bound && resident * PAGE_SIZE > bound;
+}
+
+// Context: a free path (no lock held).  Bounded work: see the top of this file.
+// Due when the decay deadline passed, or when the zone is over its retain bound and no step
+// ran in the last kReclaimStepMs.
+void page_allocator::maybe_reclaim(zone* z, std::uint64_t now_ms) {
+  if (USLUB_LIKELY(now_ms < z->next_reclaim_ms.load(std::memory_order_relaxed)) &&
+      (USLUB_LIKELY(!over_retain(z)) || now_ms < z->next_step_ms.load(std::memory_order_relaxed)))
+    return;
+  maybe_reclaim_due(z, now_ms);
+}
+
+void page_allocator::maybe_reclaim_due(zone* z, std::uint64_t now_ms) {
+  std::uint64_t decay = static_cast<std::uint64_t>(cfg_.decay_ms);
+  std::uint64_t period = (decay ? decay / 2 : 0) + 1;
+  if (void (*kick)() = reclaim_worker_.load(std::memory_order_acquire)) {
+    // The worker runs the whole pass; until it is due again nobody kicks it twice.
+    z->next_reclaim_ms.store(now_ms + period, std::memory_order_relaxed);
+    z->next_step_ms.store(now_ms + kReclaimStepMs, std::memory_order_relaxed);
+    kick();
+    return;
+  }
   preempt_count_inc();  // the flag is waited for by fork's prepare (sync/preempt.hpp)
   if (z->reclaiming.exchange(true, std::memory_order_acquire)) {
     preempt_count_dec();
     return;
   }
-  std::uint64_t decay = static_cast<std::uint64_t>(cfg_.decay_ms);
-  z->next_reclaim_ms.store(now_ms + (decay ? decay / 2 : 0) + 1, std::memory_order_relaxed);
   // Over the retain bound: every free block goes back, however fresh.
-  reclaim_zone(z, over ? ~std::uint64_t{0} : now_ms - (decay < now_ms ? decay : now_ms));
+  bool over = over_retain(z);
+  bool more = false;
+  inline_steps_.fetch_add(1, std::memory_order_relaxed);
+  reclaim_zone(z, over ? ~std::uint64_t{0} : now_ms - (decay < now_ms ? decay : now_ms),
+               kReclaimInlinePages, &more);
+  z->next_reclaim_ms.store(now_ms + (more ? kReclaimStepMs : period), std::memory_order_relaxed);
+  z->next_step_ms.store(now_ms + kReclaimStepMs, std::memory_order_relaxed);
   z->reclaiming.store(false, std::memory_order_release);
   preempt_count_dec();
+}
+
+void page_allocator::set_reclaim_worker(void (*kick)()) {
+  reclaim_worker_.store(kick, std::memory_order_release);
+}
+
+std::size_t page_allocator::reclaim_background() {
+  std::size_t total = 0;
+  std::uint64_t now = platform::coarse_ms();
+  std::uint64_t decay = static_cast<std::uint64_t>(cfg_.decay_ms);
+  for (unsigned n = 0; n < nr_zones_; ++n) {
+    zone* z = zones_[n];
+    preempt_count_inc();
+    if (z->reclaiming.exchange(true, std::memory_order_acquire)) {
+      preempt_count_dec();
+      continue;  // another thread is at it
+    }
+    bool over = over_retain(z);
+    total += reclaim_zone(z, over ? ~std::uint64_t{0} : now - (decay < now ? decay : now));
+    z->reclaiming.store(false, std::memory_order_release);
+    preempt_count_dec();
+  }
+  return total;
 }
 
 std::size_t page_allocator::reclaim(bool force) {
@@ -68,7 +129,11 @@ std::size_t page_allocator::reclaim(bool force) {
 // again by the next pass, up to the pass bound (4096 madvise calls per run for one block).
 // Such a block also restarts its idle time, so periodic runs advise it again only after
 // another decay period.
-std::size_t page_allocator::reclaim_zone(zone* z, std::uint64_t cutoff_ms) {
+//
+// page_limit: at most this many pages isolated and madvised by this call (the first block is
+// taken whatever its size); *more is set when it stopped on that limit with idle blocks left.
+std::size_t page_allocator::reclaim_zone(zone* z, std::uint64_t cutoff_ms, std::size_t page_limit,
+                                         bool* more) {
   struct isolated {
     page* p;
     unsigned order;
@@ -76,6 +141,8 @@ std::size_t page_allocator::reclaim_zone(zone* z, std::uint64_t cutoff_ms) {
   };
   std::size_t total = 0;
   std::size_t budget = 0;  // resident free pages this run may still isolate
+  std::size_t taken = 0;   // pages isolated by this call (page_limit)
+  bool limited = false;
   reclaim_runs_.fetch_add(1, std::memory_order_relaxed);
   // MADV_FREE leaves contents in place until the kernel takes the pages: not zeroed.
   const bool zeroes = cfg_.decommit == platform::decommit_mode::dontneed;
@@ -92,6 +159,11 @@ std::size_t page_allocator::reclaim_zone(zone* z, std::uint64_t cutoff_ms) {
       while (n < kReclaimIsolate && budget >= pages && !list_empty(head)) {
         page* p = list_entry<page, &page::lru>(head->prev);  // oldest
         if (p->freed_ms > cutoff_ms) break;
+        if (taken && taken + pages > page_limit) {
+          limited = true;  // an idle block left for the next call
+          break;
+        }
+        taken += pages;
         std::uint64_t t = p->freed_ms;
         __del_page_from_free_list(z, p, static_cast<unsigned>(o));
         set_page_flags(p, PG_isolated);
@@ -99,6 +171,7 @@ std::size_t page_allocator::reclaim_zone(zone* z, std::uint64_t cutoff_ms) {
         budget -= pages;
       }
     }
+    z->lock.hold_work(n);
     z->lock.unlock();
     if (n == 0) break;
     bool ok[kReclaimIsolate];
@@ -113,8 +186,14 @@ std::size_t page_allocator::reclaim_zone(zone* z, std::uint64_t cutoff_ms) {
       bool returned = ok[i] && zeroes;
       __free_one_page(z, iso[i].p, iso[i].order, returned, returned ? iso[i].freed_ms : now);
     }
+    z->lock.hold_work(n);
     z->lock.unlock();
+    if (limited || taken >= page_limit) {
+      limited = true;
+      break;
+    }
   }
+  if (more) *more = limited;
   reclaimed_bytes_.fetch_add(total, std::memory_order_relaxed);
   return total;
 }

@@ -419,6 +419,8 @@ void flush_mutex_unlock();
 void slab_config_lock(spinlock_t& m);
 void slab_config_unlock(spinlock_t& m);
 int __kmem_cache_shrink(kmem_cache* s);
+// Slabs looked at per list_lock hold by __kmem_cache_shrink.
+inline constexpr unsigned kShrinkBatch = 32;
 // Returns false (after reporting) if objects remain.
 bool __kmem_cache_shutdown(kmem_cache* s);
 bool validate_slab_cache(kmem_cache* s);
@@ -446,5 +448,10 @@ void slab_fork_child();
 
 // Calls fn(s, arg) for every cache, under slab_mutex.
 void for_each_kmem_cache(void (*fn)(kmem_cache*, void*), void* arg);
+// __kmem_cache_shrink of every cache, holding slab_mutex only between caches (slab_common.cpp).
+// Returns the caches shrunk.  Context: no lock held.
+std::size_t kmem_cache_shrink_all();
+// Tests: hook(s) runs in kmem_cache_shrink_all before each cache's shrink, with no lock held.
+void slab_shrink_set_test_hook(void (*hook)(kmem_cache*));
 
 }  // namespace uslub

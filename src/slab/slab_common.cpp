@@ -1,18 +1,29 @@
 // kmem_cache life cycle: bootstrap, geometry (calculate_sizes / calculate_order), merging,
-// create, destroy, information and /proc/slabinfo.
+// create, destroy, information and /proc/slabinfo; and the shrink of every cache.
 //
-// slab_mutex (lock order 1, see slab.hpp) protects slab_caches and each cache's refcount.
-// It is a sleeping lock (spin, then futex) taken on configuration paths only.  Creation
-// allocates a new cache's memory before taking it.  Destroy (__kmem_cache_shutdown), malloc_trim
+// slab_mutex (lock order 1, see slab.hpp) protects slab_caches, each cache's refcount and
+// g_shrinking.  It is a sleeping lock (spin, then futex) taken on configuration paths only.
+// Creation allocates a new cache's memory before taking it.  Destroy (__kmem_cache_shutdown)
 // and uslub_cpu_offline (for_each_kmem_cache) hold it, as the kernel holds its slab_mutex,
-// across the flush of every sheaf and CPU slab and the discard of empty slabs: under it run
-// the page allocator's free path (down to its reclaim's madvise) and one membarrier per CPU
-// per cache with sheaves on rseq (sheaf_drain_all).  Nothing under it waits for another
-// thread's progress except the locks below it in the order (flush_mutex, the sheaf, node and
-// CPU slot locks, the page allocator's), and it never enters RCU's fork gate: slabs of
-// SLAB_TYPESAFE_BY_RCU caches discarded under it are queued with call_rcu16 only when it is
-// dropped (slab_config_lock/unlock, slab.hpp).  Holding it so long delays kmem_cache_create
-// and fork (whose prepare handler takes it) by the length of a trim, never deadlocks them.
+// across the flush of every sheaf and CPU slab and the discard of empty slabs of the caches
+// they visit: under it run the page allocator's free path (which never runs more than one
+// bounded reclaim step, page/reclaim.cpp) and one membarrier per CPU per cache with sheaves
+// on rseq (sheaf_drain_all).  Nothing under it waits for another thread's progress except the
+// locks below it in the order (flush_mutex, the sheaf, node and CPU slot locks, the page
+// allocator's), and it never enters RCU's fork gate: slabs of SLAB_TYPESAFE_BY_RCU caches
+// discarded under it are queued with call_rcu16 only when it is dropped
+// (slab_config_lock/unlock, slab.hpp).
+//
+// Shrinking every cache (kmem_cache_shrink_all: the pressure and memory-limit shrinker,
+// malloc_trim) does NOT hold slab_mutex across the caches' shrinks.  Rule: slab_mutex is held
+// only to step from one cache to the next (one list step per hold, counted as one unit of
+// hold_work); the cache being shrunk is pinned by g_shrinking (written under slab_mutex), which
+// keeps it on slab_caches: kmem_cache_destroy of that cache waits (slab_mutex dropped, a futex
+// on g_shrink_seq) until the walker has moved on.  So kmem_cache_create, destroy of any other
+// cache and fork's prepare wait at most for one list step, never for a shrink.  Walkers are
+// serialised by slab_shrink_mutex (lock order 0, before slab_mutex; no allocation path takes
+// it), held across the whole walk with no other lock; a fork child, where the walking thread
+// does not exist, resets it and the pin (slab_fork_child).
 #include <errno.h>
 #include <unistd.h>
 
@@ -24,6 +35,7 @@
 #include "base/bits.hpp"
 #include "base/check.hpp"
 #include "base/stackdepot.hpp"
+#include "page/pressure.hpp"
 #include "rcu/rcu.hpp"
 #include "slab/debug.hpp"
 #include "slab/sheaf.hpp"
@@ -41,6 +53,13 @@ constinit lock_class_key cpu_slab_lock_key{"kmem_cache_cpu->lock"};
 constinit spinlock_t slab_mutex{&slab_mutex_key};  // slab.hpp: fork's nest lock for sheaves
 namespace {
 constinit list_head slab_caches{&slab_caches, &slab_caches};  // slab_mutex
+
+// kmem_cache_shrink_all's walker (see the top of this file).
+constinit lock_class_key slab_shrink_mutex_key{"slab_shrink_mutex"};
+constinit spinlock_t slab_shrink_mutex{&slab_shrink_mutex_key};
+kmem_cache* g_shrinking = nullptr;                     // slab_mutex
+constinit std::atomic<std::uint32_t> g_shrink_seq{0};  // bumped (slab_mutex) when unpinned
+void (*g_shrink_hook)(kmem_cache*) = nullptr;          // tests: runs before each cache's shrink
 
 struct slab_mutex_guard {  // slab_config_lock: see slab.hpp
   slab_mutex_guard() { slab_config_lock(slab_mutex); }
@@ -324,6 +343,37 @@ void for_each_kmem_cache(void (*fn)(kmem_cache*, void*), void* arg) {
     fn(list_entry<kmem_cache, &kmem_cache::list>(l), arg);
 }
 
+std::size_t kmem_cache_shrink_all() {
+  slab_init();
+  lock_guard<spinlock_t> walker(slab_shrink_mutex);
+  std::size_t caches = 0;
+  slab_config_lock(slab_mutex);
+  for (list_head* l = slab_caches.next; l != &slab_caches;) {
+    kmem_cache* s = list_entry<kmem_cache, &kmem_cache::list>(l);
+    slab_mutex.hold_work(1);
+    if (s->refcount <= 0) {  // its destroy is under way (it holds slab_mutex throughout)
+      l = l->next;
+      continue;
+    }
+    g_shrinking = s;  // pinned: stays on slab_caches until we come back
+    slab_config_unlock(slab_mutex);
+    if (void (*hook)(kmem_cache*) = __atomic_load_n(&g_shrink_hook, __ATOMIC_ACQUIRE)) hook(s);
+    __kmem_cache_shrink(s);
+    ++caches;
+    slab_config_lock(slab_mutex);
+    g_shrinking = nullptr;
+    g_shrink_seq.fetch_add(1, std::memory_order_release);
+    platform::futex_wake(&g_shrink_seq, 1 << 30);  // a destroy of s waits for this
+    l = s->list.next;
+  }
+  slab_config_unlock(slab_mutex);
+  return caches;
+}
+
+void slab_shrink_set_test_hook(void (*hook)(kmem_cache*)) {
+  __atomic_store_n(&g_shrink_hook, hook, __ATOMIC_RELEASE);
+}
+
 void slab_fork_prepare() {
   if (fork_handler_enter()) return;  // fork from a signal handler inside uslub: preempt.hpp
   slab_init();
@@ -359,7 +409,13 @@ void slab_fork_parent() {
   if (!fork_handler_exit()) slab_fork_release();
 }
 void slab_fork_child() {
-  if (!fork_handler_exit()) slab_fork_release();
+  if (fork_handler_exit()) return;
+  // A shrink-all walk of another thread (which does not exist here) may have held the walker
+  // mutex and a pin: this thread is alone, so neither is in use.  slab_mutex is still ours.
+  g_shrinking = nullptr;
+  new (&slab_shrink_mutex) spinlock_t(&slab_shrink_mutex_key);
+  slab_fork_release();
+  pressure_fork_child();  // every allocator lock is free: the monitor thread may be created
 }
 
 void slab_fill_info(kmem_cache* s, kmem_cache_info* info) {
@@ -470,6 +526,13 @@ void kmem_cache_destroy(struct kmem_cache* s) {
   {
     slab_mutex_guard g;
     if (--s->refcount > 0) return;
+    // A shrink-all walker shrinking s without slab_mutex: wait until it moved on.
+    while (g_shrinking == s) {
+      std::uint32_t seq = g_shrink_seq.load(std::memory_order_acquire);
+      slab_config_unlock(slab_mutex);
+      platform::futex_wait(&g_shrink_seq, seq);
+      slab_config_lock(slab_mutex);
+    }
     // slab_mutex -> flush_mutex: the documented order (never the reverse).
     if (!__kmem_cache_shutdown(s)) {
       s->refcount = 1;  // objects remain: keep the cache rather than corrupt them

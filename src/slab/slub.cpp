@@ -754,27 +754,44 @@ void flush_all(kmem_cache* s) {
   flush_mutex_unlock();
 }
 
+// Discards the empty slabs of every node's partial list.  list_lock is held for at most
+// kShrinkBatch slabs at a time (a partial list can hold tens of thousands of slabs): each hold
+// looks at the slabs at the head, takes the empty ones off and moves the others to the tail, so
+// one rotation through the list (as long as it was at the start) visits each slab once and
+// leaves the order of the kept ones as it was.  Slabs added or removed meanwhile by other
+// threads may be visited twice or not at all: this is a best-effort shrink.  The empty slabs
+// of each batch are discarded with no lock held.
 int __kmem_cache_shrink(kmem_cache* s) {
   flush_all(s);
   unsigned cpu = this_cpu_index(s);
   for (unsigned i = 0; i < s->nr_nodes; ++i) {
     kmem_cache_node* n = s->node[i];
-    page* discard = nullptr;
     n->list_lock.lock();
-    for (list_head* pos = n->partial.next; pos != &n->partial;) {
-      page* slab = list_entry<page, &page::lru>(pos);
-      pos = pos->next;
-      if (load_counters(slab).inuse == 0) {  // no object: no concurrent free can touch it
-        remove_partial(n, slab);
-        set_slab_next(slab, discard);
-        discard = slab;
-      }
-    }
+    long todo = n->nr_partial;
     n->list_lock.unlock();
-    while (page* slab = discard) {
-      discard = slab_next(slab);
-      discard_slab(s, slab);
-      stat(s, FREE_SLAB, cpu);
+    while (todo > 0) {
+      page* discard = nullptr;
+      n->list_lock.lock();
+      unsigned k = 0;
+      for (; k < kShrinkBatch && todo > 0 && !list_empty(&n->partial); ++k, --todo) {
+        page* slab = list_entry<page, &page::lru>(n->partial.next);
+        if (load_counters(slab).inuse == 0) {  // no object: no concurrent free can touch it
+          remove_partial(n, slab);
+          set_slab_next(slab, discard);
+          discard = slab;
+        } else {
+          list_move_tail(&slab->lru, &n->partial);
+        }
+      }
+      n->list_lock.hold_work(k);
+      bool empty = list_empty(&n->partial);
+      n->list_lock.unlock();
+      while (page* slab = discard) {
+        discard = slab_next(slab);
+        discard_slab(s, slab);
+        stat(s, FREE_SLAB, cpu);
+      }
+      if (empty) break;
     }
   }
   return 0;

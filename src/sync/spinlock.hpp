@@ -15,7 +15,13 @@
 // acquisition stamps hold_start_ (CLOCK_MONOTONIC, ns; written and read only by the holder)
 // and the release adds the hold time to its lock class's log2 histogram and maximum (a
 // fixed table in spinlock.cpp, relaxed atomics).  Off, lock() and unlock() pay one relaxed
-// load and a not-taken branch each.
+// load and a not-taken branch each.  With USLUB_LOCK_HOLD_STATS=cpu (lock_hold_stats_enable(
+// true, true)) each hold is also measured in the holder's thread CPU time
+// (CLOCK_THREAD_CPUTIME_ID, one system call at each end): a hold whose wall time is much
+// longer than its CPU time was preempted (or slept in a fault), not busy.  The holder may
+// count the work it does in a hold (hold_work(n): blocks, slabs, caches, whatever the lock's
+// unit is); each class records its largest count per hold, so "how long" and "how much" can
+// be told apart.
 #pragma once
 
 #include <atomic>
@@ -31,7 +37,13 @@ namespace uslub {
 namespace detail {
 extern std::atomic<bool> g_lock_hold_on;
 std::uint64_t lock_hold_now_ns();
-void lock_hold_record(const lock_class_key* cls, std::uint64_t ns);
+extern std::atomic<bool> g_lock_hold_cpu;
+std::uint64_t lock_hold_thread_cpu_ns();
+struct hold_sample {
+  std::uint64_t ns, cpu_ns, work;
+  bool has_cpu;
+};
+void lock_hold_record(const lock_class_key* cls, const hold_sample& h);
 }  // namespace detail
 
 // Hold-time statistics of one lock class (lock_hold_stats).
@@ -40,13 +52,22 @@ struct lock_hold_class {
   const char* name;
   std::uint64_t count, total_ns, max_ns;
   std::uint64_t hist[kLockHoldBuckets];
+  // Thread CPU time of the holds (only while enabled with cpu = true; else zero).
+  std::uint64_t cpu_total_ns, cpu_max_ns;
+  std::uint64_t cpu_hist[kLockHoldBuckets];
+  // hold_work(): the largest count of one hold, their sum, and the holds that counted any.
+  std::uint64_t max_work, total_work, work_holds;
 };
-void lock_hold_stats_enable(bool on);
+// cpu: also measure each hold in thread CPU time (a system call at each end: costs ~0.1-1 us
+// per hold, which the wall times then include).
+void lock_hold_stats_enable(bool on, bool cpu = false);
 void lock_hold_stats_reset();
 // Copies up to max classes (those that recorded a hold) into out; returns how many.
 int lock_hold_stats(lock_hold_class* out, int max);
 // The smallest hold time (ns, a bucket's upper bound) that q (0..1) of the holds do not pass.
 std::uint64_t lock_hold_quantile(const lock_hold_class& c, double q);
+// The same over the thread CPU time histogram.
+std::uint64_t lock_hold_cpu_quantile(const lock_hold_class& c, double q);
 
 class spinlock_t {
  public:
@@ -84,8 +105,7 @@ class spinlock_t {
     }
     bump(acquired_);
     lockdep_acquire(cls_, this, true);
-    if (USLUB_UNLIKELY(detail::g_lock_hold_on.load(std::memory_order_relaxed)))
-      hold_start_ = detail::lock_hold_now_ns();
+    if (USLUB_UNLIKELY(detail::g_lock_hold_on.load(std::memory_order_relaxed))) hold_begin();
     return true;
   }
 
@@ -94,6 +114,11 @@ class spinlock_t {
     lockdep_release(cls_, this);
     if (USLUB_UNLIKELY(state_.fetch_sub(1, std::memory_order_release) != 1)) unlock_slow();
     preempt_count_dec();
+  }
+
+  // The holder counts n units of work done in this hold (hold statistics; nothing when off).
+  USLUB_ALWAYS_INLINE void hold_work(std::uint64_t n) {
+    if (USLUB_UNLIKELY(hold_start_)) hold_work_ += n;
   }
 
   bool is_locked() const { return state_.load(std::memory_order_relaxed) != 0; }
@@ -109,8 +134,7 @@ class spinlock_t {
                                                        std::memory_order_relaxed)))
       lock_slow();
     bump(acquired_);
-    if (USLUB_UNLIKELY(detail::g_lock_hold_on.load(std::memory_order_relaxed)))
-      hold_start_ = detail::lock_hold_now_ns();
+    if (USLUB_UNLIKELY(detail::g_lock_hold_on.load(std::memory_order_relaxed))) hold_begin();
   }
   USLUB_SLOWPATH void lock_slow();
   // Counters are written only by the holder: a plain load+store, no locked instruction.
@@ -119,6 +143,7 @@ class spinlock_t {
   }
   USLUB_SLOWPATH void unlock_slow();
   USLUB_SLOWPATH void record_hold();
+  USLUB_SLOWPATH void hold_begin();
   void lock_wait();
 
   std::atomic<std::uint32_t> state_{0};
@@ -127,7 +152,11 @@ class spinlock_t {
   // the holder already owns.
   std::atomic<std::uint64_t> acquired_{0};
   std::atomic<std::uint64_t> contended_{0};
-  std::uint64_t hold_start_ = 0;  // holder only: when it took the lock (hold statistics on)
+  // Holder only, hold statistics on: when it took the lock (wall, and thread CPU time when
+  // measured, else 0) and the work it counted.
+  std::uint64_t hold_start_ = 0;
+  std::uint64_t hold_cpu_start_ = 0;
+  std::uint64_t hold_work_ = 0;
 };
 
 // RAII guard (the kernel's guard(spinlock)).

@@ -1,11 +1,16 @@
 // Memory pressure: a pressure event (injected into the monitor thread, as a PSI trigger or a
 // cgroup memory.events change would be) shrinks every cache and returns free memory.
+#include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <thread>
 #include <vector>
 
 #include "kmalloc/kmalloc.hpp"
 #include "page/pressure.hpp"
+#include "slab/slab.hpp"
 #include "test_support.hpp"
 
 namespace uslub::test {
@@ -42,6 +47,46 @@ TEST(Pressure, AnEventShrinksTheCachesAndReturnsMemory) {
   EXPECT_GT(global_page_allocator().stats().returned_bytes, returned_before)
       << "free pages were returned to the OS";
   for (void* p : huge) kfree(p);
+  kmem_cache_destroy(s);
+}
+
+// The monitor thread does not survive fork: the child re-creates it (slab_fork_child, the slab
+// layer's atfork child handler, which malloc's runs too), with its own eventfd and PSI
+// trigger, and a pressure event in the child shrinks the child's caches.  (Before, the child
+// had no monitor but the parent's fds: its injected event was taken by the parent's thread and
+// the child never shrank.)
+TEST(Pressure, AForkedChildRecreatesTheMonitorAndShrinksOnAnEvent) {
+  kfree(kmalloc(8, 0));
+  ASSERT_TRUE(pressure_start());
+  // This suite links uslub_core without the malloc layer: register the slab handlers here.
+  ASSERT_EQ(pthread_atfork(slab_fork_prepare, slab_fork_parent, slab_fork_child), 0);
+  kmem_cache* s = kmem_cache_create("pressure-fork", 256, 0, SLAB_NO_MERGE, nullptr);
+  ASSERT_NE(s, nullptr);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // Child: no std::vector (uslub_core is not this process's malloc, but keep it simple).
+    static void* objs[20000];
+    for (auto& p : objs) p = kmem_cache_alloc(s, 0);
+    for (void* p : objs) kmem_cache_free(s, p);
+    long slabs_before = s->node[0]->nr_slabs.load();
+    if (slabs_before <= 0) _exit(2);
+    pressure_stats before = pressure_get_stats();
+    if (!before.source) _exit(3);  // no monitor in the child
+    if (!pressure_inject()) _exit(4);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (pressure_get_stats().events == before.events &&
+           std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (pressure_get_stats().events != before.events + 1) _exit(5);  // the event was not ours
+    if (s->node[0]->nr_slabs.load() >= slabs_before) _exit(6);       // nothing shrunk
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: no slabs, 3: no monitor, 4: inject failed, 5: the "
+                                       "child's event was not handled, 6: no slab went back";
   kmem_cache_destroy(s);
 }
 

@@ -3,6 +3,9 @@
 #include <uslub/slab.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
 #include <set>
 #include <thread>
 #include <vector>
@@ -263,4 +266,84 @@ TEST(Slabinfo, PrintsTheCountersOfCachesThatCount) {
   kmem_cache_destroy(counted);
   kmem_cache_destroy(quiet);
 }
+// kmem_cache_shrink_all holds slab_mutex only between caches: while one cache's shrink is
+// stopped (the test hook, which runs with no lock held), kmem_cache_create and destroy of
+// other caches - which take slab_mutex - complete; a destroy of the cache being shrunk waits
+// for the walker to move on.  (With slab_mutex held across the walk, as for_each_kmem_cache
+// does, the create below waited for the whole shrink: this test then timed out.)
+namespace {
+std::atomic<kmem_cache*> g_stop_at{nullptr};
+std::atomic<bool> g_stopped{false}, g_release{false};
+void stop_hook(kmem_cache* s) {
+  if (s != g_stop_at.load()) return;
+  g_stopped.store(true);
+  while (!g_release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+template <class F>
+bool completes_within(F f, std::chrono::milliseconds limit) {
+  std::atomic<bool> done{false};
+  std::thread t([&] {
+    f();
+    done.store(true);
+  });
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (!done.load() && std::chrono::steady_clock::now() < end)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  bool ok = done.load();
+  if (!ok) g_release.store(true);  // let the walk finish so that the thread can be joined
+  t.join();
+  return ok;
+}
+}  // namespace
+
+TEST(KmemCache, ShrinkOfEveryCacheDropsSlabMutexBetweenCaches) {
+  kmem_cache* a = kmem_cache_create("shrink-all-a", 200, 0, SLAB_NO_MERGE, nullptr);
+  ASSERT_NE(a, nullptr);
+  std::vector<void*> v;
+  for (int i = 0; i < 5000; ++i) v.push_back(kmem_cache_alloc(a, 0));
+  for (void* p : v) kmem_cache_free(a, p);
+  g_stop_at.store(a);
+  g_stopped.store(false);
+  g_release.store(false);
+  slab_shrink_set_test_hook(&stop_hook);
+  std::atomic<std::size_t> shrunk{0};
+  std::thread walker([&] { shrunk.store(kmem_cache_shrink_all()); });
+  while (!g_stopped.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // The walk is stopped inside a's shrink.  slab_mutex must be free.
+  EXPECT_TRUE(completes_within(
+      [] {
+        kmem_cache* b = kmem_cache_create("shrink-all-b", 88, 0, SLAB_NO_MERGE, nullptr);
+        kmem_cache_free(b, kmem_cache_alloc(b, 0));
+        kmem_cache_destroy(b);
+      },
+      std::chrono::seconds(10)))
+      << "create/destroy waited for the shrink of another cache";
+  // Destroying a itself waits for the walker to leave it.
+  std::atomic<bool> destroyed{false};
+  std::thread d([&] {
+    kmem_cache_destroy(a);
+    destroyed.store(true);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(destroyed.load()) << "a's destroy must wait while a is being shrunk";
+  g_release.store(true);
+  walker.join();
+  d.join();
+  EXPECT_TRUE(destroyed.load());
+  EXPECT_GE(shrunk.load(), 2u);
+  slab_shrink_set_test_hook(nullptr);
+  // slab_mutex was taken once per list step, for one step each.
+  lock_hold_stats_reset();
+  lock_hold_stats_enable(true);
+  std::size_t n = kmem_cache_shrink_all();
+  lock_hold_stats_enable(false);
+  lock_hold_class cls[64];
+  int k = lock_hold_stats(cls, 64);
+  for (int i = 0; i < k; ++i)
+    if (!strcmp(cls[i].name, "slab_mutex")) {
+      EXPECT_GE(cls[i].count, n) << "one hold per cache at least";
+      EXPECT_EQ(cls[i].max_work, 1u) << "one list step per hold";
+    }
+}
+
 }  // namespace uslub::test
