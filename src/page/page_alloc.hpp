@@ -58,7 +58,7 @@ inline constexpr unsigned kFreeBatchLockBound = 32;
 inline constexpr unsigned kReclaimIsolate = 32;
 // What one free may do of reclaim when no background worker runs (reclaim.cpp): isolate and
 // madvise at most this many pages (a larger block alone), and a zone with idle blocks left is
-// due again this many milliseconds later.
+// due again this many milliseconds later (at once while over its retain bound).
 inline constexpr std::size_t kReclaimInlinePages = 256;
 inline constexpr std::uint64_t kReclaimStepMs = 1;
 // The smallest USLUB_MEMORY_LIMIT uslub starts with: the first section's header page and one
@@ -110,7 +110,10 @@ struct zone {
   // lockless:
   std::atomic<mem_section*> grow_section{nullptr};  // section new blocks come from
   std::atomic<std::uint64_t> next_reclaim_ms{0};
-  std::atomic<std::uint64_t> next_step_ms{0};  // no reclaim step on a free path before this
+  std::atomic<std::uint64_t> next_kick_ms{0};  // no kick of the reclaim worker before this
+  // Went over the retain bound: free paths return free blocks (fresh ones too) a bounded step
+  // at a time until none is left (reclaim.cpp).  Written under `reclaiming`.
+  std::atomic<bool> draining{false};
   // lock: where the last exact block ended (alloc_pages_exact packs blocks one after another
   // from here, so that neither a tail nor a partly used huge page is left between them).  A
   // hint: checked like any other range before use.
@@ -271,7 +274,7 @@ class page_allocator {
   // reclaim.cpp
   void maybe_reclaim(zone* z, std::uint64_t now_ms);
   USLUB_SLOWPATH void maybe_reclaim_due(zone* z, std::uint64_t now_ms);
-  bool over_retain(zone* z) const;
+  bool over_retain(zone* z, unsigned div = 1) const;
   std::size_t reclaim_zone(zone* z, std::uint64_t cutoff_ms, std::size_t page_limit = SIZE_MAX,
                            bool* more = nullptr);
 

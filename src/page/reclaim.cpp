@@ -19,10 +19,12 @@
 //     (reclaim_background) off the caller's path;
 //   - without one (the default: a malloc library does not start threads behind a program's
 //     back) it runs one bounded step: at most kReclaimInlinePages pages are isolated and
-//     madvised (or a single larger block, so that 4 MiB blocks still go back), and if idle
+//     madvised (or a single larger block, so that 4 MiB blocks still go back).  If idle
 //     blocks remain the zone is due again kReclaimStepMs later, so the next zone-level free
-//     after that continues.  A free thus pays at most one such step, and a zone at most one
-//     step per kReclaimStepMs.
+//     after that continues; a zone over its retain bound is due at every zone-level free
+//     until it has returned every free block (zone::draining; each step returns up to 8 times
+//     what a pcp drain frees, so the return keeps up with the frees).  A free thus pays at
+//     most one such step.
 // One thread reclaims a zone at a time (zone::reclaiming); others skip (maybe_reclaim) or
 // wait (reclaim()).
 #include "base/check.hpp"
@@ -31,8 +33,8 @@
 
 namespace uslub {
 
-// Is z over its retain bound (more free resident memory than it may keep, however fresh)?
-bool page_allocator::over_retain(zone* z) const {
+// Is z over its retain bound / div (more free resident memory than it may keep, however fresh)?
+bool page_allocator::over_retain(zone* z, unsigned div) const {
   std::size_t resident = __atomic_load_n(&z->free_pages, __ATOMIC_RELAXED) -
                          __atomic_load_n(&z->returned_pages, __ATOMIC_RELAXED);
   // The bound grows with the heap (1/8 of committed memory) so that a program cycling large
@@ -40,15 +42,15 @@ bool page_allocator::over_retain(zone* z) const {
   std::size_t bound = cfg_.retain_bytes;
   std::size_t eighth = committed_.load(std::memory_order_relaxed) / 8;
   if (bound && eighth > bound) bound = eighth;
-  return bound && resident * PAGE_SIZE > bound;
+  return bound && resident * PAGE_SIZE > bound / div;
 }
 
 // Context: a free path (no lock held).  Bounded work: see the top of this file.
-// Due when the decay deadline passed, or when the zone is over its retain bound and no step
-// ran in the last kReclaimStepMs.
+// Due when the decay deadline passed, while the zone is over its retain bound, and until a
+// drain that started over the bound has returned every free block (zone::draining).
 void page_allocator::maybe_reclaim(zone* z, std::uint64_t now_ms) {
   if (USLUB_LIKELY(now_ms < z->next_reclaim_ms.load(std::memory_order_relaxed)) &&
-      (USLUB_LIKELY(!over_retain(z)) || now_ms < z->next_step_ms.load(std::memory_order_relaxed)))
+      USLUB_LIKELY(!z->draining.load(std::memory_order_relaxed)) && USLUB_LIKELY(!over_retain(z)))
     return;
   maybe_reclaim_due(z, now_ms);
 }
@@ -57,9 +59,11 @@ void page_allocator::maybe_reclaim_due(zone* z, std::uint64_t now_ms) {
   std::uint64_t decay = static_cast<std::uint64_t>(cfg_.decay_ms);
   std::uint64_t period = (decay ? decay / 2 : 0) + 1;
   if (void (*kick)() = reclaim_worker_.load(std::memory_order_acquire)) {
-    // The worker runs the whole pass; until it is due again nobody kicks it twice.
+    // The worker runs the whole pass.  One kick per kReclaimStepMs at most (a zone over its
+    // bound stays due until the worker has run).
+    if (now_ms < z->next_kick_ms.load(std::memory_order_relaxed)) return;
+    z->next_kick_ms.store(now_ms + kReclaimStepMs, std::memory_order_relaxed);
     z->next_reclaim_ms.store(now_ms + period, std::memory_order_relaxed);
-    z->next_step_ms.store(now_ms + kReclaimStepMs, std::memory_order_relaxed);
     kick();
     return;
   }
@@ -68,14 +72,19 @@ void page_allocator::maybe_reclaim_due(zone* z, std::uint64_t now_ms) {
     preempt_count_dec();
     return;
   }
-  // Over the retain bound: every free block goes back, however fresh.
-  bool over = over_retain(z);
+  // Over the retain bound: every free block goes back, however fresh, a step at every
+  // zone-level free (each returns up to 8 times what a pcp drain frees, so the return keeps
+  // up with the frees) until none is left - as one unbounded pass did, spread over the frees.
+  // Otherwise the idle blocks, a step per kReclaimStepMs.
+  bool drain = z->draining.load(std::memory_order_relaxed) || over_retain(z);
   bool more = false;
   inline_steps_.fetch_add(1, std::memory_order_relaxed);
-  reclaim_zone(z, over ? ~std::uint64_t{0} : now_ms - (decay < now_ms ? decay : now_ms),
+  reclaim_zone(z, drain ? ~std::uint64_t{0} : now_ms - (decay < now_ms ? decay : now_ms),
                kReclaimInlinePages, &more);
+  // A drain goes on, a step per zone-level free, while the step was cut short or the zone
+  // still keeps more than an eighth of its bound resident (frees during the drain refill it).
+  z->draining.store(drain && (more || over_retain(z, 8)), std::memory_order_relaxed);
   z->next_reclaim_ms.store(now_ms + (more ? kReclaimStepMs : period), std::memory_order_relaxed);
-  z->next_step_ms.store(now_ms + kReclaimStepMs, std::memory_order_relaxed);
   z->reclaiming.store(false, std::memory_order_release);
   preempt_count_dec();
 }
