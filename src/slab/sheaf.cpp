@@ -8,6 +8,7 @@
 #include "base/bits.hpp"
 #include "base/check.hpp"
 #include "base/stacktrace.hpp"
+#include "slab/percpu_area.hpp"
 #include "slab/sheaf.hpp"
 #include "slab/sheaf_fast.hpp"
 
@@ -740,9 +741,8 @@ int sheaves_init(kmem_cache* s, unsigned capacity) {
   std::size_t bytes = stat_off;
   if (s->flags & SLAB_STATS)
     bytes += std::size_t{s->nr_cpus} * NR_SHEAF_STAT_ITEMS * sizeof(std::uint64_t);
-  s->pcs_order = order_base_2((bytes + PAGE_SIZE - 1) / PAGE_SIZE);
-  char* mem =
-      static_cast<char*>(global_page_allocator().alloc_pages_addr(s->pcs_order, __GFP_ZERO));
+  s->pcs_bytes = static_cast<unsigned>(bytes);
+  char* mem = static_cast<char*>(percpu_area_alloc(bytes));
   if (!mem) return ENOMEM;
   s->cpu_sheaves = reinterpret_cast<slub_percpu_sheaves*>(mem);
   for (unsigned c = 0; c < s->nr_cpus; ++c) {
@@ -787,7 +787,7 @@ void sheaves_free(kmem_cache* s) {
     s->sheaf_rseq = false;
     s->slot_off = kZeroSlot * sizeof(sheaf_slot);
   }
-  global_page_allocator().free_pages_addr(s->cpu_sheaves, s->pcs_order);
+  percpu_area_free(s->cpu_sheaves, s->pcs_bytes);
   s->cpu_sheaves = nullptr;
 }
 

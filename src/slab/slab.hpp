@@ -6,6 +6,8 @@
 //   3. kmem_cache_node::list_lock   one node's partial list and nr_partial
 //   4. kmem_cache_cpu::lock   slow-path changes to one CPU slot (local_trylock_t)
 // (then the page allocator's own locks, which never call back into slab).
+// percpu_area_lock (percpu_area.hpp) is a leaf beside them: the per-CPU areas' shared pages,
+// taken at cache creation and destruction with nothing else called under it.
 // destroy and shrink take slab_mutex before flush_mutex, never the reverse: seed 000's
 // "flush_lock -> cpu_hotplug_lock" inversion is exactly the bug this order prevents.
 // 3 and 4 are never held across the page allocator's growth (no lock across a system call):
@@ -171,7 +173,7 @@ struct alignas(64) kmem_cache {
   page_allocator* pa;
   unsigned nr_cpus;
   unsigned tid_step;
-  unsigned cpu_order;                      // page order of the cpu_slab (+ cpu_stats) block
+  unsigned cpu_bytes;                      // size of the cpu_slab (+ cpu_stats) area (percpu_area)
   int refcount;                            // slab_mutex; > 1 when merged caches alias it
   list_head list;                          // slab_mutex: slab_caches
   std::atomic<std::uint64_t> slab_gen{0};  // bumped per slab created/freed (validate)
@@ -180,7 +182,7 @@ struct alignas(64) kmem_cache {
   // Sheaves (sheaf.hpp); cpu_sheaves is at the top.
   std::atomic<std::uint64_t>* sheaf_stat;  // nr_cpus * NR_SHEAF_STAT_ITEMS, or null
   unsigned sheaf_capacity;                 // capacity of new sheaves
-  unsigned pcs_order;                      // page order of the cpu_sheaves block
+  unsigned pcs_bytes;                      // size of the cpu_sheaves area (percpu_area), or 0
   bool sheaf_rseq;          // fast paths use rseq sequences (else the locked fallback)
   kmem_cache* sheaf_cache;  // where this cache's sheaves come from
   std::atomic<std::uint64_t> sheaf_drain_gen{0};

@@ -38,6 +38,7 @@
 #include "page/pressure.hpp"
 #include "rcu/rcu.hpp"
 #include "slab/debug.hpp"
+#include "slab/percpu_area.hpp"
 #include "slab/sheaf.hpp"
 #include "slab/slab.hpp"
 #include "slab/stats.hpp"
@@ -171,8 +172,8 @@ void set_cpu_partial(kmem_cache* s) {
 int alloc_cpu_slots(kmem_cache* s) {
   std::size_t bytes = std::size_t{s->nr_cpus} * sizeof(kmem_cache_cpu);
   if (s->flags & SLAB_STATS) bytes += std::size_t{s->nr_cpus} * sizeof(kmem_cache_cpu_stats);
-  s->cpu_order = order_base_2((bytes + PAGE_SIZE - 1) / PAGE_SIZE);
-  void* mem = global_page_allocator().alloc_pages_addr(s->cpu_order, __GFP_ZERO);
+  s->cpu_bytes = static_cast<unsigned>(bytes);
+  void* mem = percpu_area_alloc(bytes);
   if (!mem) return ENOMEM;
   s->cpu_slab = static_cast<kmem_cache_cpu*>(mem);
   s->tid_step = static_cast<unsigned>(roundup_pow_of_two(s->nr_cpus));
@@ -279,7 +280,7 @@ kmem_cache* find_mergeable(page_allocator* pa, const kmem_cache& want) {
 
 void free_kmem_cache(kmem_cache* s) {
   sheaves_free(s);
-  if (s->cpu_slab) global_page_allocator().free_pages_addr(s->cpu_slab, s->cpu_order);
+  if (s->cpu_slab) percpu_area_free(s->cpu_slab, s->cpu_bytes);
   page* slab = virt_to_slab(s);
   if (slab) slab_free(&boot_kmem_cache, slab, s);
 }
@@ -387,6 +388,7 @@ void slab_fork_prepare() {
     for (unsigned n = 0; n < s->nr_nodes; ++n) s->node[n]->list_lock.lock_nest_lock(&slab_mutex);
     for (unsigned c = 0; c < s->nr_cpus; ++c) s->cpu_slab[c].lock.lock_wait(&slab_mutex);
   }
+  percpu_area_fork_prepare();  // a leaf
   global_page_allocator().fork_prepare();
   stack_depot_fork_prepare();  // a leaf: only mmap under it
 }
@@ -394,6 +396,7 @@ void slab_fork_prepare() {
 static void slab_fork_release() {
   stack_depot_fork_release();
   global_page_allocator().fork_release();
+  percpu_area_fork_release();
   for (list_head* l = slab_caches.prev; l != &slab_caches; l = l->prev) {
     kmem_cache* s = list_entry<kmem_cache, &kmem_cache::list>(l);
     for (unsigned c = s->nr_cpus; c-- > 0;) s->cpu_slab[c].lock.unlock();

@@ -32,6 +32,7 @@
 #include "kfence/kfence.hpp"
 #include "kmalloc/kmalloc.hpp"
 #include "page/page.hpp"
+#include "slab/percpu_area.hpp"
 #include "slab/sheaf.hpp"
 #include "slab/sheaf_fast.hpp"
 
@@ -134,8 +135,8 @@ void sum_one(kmem_cache* s, void* arg) {
   sum->sheaf_bytes += cs.sheaf_objs * s->size;
   sum->slab_bytes += cs.num_slabs * slab_bytes;
   sum->active_slab_bytes += cs.active_slabs * slab_bytes;
-  sum->percpu_bytes += PAGE_SIZE << s->cpu_order;
-  if (s->cpu_sheaves) sum->percpu_bytes += PAGE_SIZE << s->pcs_order;
+  sum->percpu_bytes += percpu_area_footprint(s->cpu_bytes);
+  if (s->cpu_sheaves) sum->percpu_bytes += percpu_area_footprint(s->pcs_bytes);
   if (!internal_cache(s)) {
     sum->allocations += cs.allocations;
     sum->frees += cs.frees;
