@@ -126,6 +126,7 @@ std::size_t huge_trim();  // unmaps the cache of freed blocks; bytes released
 struct huge_cache_stats {
   std::size_t live_bytes, cached_bytes, cached_blocks;
   std::uint64_t hits, misses, released;  // allocations from the cache / from mmap; unmapped
+  std::uint64_t assembled, moved_bytes;  // fresh blocks retained pieces were moved into; bytes
 };
 huge_cache_stats huge_get_stats();
 void huge_fork_prepare();  // takes huge_lock (a leaf) across fork

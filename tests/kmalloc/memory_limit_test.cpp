@@ -40,7 +40,7 @@ TEST(MemoryLimit, ReachingTheLimitReclaimsBeforeFailing) {
     huge.push_back(kmalloc(std::size_t{5} << 20, 0));
     ASSERT_NE(huge.back(), nullptr);
   }
-  kfree(huge.back());  // 5 MiB retained: a quarter of the 20 MiB still live
+  kfree(huge.back());  // 5 MiB retained: up to half of the 20 MiB still live
   huge.pop_back();
   ASSERT_EQ(huge_get_stats().cached_bytes, std::size_t{5} << 20);
   page_alloc_stats st = global_page_allocator().stats();
