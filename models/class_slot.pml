@@ -14,6 +14,11 @@
  * size, a fast thread's hand, or the slab.  Fast paths never write the slot while cap is 0
  * (checked by the same invariant: a commit under a holder loses or duplicates an object).
  *
+ * `size` stands for the 32-bit word {size, tick} every sequence commits in one store (tick,
+ * kmalloc's double-free sampling count, decides only whether a push leaves for the checked
+ * path before storing anything, which the model's "slot full" miss already covers); holders
+ * write the 16-bit size alone, only while cap is 0.
+ *
  * Promela is sequentially consistent: this checks the protocol's logic; the ordering half
  * (cap loaded before size and objs, released after them) is argued next to the code.
  * -DBUG drops the drainer's fence: a sequence that read size before the drainer's CAS commits

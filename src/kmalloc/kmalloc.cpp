@@ -18,6 +18,25 @@ namespace uslub {
 constinit kmalloc_state g_kmalloc{.fast_area = nullptr, .ready{0}};
 kmem_cache* g_slab_map_classes[64];
 std::int32_t g_double_free_rate = kDoubleFreeSampleRate;
+static_assert((std::uint64_t{1} << 32) / kDoubleFreeSampleRate == std::uint32_t{1} << 26);
+
+void kmalloc_set_double_free_rate(std::int32_t rate) {
+  USLUB_CHECK(rate >= 1 && rate <= 0x8000 && (rate & (rate - 1)) == 0);
+  g_double_free_rate = rate;
+  // The tick is the word's high half: a step of 2^32 / rate carries once in rate pushes.
+  // Strict: -1 in the high half keeps a tick of 0xffff there (0xffff + 0xffff carries), and
+  // the ticked push leaves it alone.
+  std::uint32_t keyed =
+      rate == 1 ? 0xffff0001u : 1 + static_cast<std::uint32_t>((std::uint64_t{1} << 32) / rate);
+  __atomic_store_n(&platform::detail::g_slot_tick_inc[0], keyed, __ATOMIC_RELAXED);
+  __atomic_store_n(&platform::detail::g_slot_tick_inc[1], rate == 1 ? 1u : keyed, __ATOMIC_RELAXED);
+  if (!pcpu_area()) return;
+  std::uint16_t tick = rate == 1 ? 0xffff : 0;
+  for (unsigned cpu = 0; cpu < platform::nr_cpu_ids(); ++cpu)
+    for (unsigned c = 0; c < kNrKmallocClasses; ++c)
+      __atomic_store_n(&pcpu_slot(cpu, (kKmallocSlot0 + c) * sizeof(sheaf_slot))->tick, tick,
+                       __ATOMIC_RELAXED);
+}
 
 // Opens (on) or closes (off) the malloc fast path's gate; one release store.
 static void kmalloc_set_fast(bool on) {
@@ -43,7 +62,7 @@ void kmalloc_init() {
   kmalloc_state& k = g_kmalloc;
   if (!sheaf_pcpu_area_init()) panic("cannot map the per-CPU slot area");
   if (const char* df = getenv("USLUB_DOUBLE_FREE"); df && strcmp(df, "strict") == 0)
-    g_double_free_rate = 1;
+    kmalloc_set_double_free_rate(1);
   build_classes(k.sizes, &k.nr);
   USLUB_CHECK(k.nr <= kNrKmallocClasses);
   for (unsigned i = 0; i < k.nr; ++i) {
@@ -98,17 +117,19 @@ void* kmalloc_class_miss(unsigned c, std::size_t size) {
 void kfree_class_slow(unsigned c, void* obj, platform::slot_push why) {
   kmem_cache* s = g_kmalloc.caches[c];
   if (why == platform::slot_push::in_a_row) return sheaf_report_double_free(s, obj);
-  if (why == platform::slot_push::sample) {
-    // This CPU's countdown (a migration since: another CPU's, which is as good).
-    unsigned cpu = platform::current_cpu();
-    if (cpu < s->nr_cpus)
-      __atomic_store_n(
-          reinterpret_cast<std::int32_t*>(pcpu_area() + (std::size_t{cpu} << kPcpuShift)),
-          g_double_free_rate, __ATOMIC_RELAXED);
-  }
-  // Sampled, or the slot missed (full, held, no sheaf): the full check, then the cache's
-  // free past its key step.
+  // Sampled, or the slot missed (full, held, no sheaf): the full check, ...
   if (USLUB_UNLIKELY(!free_key_set(s, obj))) return sheaf_report_double_free(s, obj);
+#if USLUB_HAVE_RSEQ_ASM
+  // ... then, sampled, the push that advances the tick (a keyed push would carry again);
+  if (why == platform::slot_push::sample) {
+    auto r = platform::rseq_slot_push<kPcpuShift, kKmallocSlot0 * sizeof(sheaf_slot),
+                                      platform::push_kind::ticked>(
+        pcpu_area(), c * sizeof(sheaf_slot), obj, nullptr, 0);
+    if (r == platform::slot_push::ok) return;
+    if (r == platform::slot_push::in_a_row) return sheaf_report_double_free(s, obj);
+  }
+#endif
+  // ... or the cache's free past its key step.
   cache_free_keyed(s, nullptr, obj);
 }
 

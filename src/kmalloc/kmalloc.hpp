@@ -51,7 +51,7 @@ struct kmalloc_state {
   // (before it, index[] may be half written: issue 17's start-up race).
   char* fast_area;
   // 0 before kmalloc_init, 1 during it, 2 once initialised, 3 initialised with KFENCE sampling
-  // on (every kmalloc then takes kmalloc_slow, where the sampling countdown runs).
+  // on (every kmalloc then takes kmalloc_slow, where KFENCE's sampling runs).
   std::atomic<int> ready;
   kmalloc_class_info cls[kNrKmallocClasses];
   kmem_cache* caches[kNrKmallocClasses];
@@ -65,11 +65,19 @@ static_assert(kNrKmallocClasses <= kNrKmallocSlots);
 
 // The double-free check of the class path (docs/debug.md): every free compares the object
 // with the slot's top one (in a row) and stores its free key; one free in
-// kDoubleFreeSampleRate per CPU (the countdown in the first word of the CPU's slot area)
-// checks the key first, as do frees that miss the slot; USLUB_DOUBLE_FREE=strict makes the
-// rate 1 (every free checked), USLUB_DOUBLE_FREE=0 takes the key off.
+// kDoubleFreeSampleRate per CPU and class checks the key first, as do frees that miss the
+// slot.  The count is the slot's tick (sheaf_slot, rseq_slot_push): the keyed push adds
+// platform::detail::g_slot_tick_inc[0] = 1 + 2^32 / rate to the 32-bit word {size, tick} it
+// commits anyway, and a carry out of it sends the free to the checked path, which pushes with
+// g_slot_tick_inc[1] (the same step; strict: 1, the tick held at 0xffff so that every add
+// carries).  USLUB_DOUBLE_FREE=strict makes the rate 1 (every free checked),
+// USLUB_DOUBLE_FREE=0 takes the key off.
 inline constexpr std::int32_t kDoubleFreeSampleRate = 64;
 extern std::int32_t g_double_free_rate;  // kDoubleFreeSampleRate, or 1 (strict)
+// Sets the rate (a power of two, 1: strict) and the class slots' ticks to match (strict:
+// 0xffff on every CPU; a push committing at that moment may put one unchecked free before
+// it).  kmalloc_init calls it; tests too.
+void kmalloc_set_double_free_rate(std::int32_t rate);
 
 USLUB_SLOWPATH void kmalloc_init();
 
@@ -201,9 +209,10 @@ USLUB_ALWAYS_INLINE void kfree_inline(const void* p, const char* caller) {
     if (!USLUB_NO_FREE_CHECKS && USLUB_UNLIKELY(off * ci.boundary_mul >= ci.boundary_mul))
       return kfree_slow(p, caller);  // not an object start: reported there
     void* obj = const_cast<void*>(p);
+    constexpr auto kind =
+        USLUB_NO_FREE_CHECKS ? platform::push_kind::plain : platform::push_kind::keyed;
     platform::slot_push r =
-        platform::rseq_slot_push<kPcpuShift, (kKmallocSlot0 - 1) * sizeof(sheaf_slot),
-                                 !USLUB_NO_FREE_CHECKS>(
+        platform::rseq_slot_push<kPcpuShift, (kKmallocSlot0 - 1) * sizeof(sheaf_slot), kind>(
             pcpu_area(), tag, obj, static_cast<std::uintptr_t*>(obj),
             ci.key_secret ^ reinterpret_cast<std::uintptr_t>(p));
     if (USLUB_LIKELY(r == platform::slot_push::ok)) return;

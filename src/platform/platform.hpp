@@ -92,7 +92,8 @@ extern USLUB_HIDDEN bool g_rseq_usable;
 // glibc's __rseq_offset, copied at start-up into our own (hidden, PC-relative) variable: the
 // fast paths load it with one instruction instead of two through the GOT.  Valid once
 // g_rseq_usable is true.
-extern USLUB_HIDDEN std::ptrdiff_t g_rseq_offset;
+// (Its assembler name: the rseq sequences load it by name, rseq.hpp.)
+extern USLUB_HIDDEN std::ptrdiff_t g_rseq_offset asm("uslub_rseq_offset");
 extern USLUB_HIDDEN unsigned g_nr_cpu_ids;
 unsigned current_cpu_slow();
 }  // namespace detail

@@ -42,7 +42,8 @@ int rseq_fence_cpu(unsigned cpu) {
 
 namespace detail {
 std::uint64_t g_rseq_aborts = 0;
-}
+std::uint32_t g_slot_tick_inc[2] = {1 + (std::uint32_t{1} << 26), 1 + (std::uint32_t{1} << 26)};
+}  // namespace detail
 std::uint64_t rseq_abort_count() {
   return __atomic_load_n(&detail::g_rseq_aborts, __ATOMIC_RELAXED);
 }

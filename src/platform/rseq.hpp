@@ -8,10 +8,13 @@
 // one committing store is therefore atomic with respect to every other thread on the same CPU,
 // with no locked instruction (the user-space equivalent of this_cpu_* operations).
 //
-// The sequences here operate on the class slots ({objs, size, cap} at area + (cpu << Shift) +
-// off, rseq_slot_layout below):
-// pop:  if size - 1 < cap (unsigned): return objs[--size]        (commit: size)
-// push: if size < cap (signed): objs[size++] = obj                (commit: size)
+// The sequences here operate on the class slots ({objs, size, tick, cap} at area + (cpu <<
+// Shift) + off, rseq_slot_layout below):
+// pop:  if size - 1 < cap (unsigned): return objs[--size]        (commit: size, 16 bits)
+// push: if size < cap (signed): objs[size++] = obj                (commit: size, 16 bits)
+// kmalloc's keyed push also advances the tick, the high half of the 32-bit word {size, tick}
+// (commit: the whole word), and leaves for the checked path when the add carries out of it
+// (the double-free sampling, rseq_slot_push).
 // cap 0 means the slot belongs to a slow path or a remote drain: the sequences leave it alone
 // (return "slow").  Threads take it with rseq_slot_lock() (a locked cmpxchg of cap that is
 // itself the commit of a sequence, so that at the instant it succeeds no sequence of that CPU
@@ -42,7 +45,12 @@ int rseq_fence_cpu(unsigned cpu);
 std::uint64_t rseq_abort_count();
 namespace detail {
 extern USLUB_HIDDEN std::uint64_t g_rseq_aborts;
-}
+// The {size, tick} steps of the keyed [0] and ticked [1] pushes (rseq_slot_push; set by
+// kmalloc_set_double_free_rate).  Named in the sequences' text by its assembler name, so
+// that they add it from memory RIP-relative, with no register for its address (an "m"
+// operand gets one in PIC code).
+extern USLUB_HIDDEN std::uint32_t g_slot_tick_inc[2] asm("uslub_slot_tick_inc");
+}  // namespace detail
 // Inline (no call on the abort path, so fast paths need no stack frame).
 USLUB_ALWAYS_INLINE void rseq_note_abort() {
   __atomic_fetch_add(&detail::g_rseq_aborts, 1, __ATOMIC_RELAXED);
@@ -67,7 +75,7 @@ USLUB_ALWAYS_INLINE unsigned rseq_cpu_start(std::uintptr_t rs) {
 // The rseq_cs table entry and the abort stub of one sequence, then the store that arms it.
 // %l[abort] is the C label to restart at; labels: 1 start, 2 post-commit, 3 descriptor, 4 abort
 // ip.  The two prologues below add the sequence's first instructions.
-#define USLUB_RSEQ_ARM                                                       \
+#define USLUB_RSEQ_ARM(RS)                                                   \
   ".pushsection __rseq_cs, \"aw\"\n\t"                                       \
   ".balign 32\n\t"                                                           \
   "3:\n\t"                                                                   \
@@ -81,34 +89,40 @@ USLUB_ALWAYS_INLINE unsigned rseq_cpu_start(std::uintptr_t rs) {
   "jmp %l[abort]\n\t"                                                        \
   ".popsection\n\t"                                                          \
   "leaq 3b(%%rip), %%rax\n\t"                                                \
-  "movq %%rax, %%fs:8(%[rs])\n\t" /* rseq->rseq_cs = &descriptor */
+  "movq %%rax, %%fs:8(" RS ")\n\t" /* rseq->rseq_cs = &descriptor */
 
 // A sequence on the CPU the caller read (%[cpu]): it aborts if the thread is elsewhere.
 #define USLUB_RSEQ_PROLOGUE_CPU                                   \
-  USLUB_RSEQ_ARM                                                  \
+  USLUB_RSEQ_ARM("%[rs]")                                         \
   "1:\n\t"                                                        \
   "cmpl %[cpu], %%fs:4(%[rs])\n\t" /* still on the slot's CPU? */ \
   "jnz 4b\n\t"
 
 // A sequence that reads cpu_id itself after it has started (a migration from then on aborts
 // it) and leaves this CPU's area in %rax: no CPU number or area register is needed before the
-// sequence, which keeps the fast paths within the caller-saved registers.
-#define USLUB_RSEQ_PROLOGUE_AREA                                       \
-  USLUB_RSEQ_ARM                                                       \
-  "1:\n\t"                                                             \
-  "movl %%fs:4(%[rs]), %%eax\n\t" /* cpu_id, inside the sequence */    \
-  "shlq %[shift], %%rax\n\t"      /* areas are a power of two apart */ \
-  "addq %[area], %%rax\n\t"       /* rax = this CPU's area */
+// sequence, which keeps the fast paths within the caller-saved registers.  The rseq offset
+// is loaded by its assembler name into %[n], an output operand the sequence's body only
+// writes after this (no register of its own).
+#define USLUB_RSEQ_PROLOGUE_AREA \
+  "movq uslub_rseq_offset(%%rip), %[n]\n\t"                         \
+  USLUB_RSEQ_ARM("%[n]")                                            \
+  "1:\n\t"                                                          \
+  "movl %%fs:4(%[n]), %%eax\n\t" /* cpu_id, inside the sequence */  \
+  "shlq %[shift], %%rax\n\t"     /* areas are a power of two apart */ \
+  "addq %[area], %%rax\n\t"      /* rax = this CPU's area */
 
-// ---- class slots: {objs, size, cap} at area + (cpu << Shift) + off -----------------------
+// ---- class slots: {objs, size, tick, cap} at area + (cpu << Shift) + off ----------------
 // The hot slot of one cache on one CPU (slab/sheaf.hpp): objs is the installed sheaf's object
 // array, size its count (the commit target), cap its capacity, or 0 while a slow path or a
 // drain holds the slot (the lock), or kSlotNoSheaf (signed negative) when no sheaf is
 // installed.  A pop compares size - 1 < cap unsigned and a push size < cap signed, so one
 // compare each makes both miss on a held slot and on a slot without a sheaf.  cap is loaded
 // before size and objs: a holder publishes objs and size before its release store of cap.
+// tick (the 16 bits above size) is kmalloc's double-free sampling counter: only the keyed
+// and ticked pushes change it, with the same store that commits size; everyone else reads
+// and writes size as a 16-bit word and leaves tick alone.
 struct rseq_slot_layout {
-  static constexpr unsigned kObjs = 0, kSize = 8, kCap = 12;
+  static constexpr unsigned kObjs = 0, kSize = 8, kTick = 10, kCap = 12;
 };
 
 // Pops from the slot at off (+ Disp, a constant part of the offset) in this CPU's area:
@@ -118,34 +132,45 @@ struct rseq_slot_layout {
 template <unsigned Shift, unsigned Disp, bool Prefetch>
 USLUB_ALWAYS_INLINE void* rseq_slot_pop(char* area, std::uintptr_t off) {
   using L = rseq_slot_layout;
-  std::uintptr_t rs = static_cast<std::uintptr_t>(detail::g_rseq_offset);
-  void* obj;
-  std::uint64_t n, tmp;  // tmp: cap, then objs, then (Prefetch) the next object
+  void* obj;           // objs, then the object
+  std::uint64_t n, w;  // n: cap, then the new size; w: {size, tick} - 1
 restart:
+  // The commit stores the whole 32-bit word {size, tick}, as the pushes do: a narrower store
+  // would make the next push's 32-bit load miss store forwarding (a stall of ~10 cycles).
+  // cap's low half is 0 when held (0) and without a sheaf (kSlotNoSheaf): a 16-bit compare.
   asm volatile goto(
       USLUB_RSEQ_PROLOGUE_AREA
-      "movl %c[ocap](%%rax,%[off]), %k[tmp]\n\t"
-      "movl %c[osize](%%rax,%[off]), %k[n]\n\t"
-      "subl $1, %k[n]\n\t"
-      "cmpl %k[tmp], %k[n]\n\t"
+      "movl %c[ocap](%%rax,%[off]), %k[n]\n\t"
+      "movl %c[osize](%%rax,%[off]), %k[w]\n\t"
+      "subl $1, %k[w]\n\t"
+      "cmpw %w[n], %w[w]\n\t"  // size - 1 < cap (16 bits, unsigned)
       "jae %l[slow]\n\t"
-      "movq %c[oobjs](%%rax,%[off]), %[tmp]\n\t"
-      "movq (%[tmp],%[n],8), %[obj]\n\t"
-      "movl %k[n], %c[osize](%%rax,%[off])\n\t"  // commit
+      "movq %c[oobjs](%%rax,%[off]), %[obj]\n\t"
+      "movzwl %w[w], %k[n]\n\t"
+      "movq (%[obj],%[n],8), %[obj]\n\t"
+      "movl %k[w], %c[osize](%%rax,%[off])\n\t"  // commit: size - 1, tick unchanged
       "2:\n\t"
-      : [obj] "=&r"(obj), [n] "=&r"(n), [tmp] "=&r"(tmp)
-      : [rs] "r"(rs), [area] "r"(area), [off] "r"(off), [shift] "i"(Shift),
-        [oobjs] "i"(Disp + L::kObjs), [osize] "i"(Disp + L::kSize), [ocap] "i"(Disp + L::kCap)
+      : [obj] "=&r"(obj), [n] "=&r"(n), [w] "=&r"(w)
+      : [area] "r"(area), [off] "r"(off), [shift] "i"(Shift), [oobjs] "i"(Disp + L::kObjs),
+        [osize] "i"(Disp + L::kSize), [ocap] "i"(Disp + L::kCap)
       : "rax", "memory", "cc"
       : abort, slow);
-  if constexpr (Prefetch) {
-    // The object the next pop returns (n == 0: the sheaf header's word; a prefetch never
-    // faults), for writing: the allocation that takes it stores its first word.
-    void* next = reinterpret_cast<void**>(tmp)[static_cast<std::ptrdiff_t>(n) - 1];
-    __builtin_prefetch(next, 1, 3);
+  {
+    if constexpr (Prefetch) {
+      // The object the next pop returns (n == 0: the sheaf header's word; a prefetch never
+      // faults), for writing: the allocation that takes it stores its first word.
+      void** objs = __atomic_load_n(
+          reinterpret_cast<void***>(
+              area +
+              (std::uintptr_t{rseq_cpu_start(static_cast<std::uintptr_t>(detail::g_rseq_offset))}
+               << Shift) +
+              off + Disp + L::kObjs),
+          __ATOMIC_RELAXED);
+      __builtin_prefetch(objs[static_cast<std::ptrdiff_t>(n) - 1], 1, 3);
+    }
+    if (!obj) __builtin_unreachable();  // slots never hold null (the callers' tests fold)
+    return obj;
   }
-  if (!obj) __builtin_unreachable();  // slots never hold null (the callers' tests fold)
-  return obj;
 abort:
   rseq_note_abort();
   goto restart;
@@ -153,40 +178,68 @@ slow:
   return nullptr;
 }
 
+// The kinds of push.  plain: the object alone (kmem_cache; size only, tick untouched).
+// keyed: kmalloc's free: the free key stored into the object and {size, tick} advanced by
+// detail::g_slot_tick_inc[0] (1 + the tick's step); when that add carries out of the 32-bit word
+// the push leaves with `sample` before storing anything, and the caller's checked path verifies the
+// key and then pushes ticked.  ticked: the object alone, {size, tick} advanced by
+// g_slot_tick_inc[1], no carry test (the push after a sample, so that the next keyed push counts
+// from there).
+enum class push_kind { plain, keyed, ticked };
+
 // Pushes obj onto the slot at off (+ Disp) in this CPU's area.  Before the commit it compares
-// obj with the slot's top object (in_a_row: a double free, nothing stored) and, Keyed,
+// obj with the slot's top object (in_a_row: a double free, nothing stored) and, keyed,
 // stores key at key_word (the object's free-key word; repeated if the sequence restarts,
-// which is harmless: obj is the caller's until the commit) and counts the area's first word
-// down (sample: the counter reached 0 or below, nothing stored; the caller's checked path
-// resets it).  slow: the slot is full, held or without a sheaf.
-template <unsigned Shift, unsigned Disp, bool Keyed>
+// which is harmless: obj is the caller's until the commit).  slow: the slot is full, held
+// or without a sheaf.
+template <unsigned Shift, unsigned Disp, push_kind Kind>
 USLUB_ALWAYS_INLINE slot_push rseq_slot_push(char* area, std::uintptr_t off, void* obj,
                                              std::uintptr_t* key_word, std::uintptr_t key) {
   using L = rseq_slot_layout;
-  std::uintptr_t rs = static_cast<std::uintptr_t>(detail::g_rseq_offset);
-  std::uint64_t n, tmp;  // tmp: cap, then objs
+  std::uint64_t n, tmp, w;  // tmp: cap, then objs; w: {size, tick} + the step
 restart:
-  if constexpr (Keyed) {
+  if constexpr (Kind == push_kind::keyed) {
+    asm volatile goto(USLUB_RSEQ_PROLOGUE_AREA
+                      "movl %c[ocap](%%rax,%[off]), %k[tmp]\n\t"
+                      "movl %c[osize](%%rax,%[off]), %k[w]\n\t"
+                      "movzwl %w[w], %k[n]\n\t"
+                      "addl uslub_slot_tick_inc(%%rip), %k[w]\n\t"  // size + 1, tick + step
+                      "jc %l[sample]\n\t"  // the tick wrapped: this free is checked
+                      "cmpl %k[tmp], %k[n]\n\t"
+                      "jge %l[slow]\n\t"
+                      "movq %c[oobjs](%%rax,%[off]), %[tmp]\n\t"
+                      "cmpq %[obj], -8(%[tmp],%[n],8)\n\t"  // n == 0: the sheaf header
+                      "je %l[dup]\n\t"
+                      "movq %[key], (%[kw])\n\t"
+                      "movq %[obj], (%[tmp],%[n],8)\n\t"
+                      "movl %k[w], %c[osize](%%rax,%[off])\n\t"  // commit: size and tick
+                      "2:\n\t"
+                      : [n] "=&r"(n), [tmp] "=&r"(tmp), [w] "=&r"(w)
+                      : [area] "r"(area), [off] "r"(off), [shift] "i"(Shift), [obj] "r"(obj),
+                        [kw] "r"(key_word), [key] "r"(key), [oobjs] "i"(Disp + L::kObjs),
+                        [osize] "i"(Disp + L::kSize), [ocap] "i"(Disp + L::kCap)
+                      : "rax", "memory", "cc"
+                      : abort, slow, dup, sample);
+  } else if constexpr (Kind == push_kind::ticked) {
+    (void)key_word, (void)key;
     asm volatile goto(
         USLUB_RSEQ_PROLOGUE_AREA
-        "subl $1, (%%rax)\n\t"  // the sampling countdown (not the commit)
-        "jle %l[sample]\n\t"
         "movl %c[ocap](%%rax,%[off]), %k[tmp]\n\t"
-        "movl %c[osize](%%rax,%[off]), %k[n]\n\t"
+        "movl %c[osize](%%rax,%[off]), %k[w]\n\t"
+        "movzwl %w[w], %k[n]\n\t"
+        "addl uslub_slot_tick_inc+4(%%rip), %k[w]\n\t"  // size + 1, tick + step (a carry is
+                                                        // dropped)
         "cmpl %k[tmp], %k[n]\n\t"
         "jge %l[slow]\n\t"
         "movq %c[oobjs](%%rax,%[off]), %[tmp]\n\t"
-        "cmpq %[obj], -8(%[tmp],%[n],8)\n\t"  // n == 0: the sheaf header
+        "cmpq %[obj], -8(%[tmp],%[n],8)\n\t"
         "je %l[dup]\n\t"
-        "movq %[key], (%[kw])\n\t"
         "movq %[obj], (%[tmp],%[n],8)\n\t"
-        "addl $1, %k[n]\n\t"
-        "movl %k[n], %c[osize](%%rax,%[off])\n\t"  // commit
+        "movl %k[w], %c[osize](%%rax,%[off])\n\t"  // commit: size and tick
         "2:\n\t"
-        : [n] "=&r"(n), [tmp] "=&r"(tmp)
-        : [rs] "r"(rs), [area] "r"(area), [off] "r"(off), [shift] "i"(Shift), [obj] "r"(obj),
-          [kw] "r"(key_word), [key] "r"(key), [oobjs] "i"(Disp + L::kObjs),
-          [osize] "i"(Disp + L::kSize), [ocap] "i"(Disp + L::kCap)
+        : [n] "=&r"(n), [tmp] "=&r"(tmp), [w] "=&r"(w)
+        : [area] "r"(area), [off] "r"(off), [shift] "i"(Shift), [obj] "r"(obj),
+          [oobjs] "i"(Disp + L::kObjs), [osize] "i"(Disp + L::kSize), [ocap] "i"(Disp + L::kCap)
         : "rax", "memory", "cc"
         : abort, slow, dup, sample);
   } else {
@@ -194,18 +247,19 @@ restart:
     asm volatile goto(
         USLUB_RSEQ_PROLOGUE_AREA
         "movl %c[ocap](%%rax,%[off]), %k[tmp]\n\t"
-        "movl %c[osize](%%rax,%[off]), %k[n]\n\t"
+        "movl %c[osize](%%rax,%[off]), %k[w]\n\t"
+        "movzwl %w[w], %k[n]\n\t"
         "cmpl %k[tmp], %k[n]\n\t"
         "jge %l[slow]\n\t"
         "movq %c[oobjs](%%rax,%[off]), %[tmp]\n\t"
         "cmpq %[obj], -8(%[tmp],%[n],8)\n\t"
         "je %l[dup]\n\t"
         "movq %[obj], (%[tmp],%[n],8)\n\t"
-        "addl $1, %k[n]\n\t"
-        "movl %k[n], %c[osize](%%rax,%[off])\n\t"  // commit
+        "addl $1, %k[w]\n\t"
+        "movl %k[w], %c[osize](%%rax,%[off])\n\t"  // commit: size + 1, tick unchanged
         "2:\n\t"
-        : [n] "=&r"(n), [tmp] "=&r"(tmp)
-        : [rs] "r"(rs), [area] "r"(area), [off] "r"(off), [shift] "i"(Shift), [obj] "r"(obj),
+        : [n] "=&r"(n), [tmp] "=&r"(tmp), [w] "=&r"(w)
+        : [area] "r"(area), [off] "r"(off), [shift] "i"(Shift), [obj] "r"(obj),
           [oobjs] "i"(Disp + L::kObjs), [osize] "i"(Disp + L::kSize), [ocap] "i"(Disp + L::kCap)
         : "rax", "memory", "cc"
         : abort, slow, dup, sample);
@@ -215,7 +269,8 @@ abort:
   // Keyed: the sequence may have stored the key before it was aborted, and the restart may
   // end on the checked path (sample, or slow on another CPU's full slot), which would take
   // the key for an earlier free of obj.  obj is still the caller's: clear the word.
-  if constexpr (Keyed) __atomic_store_n(key_word, std::uintptr_t{0}, __ATOMIC_RELAXED);
+  if constexpr (Kind == push_kind::keyed)
+    __atomic_store_n(key_word, std::uintptr_t{0}, __ATOMIC_RELAXED);
   rseq_note_abort();
   goto restart;
 slow:

@@ -76,18 +76,23 @@ static_assert(offsetof(slub_percpu_sheaves, lock) == 0 && offsetof(slub_percpu_s
 // The per-CPU slot area (see above).
 struct sheaf_slot {
   void** objs;         // the installed sheaf's objects (the static empty sheaf's without one)
-  std::uint32_t size;  // objects in it; the rseq commit target
-  std::uint32_t cap;   // its capacity; 0: held (the lock); kSlotNoSheaf: no sheaf
+  std::uint16_t size;  // objects in it; the rseq commit target
+  // kmalloc's double-free sampling count (kmalloc.hpp): advanced only by the class path's
+  // keyed and ticked pushes, in the 32-bit store that commits size; nothing else writes it.
+  std::uint16_t tick;
+  std::uint32_t cap;  // its capacity; 0: held (the lock); kSlotNoSheaf: no sheaf
 };
 static_assert(sizeof(sheaf_slot) == 16 && offsetof(sheaf_slot, objs) == 0 &&
-              offsetof(sheaf_slot, size) == 8 && offsetof(sheaf_slot, cap) == 12);
+              offsetof(sheaf_slot, size) == 8 && offsetof(sheaf_slot, tick) == 10 &&
+              offsetof(sheaf_slot, cap) == 12);
+static_assert(kMaxSheafCapacity < 0xffff, "size + 1 must not carry into tick");
 inline constexpr std::uint32_t kSlotNoSheaf = 0x80000000u;  // negative: a signed push misses
 inline constexpr unsigned kPcpuShift = 15;
 inline constexpr std::size_t kPcpuBytes = std::size_t{1} << kPcpuShift;
 inline constexpr unsigned kNrPcpuSlots = kPcpuBytes / sizeof(sheaf_slot);
-// Slot indices: 0 holds the CPU's own words (the double-free sampling countdown, a signed
-// u32 at offset 0, kmalloc.hpp); kZeroSlot is never written (cap 0: the slot of every cache
-// whose fast paths are off); kmalloc's classes from kKmallocSlot0; other caches after them.
+// Slot indices: 0 is reserved for the CPU's own words (none at present); kZeroSlot is never written
+// (cap 0: the slot of every cache whose fast paths are off); kmalloc's classes from kKmallocSlot0;
+// other caches after them.
 inline constexpr unsigned kZeroSlot = 1, kKmallocSlot0 = 2, kNrKmallocSlots = 48;
 // Set once, before the first cache with sheaves is published; never unmapped.
 extern USLUB_HIDDEN char* g_pcpu_area;

@@ -58,8 +58,8 @@ USLUB_ALWAYS_INLINE void* sheaf_alloc_fast(kmem_cache* s) {
 USLUB_ALWAYS_INLINE platform::slot_push sheaf_free_fast(kmem_cache* s, void* obj) {
 #if USLUB_HAVE_RSEQ_ASM
   if (USLUB_LIKELY(s->sheaf_rseq))
-    return platform::rseq_slot_push<kPcpuShift, 0, false>(pcpu_area(), slot_off(s), obj, nullptr,
-                                                          0);
+    return platform::rseq_slot_push<kPcpuShift, 0, platform::push_kind::plain>(
+        pcpu_area(), slot_off(s), obj, nullptr, 0);
 #endif
   slub_percpu_sheaves* pcs = &s->cpu_sheaves[this_cpu_index(s)];
   if (!pcs_trylock(pcs)) return platform::slot_push::slow;
@@ -88,7 +88,8 @@ USLUB_ALWAYS_INLINE void* sheaf_alloc_rseq(kmem_cache* s) {
 }
 USLUB_ALWAYS_INLINE platform::slot_push sheaf_free_rseq(kmem_cache* s, void* obj) {
 #if USLUB_HAVE_RSEQ_ASM
-  return platform::rseq_slot_push<kPcpuShift, 0, false>(pcpu_area(), slot_off(s), obj, nullptr, 0);
+  return platform::rseq_slot_push<kPcpuShift, 0, platform::push_kind::plain>(
+      pcpu_area(), slot_off(s), obj, nullptr, 0);
 #else
   (void)s, (void)obj;
   return platform::slot_push::slow;

@@ -78,8 +78,10 @@ int detected(std::size_t size, int distance, bool other_thread, int trials, int*
 }
 
 struct mode_guard {
-  explicit mode_guard(std::int32_t rate) : saved(g_double_free_rate) { g_double_free_rate = rate; }
-  ~mode_guard() { g_double_free_rate = saved; }
+  explicit mode_guard(std::int32_t rate) : saved(g_double_free_rate) {
+    kmalloc_set_double_free_rate(rate);
+  }
+  ~mode_guard() { kmalloc_set_double_free_rate(saved); }
   std::int32_t saved;
 };
 
@@ -116,6 +118,59 @@ TEST(DoubleFreeDetection, StrictCatchesEveryOneDefaultEveryOneInARow) {
       size += 16;  // a fresh class per case: a missed double free stays in its own cache
     }
   for (unsigned c = 0; c < g_kmalloc.nr; ++c) kmem_cache_shrink(g_kmalloc.caches[c]);
+}
+
+// The sampling count is the class slot's tick, advanced by the keyed push in the same store
+// that commits the slot's size: one free in kDoubleFreeSampleRate per CPU and class takes the
+// checked path, so a double free whose second free lands on that push is reported at once
+// (here: the tick brought to one push before the carry, then the second free of a block
+// freed earlier, not on top of the slot).  Pops leave the tick alone.
+TEST(DoubleFreeDetection, TheSampledFreeIsTheOneWhoseTickCarries) {
+  kmalloc_init();
+  if (!g_kmalloc.fast_area) GTEST_SKIP() << "no class slots (no rseq): every free is checked";
+  std::thread t([] {
+    pin_to_first_cpu();
+    const std::size_t size = 1008;  // a class no other test of this file uses
+    const unsigned c = kmalloc_index(size);
+    kmem_cache* s = g_kmalloc.caches[c];
+    ASSERT_NE(s->map_tag, reinterpret_cast<std::uintptr_t>(s)) << "the class path is on";
+    unsigned cpu = platform::current_cpu();
+    sheaf_slot* sl = pcpu_slot(cpu, (kKmallocSlot0 + c) * sizeof(sheaf_slot));
+    auto tick = [&] { return __atomic_load_n(&sl->tick, __ATOMIC_RELAXED); };
+    constexpr std::uint16_t kStep = 0x10000 / kDoubleFreeSampleRate;
+    // Room in the slot (a free of a full slot takes the checked path anyway).
+    std::vector<void*> keep;
+    keep.reserve(kMaxSheafCapacity);  // before the test: no allocation of this class below
+    for (unsigned i = 0; i < s->sheaf_capacity; ++i) keep.push_back(kmalloc(size, 0));
+    void* victim = kmalloc(size, 0);
+    void* top = kmalloc(size, 0);
+    // A pop does not move the tick.
+    std::uint16_t before = tick();
+    void* q = kmalloc(size, 0);
+    EXPECT_EQ(tick(), before);
+    kfree(q);  // one keyed push: one step (or the wrap, sampled)
+    EXPECT_EQ(static_cast<std::uint16_t>(tick() - before), kStep);
+    kfree(victim);
+    kfree(top);  // victim is no longer on top: the in-a-row compare cannot see it
+    // Keyed pushes of fresh blocks until the next one carries.
+    while (tick() != static_cast<std::uint16_t>(0x10000 - kStep)) {
+      kfree(kmalloc(size, 0));
+      ASSERT_EQ(platform::current_cpu(), cpu);
+    }
+    {
+      report_capture cap;
+      kfree(victim);  // the push whose tick add carries: the key is checked
+      ASSERT_EQ(cap.count(), 1u) << "the sampled free reports the double free";
+      EXPECT_NE(cap.reports()[0].find("already free"), std::string::npos) << cap.reports()[0];
+    }
+    // The reported free pushed nothing (the tick still before the carry): the next free is
+    // checked too, and its push (ticked) takes the tick past the wrap.
+    EXPECT_EQ(tick(), static_cast<std::uint16_t>(0x10000 - kStep));
+    kfree(kmalloc(size, 0));
+    EXPECT_EQ(tick(), 0) << "the checked path's push advanced the tick past the wrap";
+    for (void* o : keep) kfree(o);
+  });
+  t.join();
 }
 
 }  // namespace uslub::test

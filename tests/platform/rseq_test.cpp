@@ -40,8 +40,8 @@ struct areas {
   }
   void* pop() { return platform::rseq_slot_pop<kShift, 0, false>(base, 0); }
   bool push(void* p) {
-    return platform::rseq_slot_push<kShift, 0, false>(base, 0, p, nullptr, 0) ==
-           platform::slot_push::ok;
+    return platform::rseq_slot_push<kShift, 0, platform::push_kind::plain>(
+               base, 0, p, nullptr, 0) == platform::slot_push::ok;
   }
   int lock(std::uint32_t* old_cap) { return platform::rseq_slot_lock<kShift>(base, 0, old_cap); }
   char* base;

@@ -438,7 +438,7 @@ static void signal_storm(int kind) {
   // kmalloc: every other free on the checked path, so that a push restarted after its key
   // store meets the check on its next try (a false "Object already free" if the key stayed).
   std::int32_t saved_rate = g_double_free_rate;
-  if (kind == 2) g_double_free_rate = 2;
+  if (kind == 2) kmalloc_set_double_free_rate(2);
   const int nthreads = 8 * static_cast<int>(platform::nr_cpu_ids());
   struct sigaction sa {};
   sa.sa_handler = on_usr1;
@@ -492,7 +492,7 @@ static void signal_storm(int kind) {
   EXPECT_EQ(bad.load(), 0);
   if (kind > 0 && USLUB_HAVE_RSEQ_ASM && platform::rseq_sequences_usable())
     EXPECT_GT(platform::rseq_abort_count(), aborts) << "the storm aborted sequences";
-  g_double_free_rate = saved_rate;
+  kmalloc_set_double_free_rate(saved_rate);
   EXPECT_EQ(during.count(), 0u) << (during.count() ? during.reports()[0] : "");
   if (!s) {
     kmem_cache* k = kmalloc_slab(40);
