@@ -60,7 +60,13 @@ static_assert(offsetof(slab_sheaf, size) == 0 && offsetof(slab_sheaf, capacity) 
 
 inline constexpr unsigned kAlienBatch = 16;
 inline constexpr unsigned kMaxSheafCapacity = 512;
-inline constexpr unsigned kBarnMaxFull = 10, kBarnMaxEmpty = 10;  // per node, as mm/slub.c
+// A barn keeps up to barn_limit() full and as many empty sheaves per node: mm/slub.c's 10, or
+// as many as hold kBarnBytes of objects when that is more (small objects), at most
+// kBarnMaxSheaves.  Full sheaves parked in the barn are how objects freed on one CPU reach
+// another CPU that allocates (producer/consumer threads) without going through the slabs'
+// free lists; 10 sheaves of 64 objects overflowed at once (sheaf.cpp, sheaf_free_slow).
+inline constexpr unsigned kBarnMinSheaves = 10, kBarnMaxSheaves = 64;
+inline constexpr std::size_t kBarnBytes = 256 * 1024;
 
 struct alignas(kDestructiveLine) slub_percpu_sheaves {
   std::uint32_t lock;  // caches off rseq only: 0 free, 1 held
