@@ -223,13 +223,32 @@ node_barn* local_barn(kmem_cache* s) {
   return s->barn[static_cast<unsigned>(platform::cpu_to_node(this_cpu_index(s))) % s->nr_nodes];
 }
 
-// The most sheaves a barn keeps on each list (sheaf.hpp).
-unsigned barn_limit(const kmem_cache* s) {
+// The base limit of a barn's lists (sheaf.hpp): 10 sheaves, or kBarnBytes of objects.
+unsigned barn_base_limit(const kmem_cache* s) {
   std::size_t bytes = std::size_t{sheaf_capacity_of(s)} * s->size;
   std::size_t n = bytes ? kBarnBytes / bytes : kBarnMinSheaves;
   return n < kBarnMinSheaves   ? kBarnMinSheaves
          : n > kBarnMaxSheaves ? kBarnMaxSheaves
                                : static_cast<unsigned>(n);
+}
+
+// The limit now.  Context: b->lock.
+unsigned barn_limit(const kmem_cache* s, const node_barn* b) {
+  unsigned base = barn_base_limit(s);
+  return b->grown > base ? b->grown : base;
+}
+
+// A put found the full list at its limit: if any full sheaf was taken since the previous
+// overflow (another CPU allocates them), double the limit, up to kBarnMaxBytes of objects.
+// The limit only grows; shrinking the cache (sheaf_drain_all) forgets it.  Context: b->lock.
+void barn_overflow(const kmem_cache* s, node_barn* b) {
+  if (b->taken != 0) {
+    std::size_t bytes = std::size_t{sheaf_capacity_of(s)} * s->size;
+    std::size_t most = bytes ? kBarnMaxBytes / bytes : kBarnMinSheaves;
+    std::size_t want = std::size_t{barn_limit(s, b)} * 2;
+    b->grown = static_cast<unsigned>(want < most ? want : most);
+  }
+  b->taken = 0;
 }
 
 slab_sheaf* barn_get(kmem_cache* s, node_barn* b, bool full) {
@@ -242,6 +261,7 @@ slab_sheaf* barn_get(kmem_cache* s, node_barn* b, bool full) {
   }
   *list = sh->next;
   (full ? b->nr_full : b->nr_empty)--;
+  if (full) b->taken++;
   sheaf_stat_inc(s, BARN_GET);
   return sh;
 }
@@ -257,9 +277,12 @@ bool barn_put(kmem_cache* s, node_barn* b, slab_sheaf* sh) {
   }
   lock_guard<spinlock_t> g(b->lock);
   unsigned& nr = full ? b->nr_full : b->nr_empty;
-  if (nr >= barn_limit(s)) {
-    sheaf_stat_inc(s, BARN_PUT_FAIL);
-    return false;
+  if (nr >= barn_limit(s, b)) {
+    if (full) barn_overflow(s, b);
+    if (nr >= barn_limit(s, b)) {
+      sheaf_stat_inc(s, BARN_PUT_FAIL);
+      return false;
+    }
   }
   slab_sheaf** list = full ? &b->full : &b->empty;
   sh->next = *list;
@@ -662,6 +685,7 @@ void sheaf_drain_all(kmem_cache* s) {
     slab_sheaf* lists[2] = {b->full, b->empty};
     b->full = b->empty = nullptr;
     b->nr_full = b->nr_empty = 0;
+    b->grown = b->taken = 0;  // shrinking forgets the learnt limit
     b->lock.unlock();
     for (slab_sheaf* sh : lists)
       while (sh) {
