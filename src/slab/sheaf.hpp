@@ -33,10 +33,14 @@
 // glibc.pthread.rseq=0, USLUB_RSEQ=0, TSan, non-x86) point at kZeroSlot, whose cap is 0
 // for ever: the inline paths miss, and the out-of-line paths take slub_percpu_sheaves::lock
 // (a u32) with a CAS (one locked instruction) instead; sheaf.size is then the true count.
-// A held slot never makes anyone wait except drains: the alloc and free paths go to the
-// SLUB core directly.
+// A held slot makes drains wait for it; the alloc and free slow paths yield to its holder up
+// to 4 times (sched_yield: the holder is usually preempted on this very CPU) and then go to
+// the SLUB core directly.  A thread that holds any allocator lock (in_atomic) never waits for a
+// slot, so the yield cannot wait for itself.
 //
-// node_barn::lock protects the barn's lists and counts.
+// node_barn::lock protects the barn's lists and counts and its learnt limit (grown, taken).
+// The barn is where remote frees meet: full sheaves parked by a freeing CPU are taken by an
+// allocating one; neither holds a slot while it flushes or refills through the slabs.
 //
 // main is never null: a slot without a sheaf points at a static empty sheaf of capacity 0,
 // so both fast paths miss on it without a null test.
