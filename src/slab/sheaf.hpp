@@ -33,10 +33,14 @@
 // glibc.pthread.rseq=0, USLUB_RSEQ=0, TSan, non-x86) point at kZeroSlot, whose cap is 0
 // for ever: the inline paths miss, and the out-of-line paths take slub_percpu_sheaves::lock
 // (a u32) with a CAS (one locked instruction) instead; sheaf.size is then the true count.
-// A held slot never makes anyone wait except drains: the alloc and free paths go to the
-// SLUB core directly.
+// A held slot makes drains wait for it; the alloc and free slow paths yield to its holder up
+// to 4 times (sched_yield: the holder is usually preempted on this very CPU) and then go to
+// the SLUB core directly.  A thread that holds any allocator lock (in_atomic) never waits for a
+// slot, so the yield cannot wait for itself.
 //
-// node_barn::lock protects the barn's lists and counts.
+// node_barn::lock protects the barn's lists and counts and its learnt limit (grown, taken).
+// The barn is where remote frees meet: full sheaves parked by a freeing CPU are taken by an
+// allocating one; neither holds a slot while it flushes or refills through the slabs.
 //
 // main is never null: a slot without a sheaf points at a static empty sheaf of capacity 0,
 // so both fast paths miss on it without a null test.
@@ -60,7 +64,20 @@ static_assert(offsetof(slab_sheaf, size) == 0 && offsetof(slab_sheaf, capacity) 
 
 inline constexpr unsigned kAlienBatch = 16;
 inline constexpr unsigned kMaxSheafCapacity = 512;
-inline constexpr unsigned kBarnMaxFull = 10, kBarnMaxEmpty = 10;  // per node, as mm/slub.c
+// A barn keeps up to a limit of full and as many empty sheaves per node (sheaf.cpp,
+// barn_limit): at least mm/slub.c's 10, or as many as hold kBarnBytes of objects when that is
+// more (small objects), at most kBarnMaxSheaves; and more once another CPU takes the full
+// sheaves out: a put that finds the full list at its limit doubles the limit (up to
+// kBarnMaxBytes of objects) if any full sheaf was taken since the previous overflow.  Full
+// sheaves parked in the barn are how objects freed on one CPU reach another CPU that
+// allocates (producer/consumer threads) without a walk of the slabs' free lists: with the
+// fixed limit, xmalloc-test's freeing CPUs overflowed it and sent 15 % (8 MiB limit) to 70 %
+// (10 sheaves) of their sheaves through the slabs, with 32 MiB about 1 %.  The learnt limit
+// only grows; shrinking (kmem_cache_shrink, malloc_trim, memory pressure) empties the barn and
+// forgets it.  A program that only frees (no CPU takes full sheaves) keeps the base limit, so
+// its memory goes back to the slabs and the page allocator as before.
+inline constexpr unsigned kBarnMinSheaves = 10, kBarnMaxSheaves = 64;
+inline constexpr std::size_t kBarnBytes = 256 * 1024, kBarnMaxBytes = 32 * 1024 * 1024;
 
 struct alignas(kDestructiveLine) slub_percpu_sheaves {
   std::uint32_t lock;  // caches off rseq only: 0 free, 1 held
@@ -112,6 +129,8 @@ struct node_barn {
   slab_sheaf* full;            // lock
   slab_sheaf* empty;           // lock
   unsigned nr_full, nr_empty;  // lock
+  unsigned grown;              // lock: the limit learnt from traffic (0: the cache's base limit)
+  unsigned taken;              // lock: full sheaves taken since the last overflow
 };
 
 enum sheaf_stat_item {

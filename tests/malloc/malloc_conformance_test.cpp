@@ -2,6 +2,7 @@
 // the process (gtest's, libstdc++'s, glibc's internal ones) is uslub's.
 #include <errno.h>
 #include <malloc.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <uslub/slab.h>
@@ -175,6 +176,43 @@ TEST(New, AllFormsAndBadAlloc) {
   void* e = ::operator new (100, std::align_val_t{4096});
   EXPECT_EQ(reinterpret_cast<uintptr_t>(e) % 4096, 0u);
   ::operator delete (e, 100, std::align_val_t{4096});
+}
+
+// Sized delete (operator delete(void*, size_t), -fsized-deallocation) is unsized delete: the
+// block's class comes from its slab, never from the size the program passes, so a wrong size
+// frees the block correctly and is not reported (docs/malloc.md); the boundary check still
+// reports an address that is not a block's start, whatever the size.
+TEST(New, SizedDeleteFreesByTheBlockNotByTheSizeGiven) {
+  cpu_set_t old, one;
+  sched_getaffinity(0, sizeof old, &old);
+  CPU_ZERO(&one);
+  CPU_SET(sched_getcpu(), &one);
+  sched_setaffinity(0, sizeof one, &one);  // the sheaf's LIFO order shows the block came back
+  {
+    report_capture cap;
+    for (std::size_t n : {8ul, 24ul, 64ul, 200ul, 1000ul, 5000ul}) {
+      for (std::size_t wrong : {std::size_t{0}, std::size_t{1}, n * 3, std::size_t{1} << 40}) {
+        void* p = ::operator new(n);
+        ::operator delete(p, wrong);
+        void* q = ::operator new(n);
+        EXPECT_EQ(q, p) << n << " freed with size " << wrong << ": the block is free again";
+        ::operator delete[](q, wrong);
+        void* r = ::operator new[](n);
+        EXPECT_EQ(r, p) << n << " (array form)";
+        ::operator delete[](r, n);
+      }
+    }
+    EXPECT_EQ(cap.count(), 0u) << "a wrong size is not an error of the block";
+  }
+  {
+    report_capture cap;
+    char* p = static_cast<char*>(::operator new(64));
+    ::operator delete(p + 16, 48);  // not a block start: reported, nothing freed
+    ASSERT_EQ(cap.count(), 1u);
+    EXPECT_EQ(cap.first_line(), "uslub: BUG kmalloc-64: Invalid pointer");
+    ::operator delete(p, 64);
+  }
+  sched_setaffinity(0, sizeof old, &old);
 }
 
 TEST(Malloc, TrimReturnsMemoryAndStatsAreSane) {

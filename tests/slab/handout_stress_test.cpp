@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <mutex>
 #include <random>
@@ -303,6 +304,115 @@ TEST(HandoutStress, KmallocClassesNeverHandAnObjectOutTwice) {
   storm_result r = run_storm({"kmalloc 8..2048", [](void*, std::size_t n) { return kmalloc(n, 0); },
                               [](void*, void* p) { kfree(p); }, nullptr, 8, 2048});
   expect_clean("kmalloc 8..2048", r);
+  EXPECT_EQ(bug_count(), bugs) << "uslub reported a bug";
+}
+
+// Producer/consumer: half the threads (threads = 4 x CPUs, at least 8) allocate batches and
+// hand them to the other half, which free them: every free is a remote free, and the freeing
+// CPUs' full sheaves reach the allocating CPUs through the barn (sheaf.hpp) or the slabs when
+// it overflows.  The owner table catches an object handed out twice; the cache's counts after
+// a shrink catch an object lost on the way (it would stay in use); the objects carry their
+// producer's id, checked by the consumer.
+void producer_consumer(const char* what, void* (*alloc)(void*, std::size_t),
+                       void (*release)(void*, void*), void* ctx, std::size_t min_size,
+                       std::size_t max_size, long* allocated, long* freed) {
+  unsigned cpus = std::thread::hardware_concurrency();
+  if (!cpus) cpus = 1;
+  const unsigned nthreads = 4 * cpus < 8 ? 8 : 4 * cpus, producers = nthreads / 2;
+  constexpr std::size_t kBatch = 256, kMaxQueued = 64;
+  owner_table owners;
+  std::mutex mu;
+  std::condition_variable not_empty, not_full;
+  std::vector<std::vector<void*>> queue;
+  std::atomic<bool> stop{false};
+  std::atomic<long> n_alloc{0}, n_free{0}, second_owner{0}, wrong_free{0}, overwritten{0};
+  auto consume = [&](std::vector<void*>& batch, std::uint16_t me) {
+    for (void* p : batch) {
+      std::uint64_t id = load_id(p);
+      if ((id >> 48) != 0x5eed || (id & 0xffff) == 0 || (id & 0xffff) > producers)
+        overwritten.fetch_add(1);
+      std::uint16_t old = owners.at(p).exchange(kFree, std::memory_order_acq_rel);
+      if (old != (id & 0xffff)) wrong_free.fetch_add(1);
+      release(ctx, p);
+      n_free.fetch_add(1, std::memory_order_relaxed);
+    }
+    (void)me;
+  };
+  std::vector<std::thread> ts;
+  for (unsigned t = 0; t < nthreads; ++t)
+    ts.emplace_back([&, t] {
+      auto me = static_cast<std::uint16_t>(t + 1);
+      std::mt19937_64 rng(t * 31 + 7);
+      if (t < producers) {
+        while (!stop.load(std::memory_order_relaxed)) {
+          std::vector<void*> batch;
+          batch.reserve(kBatch);
+          for (std::size_t i = 0; i < kBatch; ++i) {
+            void* p = alloc(ctx, min_size + rng() % (max_size - min_size + 1));
+            if (!p) continue;
+            if (owners.at(p).exchange(me, std::memory_order_acq_rel) != kFree)
+              second_owner.fetch_add(1);
+            store_id(p, 0x5eedull << 48 | me);
+            batch.push_back(p);
+            n_alloc.fetch_add(1, std::memory_order_relaxed);
+          }
+          std::unique_lock<std::mutex> g(mu);
+          not_full.wait(g, [&] { return queue.size() < kMaxQueued || stop.load(); });
+          queue.push_back(std::move(batch));
+          not_empty.notify_one();
+        }
+      } else {
+        for (;;) {
+          std::vector<void*> batch;
+          {
+            std::unique_lock<std::mutex> g(mu);
+            not_empty.wait(g, [&] { return !queue.empty() || stop.load(); });
+            if (queue.empty()) break;
+            batch = std::move(queue.back());
+            queue.pop_back();
+            not_full.notify_one();
+          }
+          consume(batch, me);
+        }
+      }
+    });
+  std::this_thread::sleep_for(std::chrono::duration<double>(test_seconds()));
+  {
+    std::lock_guard<std::mutex> g(mu);
+    stop = true;
+  }
+  not_empty.notify_all();
+  not_full.notify_all();
+  for (auto& t : ts) t.join();
+  for (auto& batch : queue) consume(batch, 0);  // what the producers queued last
+  printf("%s: %ld objects through %u producers and %u consumers\n", what, n_alloc.load(), producers,
+         nthreads - producers);
+  EXPECT_EQ(second_owner.load(), 0) << what << ": an object handed out twice";
+  EXPECT_EQ(wrong_free.load(), 0) << what << ": an object changed owner in transit";
+  EXPECT_EQ(overwritten.load(), 0) << what << ": a live object was written by uslub";
+  EXPECT_GT(n_alloc.load(), 10000) << what;
+  *allocated = n_alloc.load();
+  *freed = n_free.load();
+}
+
+TEST(HandoutStress, ProducerConsumerRemoteFreesLoseAndDuplicateNothing) {
+  unsigned long bugs = bug_count();
+  kmem_cache* s = make_cache("handout-remote", 64, 0);
+  long allocated = 0, freed = 0;
+  producer_consumer("kmem_cache 64 remote frees", &cache_alloc_op, &cache_free_op, s, 64, 64,
+                    &allocated, &freed);
+  EXPECT_EQ(allocated, freed);
+  kmem_cache_shrink(s);  // sheaves and barn back to the slabs
+  kmem_cache_info info{};
+  kmem_cache_get_info(s, &info);
+  EXPECT_EQ(info.active_objs, 0ul) << "objects lost on the way stay in use";
+  EXPECT_EQ(info.sheaf_objs, 0ul);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_destroy(s);
+  producer_consumer(
+      "kmalloc 8..1024 remote frees", [](void*, std::size_t n) { return kmalloc(n, 0); },
+      [](void*, void* p) { kfree(p); }, nullptr, 8, 1024, &allocated, &freed);
+  EXPECT_EQ(allocated, freed);
   EXPECT_EQ(bug_count(), bugs) << "uslub reported a bug";
 }
 

@@ -96,6 +96,90 @@ TEST(Sheaf, BarnTradesFullAndEmptySheaves) {
   kmem_cache_destroy(s);
 }
 
+// Keeps the calling thread on the CPU it runs on for its lifetime (the sheaf counts below are
+// per CPU's slot: a migration in the middle would spread them over two slots).
+struct pin_to_this_cpu {
+  cpu_set_t old;
+  pin_to_this_cpu() {
+    sched_getaffinity(0, sizeof old, &old);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    sched_setaffinity(0, sizeof one, &one);
+  }
+  ~pin_to_this_cpu() { sched_setaffinity(0, sizeof old, &old); }
+};
+
+// A full main sheaf with no empty sheaf in the barn goes into the barn for a CPU that
+// allocates (mm/slub.c's __pcs_replace_full_main), not through the slabs: a producer/consumer
+// pair otherwise sends every object through the slab free lists (the refills of the
+// allocating CPU take the barn's empty sheaves).  Before: one flush per sheaf freed.
+TEST(Sheaf, AFullSheafWithNoEmptyOneInTheBarnIsParkedNotFlushed) {
+  pin_to_this_cpu pin;
+  kmem_cache* s = make("sheaf-park", 64);
+  unsigned cap = info_of(s).sheaf_capacity;
+  std::vector<void*> v;
+  for (unsigned i = 0; i < cap * 6; ++i) v.push_back(kmem_cache_alloc(s, 0));
+  kmem_cache_shrink(s);  // no sheaf anywhere: the barn has no empty sheaf to trade
+  auto a = info_of(s);
+  for (void* p : v) kmem_cache_free(s, p);
+  auto b = info_of(s);
+  EXPECT_EQ(b.sheaf_stat[SHEAF_FLUSH] - a.sheaf_stat[SHEAF_FLUSH], 0u)
+      << "a full sheaf went through the slabs while the barn had room";
+  EXPECT_GE(b.sheaf_stat[BARN_PUT] - a.sheaf_stat[BARN_PUT], 4u);
+  EXPECT_EQ(b.sheaf_objs, cap * 6ul) << "every freed object waits in a sheaf";
+  v.clear();
+  for (unsigned i = 0; i < cap * 6; ++i) v.push_back(kmem_cache_alloc(s, 0));
+  auto c = info_of(s);
+  EXPECT_EQ(c.sheaf_stat[SHEAF_REFILL] - b.sheaf_stat[SHEAF_REFILL], 0u)
+      << "the allocations took the parked sheaves";
+  std::set<void*> u(v.begin(), v.end());
+  EXPECT_EQ(u.size(), v.size());
+  for (void* p : v) kmem_cache_free(s, p);
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_destroy(s);
+}
+
+// The barn's full list: a program that only frees keeps the base limit (its memory goes back
+// to the slabs); once full sheaves are taken out of the barn, an overflow doubles the limit,
+// and shrinking forgets it.
+TEST(Sheaf, TheBarnLimitGrowsOnlyWhileFullSheavesAreTaken) {
+  pin_to_this_cpu pin;
+  kmem_cache* s = make("sheaf-barn-grow", 64);
+  const unsigned cap = info_of(s).sheaf_capacity;
+  const unsigned base = static_cast<unsigned>(kBarnBytes / (cap * 64ul));
+  ASSERT_GE(base, kBarnMinSheaves);
+  const unsigned n = cap * (base + base / 2);  // one and a half base limits of full sheaves
+  std::vector<void*> v;
+  auto alloc_all = [&] {
+    for (unsigned i = 0; i < n; ++i) v.push_back(kmem_cache_alloc(s, 0));
+  };
+  auto free_all = [&] {
+    for (void* p : v) kmem_cache_free(s, p);
+    v.clear();
+  };
+  alloc_all();
+  kmem_cache_shrink(s);
+  free_all();  // nothing taken yet: the overflow goes to the slabs
+  auto a = info_of(s);
+  EXPECT_LE(a.sheaf_objs, (base + 2ul) * cap) << "the barn grew for a program that only frees";
+  EXPECT_GT(a.sheaf_stat[SHEAF_FLUSH], 0u);
+  alloc_all();  // takes the parked full sheaves (and refills the rest)
+  auto b = info_of(s);
+  EXPECT_GE(b.sheaf_stat[BARN_GET] - a.sheaf_stat[BARN_GET], base / 2);
+  free_all();  // overflows with full sheaves taken since: the limit doubles
+  auto c = info_of(s);
+  EXPECT_EQ(c.sheaf_objs, std::uint64_t{n}) << "every object parked after the growth";
+  EXPECT_EQ(c.sheaf_stat[SHEAF_FLUSH], b.sheaf_stat[SHEAF_FLUSH]);
+  kmem_cache_shrink(s);  // forgets the limit
+  alloc_all();
+  kmem_cache_shrink(s);
+  free_all();
+  EXPECT_LE(info_of(s).sheaf_objs, (base + 2ul) * cap) << "shrinking kept the learnt limit";
+  EXPECT_EQ(kmem_cache_validate(s), 0);
+  kmem_cache_destroy(s);
+}
+
 TEST(Sheaf, DoubleFreeOfAnObjectDeeperInTheSheafIsReportedAtTheSecondFree) {
   kmem_cache* s = make("sheaf-df2", 48);
   report_capture cap;
