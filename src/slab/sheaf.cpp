@@ -164,6 +164,16 @@ void sheaf_delete(kmem_cache* s, slab_sheaf* sh) {
 // its list with one do_slab_free (one CAS; list_lock only when the slab changes lists).
 constexpr unsigned kFlushGroups = 8;
 
+// freeptr_mask (slab.hpp) with the cache's secret in a register.
+USLUB_ALWAYS_INLINE std::uintptr_t freeptr_mask_hoisted(std::uintptr_t secret, std::uintptr_t at) {
+#if USLUB_NO_FREELIST_HARDENING
+  (void)secret, (void)at;
+  return 0;
+#else
+  return secret ^ __builtin_bswap64(at);
+#endif
+}
+
 struct detached_freelist {
   page* slab;
   void* head;
@@ -176,16 +186,23 @@ void sheaf_flush(kmem_cache* s, slab_sheaf* sh) {
   if (!n) return;
   detached_freelist g[kFlushGroups];
   unsigned ng = 0, last = 0, evict = 0;
+  // Locals: the stores below (free pointers) may alias *s as far as the compiler knows.
   const bool keyed = s->free_key && !USLUB_NO_FREE_CHECKS;
+  const std::uintptr_t secret = s->random, offset = s->offset;
+  // The last group's slab as an address range: objects of the same slab skip the look-up.
+  std::uintptr_t lo = 0, span = 0;
+  void** objs = sh->objects;
   for (unsigned i = 0; i < n; ++i) {
-    void* obj = sh->objects[i];
-    if (keyed && USLUB_UNLIKELY(*free_key_word(s, obj) != free_key(s, obj))) {
-      sheaf_flush_reject(s, obj, sh->objects, i);
+    void* obj = objs[i];
+    auto a = reinterpret_cast<std::uintptr_t>(obj);
+    auto* word = reinterpret_cast<std::uintptr_t*>(a + offset);
+    if (keyed && USLUB_UNLIKELY(*word != (secret ^ a))) {
+      sheaf_flush_reject(s, obj, objs, i);
       continue;
     }
-    page* slab = virt_to_slab(obj);  // a checked object of s (it passed the free's check)
     unsigned k = last;
-    if (ng == 0 || g[k].slab != slab) {
+    if (USLUB_UNLIKELY(a - lo >= span)) {
+      page* slab = virt_to_slab(obj);  // a checked object of s (it passed the free's check)
       for (k = 0; k < ng && g[k].slab != slab; ++k) {
       }
       if (k == ng) {
@@ -199,9 +216,13 @@ void sheaf_flush(kmem_cache* s, slab_sheaf* sh) {
         g[k] = {slab, nullptr, obj, 0};
       }
       last = k;
+      lo = reinterpret_cast<std::uintptr_t>(slab_address(slab));
+      span = __atomic_load_n(&slab->slab_mask, __ATOMIC_RELAXED) + 1;
     }
-    if (USLUB_UNLIKELY(obj == g[k].head)) continue;  // twice in a row (the key is off)
-    set_freepointer(s, obj, g[k].head);
+    void* head = g[k].head;
+    if (USLUB_UNLIKELY(obj == head)) continue;  // twice in a row (the key is off)
+    // set_freepointer, with the hoisted secret.
+    *word = reinterpret_cast<std::uintptr_t>(head) ^ freeptr_mask_hoisted(secret, a + offset);
     g[k].head = obj;
     ++g[k].cnt;
   }
@@ -223,10 +244,16 @@ void sheaf_flush(kmem_cache* s, slab_sheaf* sh) {
 // the index's residue mod k is consistent within a slab); k is 2, 4 or 8, or 3 (size 24).
 void sheaf_prepare_refill(kmem_cache* s, void** objs, unsigned n) {
   constexpr unsigned kLine = 64;
-  const bool keyed = s->free_key;
+  const bool keyed = s->free_key && !USLUB_NO_FREE_CHECKS;
+  // Locals: the key stores may alias *s as far as the compiler knows.
+  const std::uintptr_t secret = s->random, offset = s->offset;
+  auto store_key = [&](void* o) {
+    auto a = reinterpret_cast<std::uintptr_t>(o);
+    *reinterpret_cast<std::uintptr_t*>(a + offset) = secret ^ a;  // free_key_store
+  };
   if (s->size >= kLine || n < 2) {
     if (keyed)
-      for (unsigned i = 0; i < n; ++i) free_key_store(s, objs[i]);
+      for (unsigned i = 0; i < n; ++i) store_key(objs[i]);
     return;
   }
   unsigned k = (kLine + s->size - 1) / s->size;  // <= 8: sizes are multiples of 8
@@ -240,7 +267,7 @@ void sheaf_prepare_refill(kmem_cache* s, void** objs, unsigned n) {
   unsigned char grp[kMaxSheafCapacity];
   void* tmp[kMaxSheafCapacity];
   for (unsigned i = 0; i < n; ++i) {
-    if (keyed) free_key_store(s, objs[i]);
+    if (keyed) store_key(objs[i]);
     grp[i] = static_cast<unsigned char>(group(objs[i]));
     ++count[grp[i] + 1];
   }
