@@ -181,16 +181,42 @@ struct detached_freelist {
   unsigned cnt;
 };
 
+struct flush_lists {
+  detached_freelist g[kFlushGroups];
+  unsigned ng = 0, evict = 0;
+};
+
+// The list of obj's slab (a new one if none is open; with kFlushGroups open, the oldest is
+// freed first).  Out of line: the flush loop keeps the current list in registers.
+USLUB_NOINLINE unsigned flush_list_of(kmem_cache* s, flush_lists& fl, void* obj) {
+  page* slab = virt_to_slab(obj);  // a checked object of s (it passed the free's check)
+  unsigned k = 0;
+  while (k < fl.ng && fl.g[k].slab != slab) ++k;
+  if (k < fl.ng) return k;
+  if (fl.ng < kFlushGroups) {
+    k = fl.ng++;
+  } else {
+    k = fl.evict;
+    fl.evict = (fl.evict + 1) % kFlushGroups;
+    detached_freelist& d = fl.g[k];
+    do_slab_free(s, d.slab, d.head, d.tail, d.cnt);
+  }
+  fl.g[k] = {slab, nullptr, obj, 0};
+  return k;
+}
+
 void sheaf_flush(kmem_cache* s, slab_sheaf* sh) {
   unsigned n = sh->size;
   if (!n) return;
-  detached_freelist g[kFlushGroups];
-  unsigned ng = 0, last = 0, evict = 0;
+  flush_lists fl;
   // Locals: the stores below (free pointers) may alias *s as far as the compiler knows.
   const bool keyed = s->free_key && !USLUB_NO_FREE_CHECKS;
   const std::uintptr_t secret = s->random, offset = s->offset;
-  // The last group's slab as an address range: objects of the same slab skip the look-up.
+  // The current list, in registers: its slab as an address range [lo, lo + span) (objects of
+  // the same slab need no look-up), its head and count.
   std::uintptr_t lo = 0, span = 0;
+  unsigned k = 0, cnt = 0;
+  void* head = nullptr;
   void** objs = sh->objects;
   for (unsigned i = 0; i < n; ++i) {
     void* obj = objs[i];
@@ -200,33 +226,23 @@ void sheaf_flush(kmem_cache* s, slab_sheaf* sh) {
       sheaf_flush_reject(s, obj, objs, i);
       continue;
     }
-    unsigned k = last;
     if (USLUB_UNLIKELY(a - lo >= span)) {
-      page* slab = virt_to_slab(obj);  // a checked object of s (it passed the free's check)
-      for (k = 0; k < ng && g[k].slab != slab; ++k) {
-      }
-      if (k == ng) {
-        if (ng < kFlushGroups) {
-          ++ng;
-        } else {  // more slabs than lists: the oldest list goes now
-          k = evict;
-          evict = (evict + 1) % kFlushGroups;
-          do_slab_free(s, g[k].slab, g[k].head, g[k].tail, g[k].cnt);
-        }
-        g[k] = {slab, nullptr, obj, 0};
-      }
-      last = k;
+      if (fl.ng) fl.g[k].head = head, fl.g[k].cnt = cnt;
+      k = flush_list_of(s, fl, obj);
+      page* slab = fl.g[k].slab;
       lo = reinterpret_cast<std::uintptr_t>(slab_address(slab));
       span = __atomic_load_n(&slab->slab_mask, __ATOMIC_RELAXED) + 1;
+      head = fl.g[k].head;
+      cnt = fl.g[k].cnt;
     }
-    void* head = g[k].head;
     if (USLUB_UNLIKELY(obj == head)) continue;  // twice in a row (the key is off)
-    // set_freepointer, with the hoisted secret.
     *word = reinterpret_cast<std::uintptr_t>(head) ^ freeptr_mask_hoisted(secret, a + offset);
-    g[k].head = obj;
-    ++g[k].cnt;
+    head = obj;
+    ++cnt;
   }
-  for (unsigned k = 0; k < ng; ++k) do_slab_free(s, g[k].slab, g[k].head, g[k].tail, g[k].cnt);
+  if (fl.ng) fl.g[k].head = head, fl.g[k].cnt = cnt;
+  for (unsigned j = 0; j < fl.ng; ++j)
+    do_slab_free(s, fl.g[j].slab, fl.g[j].head, fl.g[j].tail, fl.g[j].cnt);
   sh->size = 0;
   sheaf_stat_inc(s, SHEAF_FLUSH);
 }
