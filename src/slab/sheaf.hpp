@@ -61,6 +61,10 @@ static_assert(offsetof(slab_sheaf, size) == 0 && offsetof(slab_sheaf, capacity) 
 inline constexpr unsigned kAlienBatch = 16;
 inline constexpr unsigned kMaxSheafCapacity = 512;
 inline constexpr unsigned kBarnMaxFull = 10, kBarnMaxEmpty = 10;  // per node, as mm/slub.c
+// Caches whose sheaves hold at most kBarnSmallSheafBytes of objects keep up to kBarnMaxSmall
+// full and empty sheaves per node (sheaf.cpp: barn_limit).
+inline constexpr unsigned kBarnMaxSmall = 32;
+inline constexpr std::size_t kBarnSmallSheafBytes = 4096;
 
 struct alignas(kDestructiveLine) slub_percpu_sheaves {
   std::uint32_t lock;  // caches off rseq only: 0 free, 1 held
