@@ -9,6 +9,7 @@
 #include <set>
 #include <vector>
 
+#include "slab/sheaf.hpp"
 #include "slab/slab.hpp"
 #include "test_support.hpp"
 
@@ -185,6 +186,38 @@ TEST(Flush, ObjectThatLostItsKeyIsDroppedTheOthersGoBack) {
   report_capture cap;
   kmem_cache_destroy(s);
   EXPECT_EQ(cap.count(), 0u);
+}
+
+// Bursts of allocations and frees longer than main + spare (glibc-simple's pattern: n objects
+// allocated, freed half FIFO and half LIFO) trade whole sheaves with the barn: after the first
+// burst no sheaf is flushed to the slabs or refilled from them, and every burst hands out n
+// distinct objects.
+TEST(Barn, BurstsOfSeveralSheavesTradeWithTheBarnNotTheSlabs) {
+  for (unsigned n : {400u, 1600u}) {
+    kmem_cache* s =
+        kmem_cache_create("barn-burst", 16, 0, SLAB_NO_MERGE | SLAB_STATS | SLAB_SHEAVES, nullptr);
+    ASSERT_NE(s, nullptr);
+    std::vector<void*> v(n);
+    auto burst = [&] {
+      for (auto& p : v) p = kmem_cache_alloc(s, 0);
+      std::set<void*> uniq(v.begin(), v.end());
+      EXPECT_EQ(uniq.size(), v.size()) << "n " << n;
+      for (unsigned i = 0; i < n / 2; ++i) kmem_cache_free(s, v[i]);
+      for (unsigned i = n; i-- > n / 2;) kmem_cache_free(s, v[i]);
+    };
+    burst();
+    burst();
+    auto before = info_of(s);
+    for (int round = 0; round < 20; ++round) burst();
+    auto after = info_of(s);
+    EXPECT_EQ(after.sheaf_stat[SHEAF_FLUSH], before.sheaf_stat[SHEAF_FLUSH]) << "n " << n;
+    EXPECT_EQ(after.sheaf_stat[SHEAF_REFILL], before.sheaf_stat[SHEAF_REFILL]) << "n " << n;
+    EXPECT_GT(after.sheaf_stat[BARN_PUT], before.sheaf_stat[BARN_PUT]) << "n " << n;
+    EXPECT_EQ(kmem_cache_validate(s), 0);
+    report_capture cap;
+    kmem_cache_destroy(s);
+    EXPECT_EQ(cap.count(), 0u);
+  }
 }
 
 }  // namespace uslub::test
