@@ -12,6 +12,7 @@
 #include "slab/percpu_area.hpp"
 #include "slab/sheaf.hpp"
 #include "slab/sheaf_fast.hpp"
+#include "slab/slub_fast.hpp"
 
 #ifndef USLUB_STATS_ON_RSEQ
 #define USLUB_STATS_ON_RSEQ 0
@@ -178,18 +179,96 @@ void sheaf_delete(kmem_cache* s, slab_sheaf* sh) {
   slab_free_core(sc, slab, reinterpret_cast<char*>(sh) - kSheafSkew);
 }
 
-// Returns the objects of a sheaf to their slabs (kmem_cache_free_bulk: detached freelists).
-// Each object's free key is checked first (sheaf_flush_take; the bulk free's free pointer then
-// replaces it): an object that lost it is left out, never freed twice into a slab.
-void sheaf_flush(kmem_cache* s, slab_sheaf* sh) {
-  if (sh->size) {
-    unsigned n = 0;
-    for (unsigned i = 0; i < sh->size; ++i)
-      if (sheaf_flush_take(s, sh->objects[i])) sh->objects[n++] = sh->objects[i];
-    if (n) kmem_cache_free_bulk_impl(s, n, sh->objects, true);
-    sh->size = 0;
-    sheaf_stat_inc(s, SHEAF_FLUSH);
+// Returns the objects of a sheaf to their slabs: the kernel's build_detached_freelist /
+// do_slab_free, with the free-key check fused into the same pass.  Each object's key is checked
+// (the free pointer that links it into its slab's detached list then replaces the key); an
+// object without it is reported and left out (sheaf_flush_reject), never freed twice into a
+// slab.  The objects of a sheaf come from a few slabs in any order: up to kFlushGroups detached
+// lists are built at once (the last one used is tried first, then a scan), and each slab gets
+// its list with one do_slab_free (one CAS; list_lock only when the slab changes lists).
+constexpr unsigned kFlushGroups = 8;
+
+// freeptr_mask (slab.hpp) with the cache's secret in a register.
+USLUB_ALWAYS_INLINE std::uintptr_t freeptr_mask_hoisted(std::uintptr_t secret, std::uintptr_t at) {
+#if USLUB_NO_FREELIST_HARDENING
+  (void)secret, (void)at;
+  return 0;
+#else
+  return secret ^ __builtin_bswap64(at);
+#endif
+}
+
+struct detached_freelist {
+  page* slab;
+  void* head;
+  void* tail;
+  unsigned cnt;
+};
+
+struct flush_lists {
+  detached_freelist g[kFlushGroups];
+  unsigned ng = 0, evict = 0;
+};
+
+// The list of obj's slab (a new one if none is open; with kFlushGroups open, the oldest is
+// freed first).  Out of line: the flush loop keeps the current list in registers.
+USLUB_NOINLINE unsigned flush_list_of(kmem_cache* s, flush_lists& fl, void* obj) {
+  page* slab = virt_to_slab(obj);  // a checked object of s (it passed the free's check)
+  unsigned k = 0;
+  while (k < fl.ng && fl.g[k].slab != slab) ++k;
+  if (k < fl.ng) return k;
+  if (fl.ng < kFlushGroups) {
+    k = fl.ng++;
+  } else {
+    k = fl.evict;
+    fl.evict = (fl.evict + 1) % kFlushGroups;
+    detached_freelist& d = fl.g[k];
+    do_slab_free(s, d.slab, d.head, d.tail, d.cnt);
   }
+  fl.g[k] = {slab, nullptr, obj, 0};
+  return k;
+}
+
+void sheaf_flush(kmem_cache* s, slab_sheaf* sh) {
+  unsigned n = sh->size;
+  if (!n) return;
+  flush_lists fl;
+  // Locals: the stores below (free pointers) may alias *s as far as the compiler knows.
+  const bool keyed = s->free_key && !USLUB_NO_FREE_CHECKS;
+  const std::uintptr_t secret = s->random, offset = s->offset;
+  // The current list, in registers: its slab as an address range [lo, lo + span) (objects of
+  // the same slab need no look-up), its head and count.
+  std::uintptr_t lo = 0, span = 0;
+  unsigned k = 0, cnt = 0;
+  void* head = nullptr;
+  void** objs = sh->objects;
+  for (unsigned i = 0; i < n; ++i) {
+    void* obj = objs[i];
+    auto a = reinterpret_cast<std::uintptr_t>(obj);
+    auto* word = reinterpret_cast<std::uintptr_t*>(a + offset);
+    if (keyed && USLUB_UNLIKELY(*word != (secret ^ a))) {
+      sheaf_flush_reject(s, obj, objs, i);
+      continue;
+    }
+    if (USLUB_UNLIKELY(a - lo >= span)) {
+      if (fl.ng) fl.g[k].head = head, fl.g[k].cnt = cnt;
+      k = flush_list_of(s, fl, obj);
+      page* slab = fl.g[k].slab;
+      lo = reinterpret_cast<std::uintptr_t>(slab_address(slab));
+      span = __atomic_load_n(&slab->slab_mask, __ATOMIC_RELAXED) + 1;
+      head = fl.g[k].head;
+      cnt = fl.g[k].cnt;
+    }
+    if (USLUB_UNLIKELY(obj == head)) continue;  // twice in a row (the key is off)
+    *word = reinterpret_cast<std::uintptr_t>(head) ^ freeptr_mask_hoisted(secret, a + offset);
+    head = obj;
+    ++cnt;
+  }
+  if (fl.ng) fl.g[k].head = head, fl.g[k].cnt = cnt;
+  for (unsigned j = 0; j < fl.ng; ++j)
+    do_slab_free(s, fl.g[j].slab, fl.g[j].head, fl.g[j].tail, fl.g[j].cnt);
+  sh->size = 0;
+  sheaf_stat_inc(s, SHEAF_FLUSH);
 }
 
 // Passive false sharing (Hoard's cache-scratch): a refill takes objects in address order, so
@@ -198,24 +277,43 @@ void sheaf_flush(kmem_cache* s, slab_sheaf* sh) {
 // one line for as long as each keeps reusing its object.  The refill orders objects smaller
 // than a line by their slot within the line instead (a counting sort on index % k, k objects
 // per line): consecutive allocations come from different lines of the same slab, the objects
-// of one refill still from the same few pages.
-void sheaf_spread_lines(kmem_cache* s, void** objs, unsigned n) {
+// of one refill still from the same few pages.  The same pass gives every object the free key
+// (sheaf.hpp): objects a refill takes from the slabs enter the sheaf keyed.
+// The index is address / size by the cache's reciprocal (boundary_mul = ceil(2^64 / size),
+// exact for 32-bit numerators: the address's low 24 bits, a multiple of every slab size, so
+// the index's residue mod k is consistent within a slab); k is 2, 4 or 8, or 3 (size 24).
+void sheaf_prepare_refill(kmem_cache* s, void** objs, unsigned n) {
   constexpr unsigned kLine = 64;
-  if (s->size >= kLine || n < 2) return;
+  const bool keyed = s->free_key && !USLUB_NO_FREE_CHECKS;
+  // Locals: the key stores may alias *s as far as the compiler knows.
+  const std::uintptr_t secret = s->random, offset = s->offset;
+  auto store_key = [&](void* o) {
+    auto a = reinterpret_cast<std::uintptr_t>(o);
+    *reinterpret_cast<std::uintptr_t*>(a + offset) = secret ^ a;  // free_key_store
+  };
+  if (s->size >= kLine || n < 2) {
+    if (keyed)
+      for (unsigned i = 0; i < n; ++i) store_key(objs[i]);
+    return;
+  }
   unsigned k = (kLine + s->size - 1) / s->size;  // <= 8: sizes are multiples of 8
+  const std::uint64_t mul = s->boundary_mul;
+  auto group = [&](void* o) -> unsigned {
+    auto low = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(o) & 0xffffff);
+    auto idx = static_cast<std::uint64_t>((static_cast<unsigned __int128>(low) * mul) >> 64);
+    return static_cast<unsigned>(k == 3 ? idx % 3 : idx & (k - 1));
+  };
   unsigned count[kLine / 8 + 1] = {};
+  unsigned char grp[kMaxSheafCapacity];
   void* tmp[kMaxSheafCapacity];
-  auto group = [&](void* o) { return (reinterpret_cast<std::uintptr_t>(o) / s->size) % k; };
-  for (unsigned i = 0; i < n; ++i) ++count[group(objs[i]) + 1];
+  for (unsigned i = 0; i < n; ++i) {
+    if (keyed) store_key(objs[i]);
+    grp[i] = static_cast<unsigned char>(group(objs[i]));
+    ++count[grp[i] + 1];
+  }
   for (unsigned g = 1; g <= k; ++g) count[g] += count[g - 1];
-  for (unsigned i = 0; i < n; ++i) tmp[count[group(objs[i])]++] = objs[i];
+  for (unsigned i = 0; i < n; ++i) tmp[count[grp[i]]++] = objs[i];
   memcpy(objs, tmp, n * sizeof(void*));
-}
-
-// Objects a refill takes from the slabs into a sheaf get the free key (sheaf.hpp).
-void sheaf_set_keys(kmem_cache* s, void** objects, unsigned n) {
-  if (!s->free_key) return;
-  for (unsigned i = 0; i < n; ++i) free_key_store(s, objects[i]);
 }
 
 // ---- the barn ---------------------------------------------------------------------------
@@ -323,22 +421,15 @@ void sheaf_report_double_free(kmem_cache* s, void* obj) {
              obj, stack);
 }
 
-bool sheaf_flush_take(kmem_cache* s, void* obj) {
-  if (!s->free_key) return true;
-  std::uintptr_t* word = free_key_word(s, obj);
-  std::uintptr_t seen = *word;
-  if (USLUB_NO_FREE_CHECKS) return true;
-  if (USLUB_LIKELY(seen == free_key(s, obj))) {
-    // Taken: a second copy of obj in the same flush (freed twice, the second free not
-    // checked) finds 0 below instead of the key, and is dropped, never freed into its slab
-    // twice.  (The bulk free then writes the free pointer over the word.)
-    *word = 0;
-    return true;
-  }
-  // 0 is what an allocation or an earlier copy's flush leaves: the same object was in a
-  // sheaf twice (freed twice: two frees racing on two CPUs, or a second free the sampled
-  // check passed over) and one copy was handed out or flushed.
-  if (seen == 0)
+void sheaf_flush_reject(kmem_cache* s, void* obj, void* const* objs, unsigned i) {
+  std::uintptr_t seen = *free_key_word(s, obj);
+  // An earlier copy of obj in this flush was linked into its slab's detached list (its free
+  // pointer replaced the key); 0 is what an allocation leaves.  Either way the same object was
+  // in a sheaf twice (freed twice: two frees racing on two CPUs, or a second free the sampled
+  // check passed over) and one copy was handed out or is being flushed.
+  bool twice = seen == 0;
+  for (unsigned j = 0; j < i && !twice; ++j) twice = objs[j] == obj;
+  if (twice)
     report_bug(s->name, "Object already free",
                "object %p is in a sheaf twice or in a sheaf while allocated: it was freed "
                "twice; this copy is dropped\n",
@@ -348,7 +439,6 @@ bool sheaf_flush_take(kmem_cache* s, void* obj) {
                "object %p in a sheaf lost its free key (word at offset %u is %#lx): written "
                "after it was freed; dropped\n",
                obj, s->offset, static_cast<unsigned long>(seen));
-  return false;
 }
 
 void sheaf_stat_inc_slow(const kmem_cache* s, sheaf_stat_item si, std::uint64_t n) {
@@ -405,8 +495,8 @@ static void* sheaf_alloc_miss(kmem_cache* s, gfp_t gfp) {
     }
     sheaf_stat_inc(s, SHEAF_REFILL);
     sh->size = sh->capacity - 1;
-    sheaf_spread_lines(s, sh->objects, sh->capacity);
-    sheaf_set_keys(s, sh->objects, sh->size);
+    sheaf_prepare_refill(s, sh->objects,
+                         sh->capacity);  // (the one returned: cleared by the caller)
     void* obj = sh->objects[sh->size];
     pcs = pcs_lock_local(s);  // possibly another CPU now
     slab_sheaf* retire = sh;

@@ -234,9 +234,10 @@ USLUB_ALWAYS_INLINE void free_key_clear(const kmem_cache* s, void* obj) {
 }
 // A free found obj's key (free_key_set returned false): "Object already free".
 USLUB_SLOWPATH void sheaf_report_double_free(kmem_cache* s, void* obj);
-// The flush's check: an object leaving a sheaf for its slab must carry its key; true if it does
-// (the bulk free then writes the free pointer over it); false (reported: the caller drops obj)
-// if not.
-USLUB_SLOWPATH bool sheaf_flush_take(kmem_cache* s, void* obj);
+// The flush's check (sheaf.cpp: sheaf_flush): an object leaving a sheaf for its slab must carry
+// its key, which the free pointer linking it into its slab's detached list then replaces.  This
+// reports one that does not (objs[0, i): the objects of the same flush before it, where a
+// second copy of it would have been); the flush drops it.
+USLUB_SLOWPATH void sheaf_flush_reject(kmem_cache* s, void* obj, void* const* objs, unsigned i);
 
 }  // namespace uslub

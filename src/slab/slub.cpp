@@ -71,9 +71,20 @@ bool obj_in_slab(const kmem_cache* s, const page* slab, const void* p) {
 
 // ---- slab pages ------------------------------------------------------------------------
 
-// Allocates and initialises a new slab: frozen, inuse == objects, the whole free list in
-// slab->freelist (private to the caller until published).
-page* allocate_slab(kmem_cache* s, gfp_t, int node, unsigned cpu) {
+// Allocates and initialises a new slab: frozen, inuse == objects, the free list in
+// slab->freelist (private to the caller until published).  carve > 0 (the bulk refill): the
+// first min(carve, objects) objects go to out[] by address and are not linked (their free
+// pointers are never written: the caller hands them out at once), slab->freelist links the rest
+// (null if none is left); *carved gets the count.
+static page* allocate_slab_carve(kmem_cache* s, gfp_t, int node, unsigned cpu, std::size_t carve,
+                                 void** out, std::size_t* carved);
+
+page* allocate_slab(kmem_cache* s, gfp_t gfp, int node, unsigned cpu) {
+  return allocate_slab_carve(s, gfp, node, cpu, 0, nullptr, nullptr);
+}
+
+static page* allocate_slab_carve(kmem_cache* s, gfp_t, int node, unsigned cpu, std::size_t carve,
+                                 void** out, std::size_t* carved) {
   unsigned order = s->order, objects = s->objects;
   page* slab = s->pa->alloc_pages(order, __GFP_COMP, node);
   if (USLUB_UNLIKELY(!slab) && s->min_order < order) {
@@ -88,16 +99,21 @@ page* allocate_slab(kmem_cache* s, gfp_t, int node, unsigned cpu) {
   s->slabs_changing.fetch_add(1);
   void* base = slab_address(slab);
   char* start = slab_object(s, base, 0);
-  for (unsigned i = 0; i < objects; ++i) {
+  unsigned first = carve < objects ? static_cast<unsigned>(carve) : objects;
+  if (s->ctor)
+    for (unsigned i = 0; i < objects; ++i) s->ctor(start + std::size_t{i} * s->size);
+  for (unsigned i = 0; i < first; ++i) out[i] = start + std::size_t{i} * s->size;
+  if (carved) *carved = first;
+  for (unsigned i = first; i < objects; ++i) {
     char* obj = start + std::size_t{i} * s->size;
-    if (s->ctor) s->ctor(obj);
     set_freepointer(s, obj, i + 1 < objects ? obj + s->size : nullptr);
   }
   slab_counters c{};
   c.inuse = objects;
   c.objects = objects;
   c.frozen = 1;
-  __atomic_store_n(&slab->freelist, static_cast<void*>(start), __ATOMIC_RELAXED);
+  void* fl = first < objects ? start + std::size_t{first} * s->size : nullptr;
+  __atomic_store_n(&slab->freelist, fl, __ATOMIC_RELAXED);
   __atomic_store_n(&slab->counters, c.v, __ATOMIC_RELAXED);
   __atomic_store_n(&slab->slab_mask, (PAGE_SIZE << order) - 1, __ATOMIC_RELAXED);
   __atomic_store_n(&slab->slab_cache, static_cast<void*>(s), __ATOMIC_RELAXED);
@@ -461,23 +477,17 @@ static void* get_freelist(kmem_cache* s, page* slab, unsigned cpu) {
   return fl;
 }
 
-// One object from a slab that will not become a CPU slab (the slot lock was busy): take the
-// first object and deactivate the slab with the rest (the kernel's return_single).
-static void* return_single(kmem_cache* s, page* slab, void* freelist, unsigned cpu) {
-  void* obj = freelist;
-  deactivate_slab(s, slab, get_freepointer(s, obj), cpu);
-  return obj;
-}
-
-// ___slab_alloc.  Context: no locks held on entry or exit.
-USLUB_SLOWPATH void* __slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned cpu) {
-  // Debug caches never install a CPU slab: every allocation comes here (debug.hpp).
-  if (kmem_cache_debug(s)) return debug_slab_alloc(s, gfp, node, 0);
+// ___slab_alloc for want >= 1 objects into out[]; returns how many it put there (0: ENOMEM).
+// Objects already linked (the CPU slab's remote frees, a partial slab) come one at a time, the
+// rest of their list becoming the CPU freelist; a new slab is carved (allocate_slab_carve):
+// up to want objects by address with no free pointer written, the rest linked as the CPU
+// freelist.  Context: no locks held on entry or exit; not a debug cache.
+static std::size_t ___slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned cpu, std::size_t want,
+                                 void** out) {
   stat(s, ALLOC_SLOWPATH, cpu);
   kmem_cache_cpu* c = &s->cpu_slab[cpu];
   void* flush_fl = nullptr;
   page* flush = nullptr;
-  void* obj = nullptr;
   if (c->lock.try_lock()) {
     for (;;) {
       page* slab = c->slab;
@@ -493,7 +503,8 @@ USLUB_SLOWPATH void* __slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned c
       if (fl) {
         if (cmpxchg16(c, fl, tid, get_freepointer(s, fl), next_tid(s, tid))) {
           c->lock.unlock();
-          return fl;
+          out[0] = fl;
+          return 1;
         }
         continue;
       }
@@ -506,7 +517,8 @@ USLUB_SLOWPATH void* __slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned c
       stat(s, ALLOC_REFILL, cpu);
       install_cpu_freelist(s, c, get_freepointer(s, fl));
       c->lock.unlock();
-      return fl;
+      out[0] = fl;
+      return 1;
     }
     // new_slab: a CPU partial slab first.
     if (page* slab = c->partial; slab && (node < 0 || slab_nid(slab) == node)) {
@@ -519,7 +531,8 @@ USLUB_SLOWPATH void* __slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned c
       install_cpu_freelist(s, c, get_freepointer(s, fl));
       c->lock.unlock();
       if (flush) deactivate_slab(s, flush, flush_fl, cpu);
-      return fl;
+      out[0] = fl;
+      return 1;
     }
     c->lock.unlock();
   }
@@ -529,32 +542,47 @@ USLUB_SLOWPATH void* __slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned c
   }
 
   // new_objects: the node's partial list, then the page allocator; no lock held.
+  // rest: what the slab still has linked, for the CPU freelist (or for deactivate_slab).
   void* fl = nullptr;
+  void* rest;
+  std::size_t got = 1;
   page* slab = get_partial(s, node, true, &fl, cpu);
-  if (!slab) {
-    slab = allocate_slab(s, gfp, node, cpu);
+  if (slab) {
+    out[0] = fl;
+    rest = get_freepointer(s, fl);
+  } else {
+    slab = allocate_slab_carve(s, gfp, node, cpu, want, out, &got);
     if (USLUB_UNLIKELY(!slab)) {
       errno = ENOMEM;
-      return nullptr;
+      return 0;
     }
-    fl = load_ptr(&slab->freelist);
+    rest = load_ptr(&slab->freelist);
     __atomic_store_n(&slab->freelist, nullptr, __ATOMIC_RELAXED);
     stat(s, ALLOC_SLAB, cpu);
   }
-  obj = fl;
   // retry_load_slab: install on the slot of the CPU we run on now.
   cpu = this_cpu_index(s);
   c = &s->cpu_slab[cpu];
-  if (!c->lock.try_lock()) return return_single(s, slab, obj, cpu);
+  if (!c->lock.try_lock()) {  // busy: the slab goes to its node with the rest (return_single)
+    deactivate_slab(s, slab, rest, cpu);
+    return got;
+  }
   if (c->slab) {
     flush = detach_cpu_slab(s, c, &flush_fl);
     stat(s, CPUSLAB_FLUSH, cpu);
   }
   set_c_slab(c, slab);
-  install_cpu_freelist(s, c, get_freepointer(s, obj));
+  install_cpu_freelist(s, c, rest);
   c->lock.unlock();
   if (flush) deactivate_slab(s, flush, flush_fl, cpu);
-  return obj;
+  return got;
+}
+
+USLUB_SLOWPATH void* __slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned cpu) {
+  // Debug caches never install a CPU slab: every allocation comes here (debug.hpp).
+  if (kmem_cache_debug(s)) return debug_slab_alloc(s, gfp, node, 0);
+  void* obj;
+  return ___slab_alloc(s, gfp, node, cpu, 1, &obj) ? obj : nullptr;
 }
 
 // ---- fast paths -------------------------------------------------------------------------
@@ -850,8 +878,13 @@ int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** 
     void* fl = load_ptr(&c->freelist);
     page* slab = get_c_slab(c);
     if (fl && slab && !USLUB_TSAN) {  // TSan builds: one object at a time under the slot lock
-      // Take the whole CPU freelist with one CAS, use what we need, free back the rest.
-      if (!cmpxchg16(c, fl, tid, nullptr, next_tid(s, tid))) continue;
+      // Take the whole CPU freelist with one CAS (the kernel's get_freelist), walk it privately
+      // for what we need, and give the rest back with one CAS that expects the tid our take
+      // left: if it is unchanged nobody used the slot since, so c->slab is still slab and
+      // c->freelist empty (a slow path changes c->slab only before a tid-advancing CAS, and
+      // a detach that stored c->slab = null before its CAS then takes the rest with it).
+      std::uint64_t taken = next_tid(s, tid);
+      if (!cmpxchg16(c, fl, tid, nullptr, taken)) continue;
       std::size_t got = 0;
       while (fl && i < nr) {
         p[i++] = fl;
@@ -859,7 +892,8 @@ int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** 
         ++got;
       }
       stat(s, ALLOC_FASTPATH, cpu, got);
-      if (fl) {
+      if (fl && !cmpxchg16(c, nullptr, taken, fl, next_tid(s, taken))) {
+        // The slot moved on: free the rest to its slab as one detached list.
         unsigned cnt = 1;
         void* tail = fl;
         while (void* nx = get_freepointer(s, tail)) tail = nx, ++cnt;
@@ -867,13 +901,17 @@ int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** 
       }
       continue;
     }
-    void* obj = __slab_alloc(s, gfp, NUMA_NO_NODE, cpu);
-    if (USLUB_UNLIKELY(!obj)) {
+    // The CPU freelist is empty: the slow path, which carves a new slab for all we still need.
+    std::size_t got = ___slab_alloc(s, gfp, NUMA_NO_NODE, cpu, nr - i, p + i);
+    if (USLUB_UNLIKELY(!got)) {
       kmem_cache_free_bulk_impl(s, i, p);
       errno = ENOMEM;
       return 0;
     }
-    p[i++] = obj;
+    // (As before carving, objects beyond the slow path's first count as taken from the CPU
+    // freelist.)
+    if (got > 1) stat(s, ALLOC_FASTPATH, cpu, got - 1);
+    i += got;
   }
   if (gfp & __GFP_ZERO)
     for (std::size_t k = 0; k < nr; ++k) memset(p[k], 0, s->object_size);
