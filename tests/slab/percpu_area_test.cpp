@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <set>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -43,6 +44,35 @@ TEST(PercpuArea, SmallAreasShareZeroedAlignedDisjointChunks) {
   auto* again = static_cast<char*>(percpu_area_alloc(2048));
   for (int b = 0; b < 2048; ++b) ASSERT_EQ(again[b], 0);
   percpu_area_free(again, 2048);
+}
+
+// Threads allocating and freeing areas at once (cache creation and destruction on several
+// threads): every area is its owner's alone (a pattern written stays intact) and the shared
+// pages all go back.
+TEST(PercpuArea, ConcurrentAreasStayDisjoint) {
+  kfree(kmalloc(1, 0));
+  const std::size_t pages_before = percpu_area_pages();
+  auto work = [](unsigned char tag) {
+    std::vector<std::pair<unsigned char*, std::size_t>> live;
+    for (int i = 0; i < 2000; ++i) {
+      std::size_t n = 64 + (i * 97) % 1900;
+      auto* p = static_cast<unsigned char*>(percpu_area_alloc(n));
+      ASSERT_NE(p, nullptr);
+      memset(p, tag, n);
+      live.emplace_back(p, n);
+      if (live.size() > 8) {
+        auto [q, m] = live.front();
+        live.erase(live.begin());
+        for (std::size_t b = 0; b < m; ++b) ASSERT_EQ(q[b], tag) << "another thread wrote it";
+        percpu_area_free(q, m);
+      }
+    }
+    for (auto [q, m] : live) percpu_area_free(q, m);
+  };
+  std::thread a(work, 0x11), b(work, 0x22);
+  a.join();
+  b.join();
+  EXPECT_EQ(percpu_area_pages(), pages_before);
 }
 
 TEST(PercpuArea, LargeAreasAreWholePages) {
