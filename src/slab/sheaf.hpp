@@ -71,8 +71,9 @@ inline constexpr unsigned kMaxSheafCapacity = 512;
 // kBarnMaxBytes of objects) if any full sheaf was taken since the previous overflow.  Full
 // sheaves parked in the barn are how objects freed on one CPU reach another CPU that
 // allocates (producer/consumer threads) without a walk of the slabs' free lists: with the
-// fixed limit, xmalloc-test's freeing CPUs overflowed it and sent 15 % (8 MiB limit) to 70 %
-// (10 sheaves) of their sheaves through the slabs, with 32 MiB about 1 %.  The learnt limit
+// fixed limit, xmalloc-test's freeing CPUs overflowed it and sent a third to three quarters
+// (10 sheaves) or 15 % (8 MiB) of their sheaves through the slabs; with the learnt limit up to
+// 32 MiB, 1-3 % (bench/results/2026-12-03-remote-895a6b1.md).  The learnt limit
 // only grows; shrinking (kmem_cache_shrink, malloc_trim, memory pressure) empties the barn and
 // forgets it.  A program that only frees (no CPU takes full sheaves) keeps the base limit, so
 // its memory goes back to the slabs and the page allocator as before.
