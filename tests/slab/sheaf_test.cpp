@@ -268,6 +268,7 @@ TEST(Sheaf, AWriteIntoAFreeObjectsKeyWordIsReportedByTheFlush) {
 // Two frees of one object racing on two CPUs can both miss the key; the flush sees the copy
 // that was handed out again (its word cleared by the allocation) and drops it.
 TEST(Sheaf, ASecondCopyHandedOutMeanwhileIsDroppedByTheFlush) {
+  pin_to_this_cpu pin;  // both copies and the allocation must meet in one CPU's sheaf
   kmem_cache* s = make("sheaf-race", 64);
   report_capture cap;
   void* keep = kmem_cache_alloc(s, 0);
@@ -629,19 +630,6 @@ TEST(Sheaf, CpuOfflineDrainsThatCpuOnly) {
 // current CPU's sheaves first (the kernel's alloc_from_pcs_bulk / free_to_pcs_bulk), the SLUB
 // core for the rest; every object checked as kmem_cache_free checks it; all or nothing.
 
-// Pins the test to one CPU so that "this CPU's sheaf" stays the same one.
-struct pin_to_current_cpu {
-  cpu_set_t old;
-  pin_to_current_cpu() {
-    sched_getaffinity(0, sizeof old, &old);
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(sched_getcpu(), &one);
-    sched_setaffinity(0, sizeof one, &one);
-  }
-  ~pin_to_current_cpu() { sched_setaffinity(0, sizeof old, &old); }
-};
-
 // USLUB_DOUBLE_FREE=0 (g_free_key_default, read at start-up): caches made meanwhile free
 // without writing the object (no key) when it goes into a sheaf, on the inline path and the
 // counting one alike, and their flush has no key to check; the same free with the key on writes it
@@ -653,7 +641,7 @@ TEST(Sheaf, WithTheFreeKeyOffAFreeLeavesTheObjectAsItWas) {
       kmem_cache* s =
           kmem_cache_create("sheaf-nokey", 64, 0, SLAB_NO_MERGE | SLAB_SHEAVES | stats, nullptr);
       g_free_key_default = true;
-      pin_to_current_cpu pin;
+      pin_to_this_cpu pin;
       report_capture cap;
       void* keep = kmem_cache_alloc(s, 0);
       void* warm[4];  // this CPU's main sheaf gets room (the first free installs an empty one)
@@ -678,7 +666,7 @@ TEST(Sheaf, WithTheFreeKeyOffAFreeLeavesTheObjectAsItWas) {
 }
 
 TEST(SheafBulk, AllocTakesTheSheafsObjectsAndFreePutsThemBack) {
-  pin_to_current_cpu pin;
+  pin_to_this_cpu pin;
   kmem_cache* s = make("sheaf-bulk", 64);
   report_capture cap;
   std::vector<void*> v(16);
@@ -769,7 +757,7 @@ TEST(SheafBulk, MoreThanTheSheafHoldsGoesToAndComesFromTheSlabs) {
 }
 
 TEST(SheafBulk, AFailedBulkAllocationKeepsNothing) {
-  pin_to_current_cpu pin;
+  pin_to_this_cpu pin;
   failing_vm vm;
   page_allocator pa;
   page_alloc_config cfg;
