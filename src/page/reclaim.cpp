@@ -22,9 +22,9 @@
 //     madvised (or a single larger block, so that 4 MiB blocks still go back).  If idle
 //     blocks remain the zone is due again kReclaimStepMs later, so the next zone-level free
 //     after that continues; a zone over its retain bound is due at every zone-level free
-//     until it has returned every free block (zone::draining; each step returns up to 8 times
-//     what a pcp drain frees, so the return keeps up with the frees).  A free thus pays at
-//     most one such step.
+//     until it keeps less than an eighth of the bound resident (zone::draining; each step
+//     returns up to 8 times what a pcp drain frees, so the return keeps up with the frees).
+//     A free thus pays at most one such step.
 // One thread reclaims a zone at a time (zone::reclaiming); others skip (maybe_reclaim) or
 // wait (reclaim()).
 #include "base/check.hpp"
