@@ -5,8 +5,12 @@
 // the holds recorded during the release phase: count, p99, p99.9, p99.99 and the longest (us),
 // the largest work count of one hold (hold_work: blocks for zone->lock, slabs for list_lock,
 // list steps for slab_mutex) and, with --cpu, the same percentiles in thread CPU time: a hold
-// whose wall time is far above its CPU time had its holder preempted, not busy.
+// whose wall time is far above its CPU time had its holder preempted, not busy.  Also the
+// latency of each kfree of the releasing thread (where reclaim used to run inline) and of each
+// kmalloc+kfree pair of the other thread (which waits for the locks the release holds):
+// p50 ... p99.99 and the longest, timed with CLOCK_MONOTONIC into log2 buckets.
 //   bench_page_lock_hold [--mib 1024] [--cpu]
+#include <time.h>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -15,6 +19,7 @@
 #include <cstring>
 #include <random>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "kmalloc/kmalloc.hpp"
@@ -22,6 +27,31 @@
 #include "sync/spinlock.hpp"
 
 using namespace uslub;
+
+namespace {
+struct lat_hist {
+  std::uint64_t b[64] = {}, n = 0, max = 0;
+  void add(std::uint64_t ns) {
+    ++b[ns ? 63 - __builtin_clzll(ns) : 0];
+    ++n;
+    if (ns > max) max = ns;
+  }
+  double q(double f) const {  // upper bound of the bucket holding quantile f, in us
+    std::uint64_t want = static_cast<std::uint64_t>(f * static_cast<double>(n) + 0.5), seen = 0;
+    for (int i = 0; i < 64; ++i) {
+      seen += b[i];
+      if (seen >= want && seen) return static_cast<double>(std::uint64_t{2} << i) / 1e3;
+    }
+    return max / 1e3;
+  }
+};
+std::uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000u +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   std::size_t mib = 1024;
@@ -53,15 +83,18 @@ int main(int argc, char** argv) {
   lock_hold_stats_enable(true, cpu);
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> mutator_ops{0};
+  lat_hist free_lat, pair_lat;
   std::thread mutator([&] {
     std::mt19937_64 r(2);
     void* keep[256] = {};
     std::uint64_t n = 0;
     while (!stop.load(std::memory_order_relaxed)) {
       unsigned k = r() % 256;
-      kfree(keep[k]);
       std::size_t sz = r() % 8 ? 16 + r() % 2048 : (40u << 10) + r() % (200u << 10);
+      std::uint64_t a = now_ns();
+      kfree(keep[k]);
       keep[k] = kmalloc(sz, 0);
+      pair_lat.add(now_ns() - a);
       static_cast<char*>(keep[k])[0] = 1;
       ++n;
     }
@@ -69,7 +102,11 @@ int main(int argc, char** argv) {
     mutator_ops.store(n);
   });
   auto t0 = std::chrono::steady_clock::now();
-  for (void* p : blocks) kfree(p);
+  for (void* p : blocks) {
+    std::uint64_t a = now_ns();
+    kfree(p);
+    free_lat.add(now_ns() - a);
+  }
   auto t1 = std::chrono::steady_clock::now();
   std::size_t returned = shrink_all_memory(shrink_reason::trim);
   auto t2 = std::chrono::steady_clock::now();
@@ -84,6 +121,18 @@ int main(int argc, char** argv) {
       " the other thread made %llu allocation+free pairs meanwhile.\n\n",
       (small + large) >> 20, blocks.size(), ms(t1 - t0), returned >> 20, ms(t2 - t1),
       static_cast<unsigned long long>(mutator_ops.load()));
+  printf(
+      "Latency while the memory is released (us, log2 bucket upper bounds; the timer's own"
+      " cost included):\n\n");
+  printf("| operation | calls | p50 | p99 | p99.9 | p99.99 | longest |\n");
+  printf("| --- | --- | --- | --- | --- | --- | --- |\n");
+  for (auto [name, h] :
+       {std::pair<const char*, lat_hist*>{"kfree of the releasing thread", &free_lat},
+        {"kmalloc+kfree pair of the other thread", &pair_lat}})
+    printf("| %s | %llu | <%.2f | <%.2f | <%.2f | <%.2f | %.1f |\n", name,
+           static_cast<unsigned long long>(h->n), h->q(0.5), h->q(0.99), h->q(0.999), h->q(0.9999),
+           h->max / 1e3);
+  printf("\n");
   std::sort(cls, cls + n, [](const lock_hold_class& a, const lock_hold_class& b) {
     return strcmp(a.name, b.name) < 0;
   });

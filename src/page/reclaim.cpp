@@ -22,9 +22,9 @@
 //     madvised (or a single larger block, so that 4 MiB blocks still go back).  If idle
 //     blocks remain the zone is due again kReclaimStepMs later, so the next zone-level free
 //     after that continues; a zone over its retain bound is due at every zone-level free
-//     until it has returned every free block (zone::draining; each step returns up to 8 times
-//     what a pcp drain frees, so the return keeps up with the frees).  A free thus pays at
-//     most one such step.
+//     until it keeps less than an eighth of the bound resident (zone::draining; each step
+//     returns up to 8 times what a pcp drain frees, so the return keeps up with the frees).
+//     A free thus pays at most one such step.
 // One thread reclaims a zone at a time (zone::reclaiming); others skip (maybe_reclaim) or
 // wait (reclaim()).
 #include "base/check.hpp"
@@ -46,8 +46,8 @@ bool page_allocator::over_retain(zone* z, unsigned div) const {
 }
 
 // Context: a free path (no lock held).  Bounded work: see the top of this file.
-// Due when the decay deadline passed, while the zone is over its retain bound, and until a
-// drain that started over the bound has returned every free block (zone::draining).
+// Due when the decay deadline passed, while the zone is over its retain bound, and while a
+// drain that started over the bound goes on (zone::draining).
 void page_allocator::maybe_reclaim(zone* z, std::uint64_t now_ms) {
   if (USLUB_LIKELY(now_ms < z->next_reclaim_ms.load(std::memory_order_relaxed)) &&
       USLUB_LIKELY(!z->draining.load(std::memory_order_relaxed)) && USLUB_LIKELY(!over_retain(z)))
@@ -72,10 +72,9 @@ void page_allocator::maybe_reclaim_due(zone* z, std::uint64_t now_ms) {
     preempt_count_dec();
     return;
   }
-  // Over the retain bound: every free block goes back, however fresh, a step at every
-  // zone-level free (each returns up to 8 times what a pcp drain frees, so the return keeps
-  // up with the frees) until none is left - as one unbounded pass did, spread over the frees.
-  // Otherwise the idle blocks, a step per kReclaimStepMs.
+  // Over the retain bound: free blocks go back, however fresh, a step at every zone-level
+  // free (each returns up to 8 times what a pcp drain frees, so the return keeps up with the
+  // frees).  Otherwise the idle blocks, a step per kReclaimStepMs.
   bool drain = z->draining.load(std::memory_order_relaxed) || over_retain(z);
   bool more = false;
   inline_steps_.fetch_add(1, std::memory_order_relaxed);

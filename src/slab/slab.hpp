@@ -1,6 +1,9 @@
 // SLUB: the kmem_cache object allocator (mm/slub.c, seed 000), internal definitions.
 //
 // Lock order (outermost first; seed 000 patch 35 plus its hotplug fix):
+//   0. slab_shrink_mutex      serialises kmem_cache_shrink_all walkers (slab_common.cpp); no
+//                             allocation path takes it; slab_mutex is taken under it only
+//                             for one step of the cache list at a time
 //   1. slab_mutex             the list of caches; create / merge / destroy
 //   2. flush_mutex            serialises flush_all() (the kernel's flush_lock)
 //   3. kmem_cache_node::list_lock   one node's partial list and nr_partial
@@ -11,10 +14,12 @@
 // destroy and shrink take slab_mutex before flush_mutex, never the reverse: seed 000's
 // "flush_lock -> cpu_hotplug_lock" inversion is exactly the bug this order prevents.
 // 3 and 4 are never held across the page allocator's growth (no lock across a system call):
-// the slow path drops the slot lock before get_partial()/new_slab().  1 and 2 are held on the
-// configuration paths (destroy, shrink, malloc_trim, uslub_cpu_offline) across flushes and
-// slab discards, i.e. the page allocator's free path, its madvise and sheaf drains'
-// membarriers (slab_common.cpp); never across RCU's fork gate (slab_config_lock below).
+// the slow path drops the slot lock before get_partial()/new_slab().  1 is held by destroy and
+// uslub_cpu_offline across one cache's flushes and slab discards, 2 by each cache's flush_all
+// and sheaf drain (the page allocator's free path, which runs at most one bounded reclaim
+// step, and sheaf drains' membarriers); shrinking every cache (kmem_cache_shrink_all: the
+// shrinkers, malloc_trim) holds 1 only between caches and 3 for kShrinkBatch slabs at a time
+// (slab_common.cpp, __kmem_cache_shrink).  Never across RCU's fork gate (slab_config_lock).
 //
 // list_lock protects n->partial, n->nr_partial and the membership of slabs on it (slab->lru).
 // It does not protect slab->freelist/counters: those change only by cmpxchg_double_slab

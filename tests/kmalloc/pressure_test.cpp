@@ -8,9 +8,9 @@
 #include <thread>
 #include <vector>
 
+#include "base/compiler.hpp"
 #include "kmalloc/kmalloc.hpp"
 #include "page/pressure.hpp"
-#include "base/compiler.hpp"
 #include "slab/slab.hpp"
 #include "test_support.hpp"
 
@@ -64,6 +64,29 @@ TEST(Pressure, AnEventShrinksTheCachesAndReturnsMemory) {
   kmem_cache_destroy(s);
 }
 
+// With the monitor running, a free that finds its zone due for decay does no reclaim itself:
+// it wakes the monitor, which runs the pass (page_allocator::reclaim_background).
+TEST(Pressure, TheMonitorRunsTheDecayInsteadOfTheFreePaths) {
+  kfree(kmalloc(8, 0));
+  ASSERT_TRUE(pressure_start());
+  page_allocator& pa = global_page_allocator();
+  std::vector<page*> v;
+  for (int i = 0; i < 16; ++i) v.push_back(pa.alloc_pages(5));  // zone-level (no pcp list)
+  for (page* p : v) pa.free_pages(p, 5);
+  std::uint64_t inline_before = pa.stats().reclaim_inline_steps;
+  std::uint64_t bg_before = pressure_get_stats().background_reclaims;
+  // Past the decay delay (default 500 ms; next_reclaim_ms at most decay / 2 + 1 later), a
+  // zone-level free finds the zone due.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (pressure_get_stats().background_reclaims == bg_before &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    pa.free_pages(pa.alloc_pages(5), 5);
+  }
+  EXPECT_GT(pressure_get_stats().background_reclaims, bg_before) << "the monitor ran the pass";
+  EXPECT_EQ(pa.stats().reclaim_inline_steps, inline_before) << "no free path reclaimed inline";
+}
+
 // The monitor thread does not survive fork: the child re-creates it (slab_fork_child, the slab
 // layer's atfork child handler, which malloc's runs too), with its own eventfd and PSI
 // trigger, and a pressure event in the child shrinks the child's caches.  (Before, the child
@@ -101,7 +124,7 @@ TEST(Pressure, AForkedChildRecreatesTheMonitorAndShrinksOnAnEvent) {
   ASSERT_TRUE(WIFEXITED(status));
   if (kCheckChildStatus)
     EXPECT_EQ(WEXITSTATUS(status), 0) << "2: no slabs, 3: no monitor, 4: inject failed, 5: the "
-                                       "child's event was not handled, 6: no slab went back";
+                                         "child's event was not handled, 6: no slab went back";
   kmem_cache_destroy(s);
 }
 
