@@ -3,9 +3,12 @@
 // Each cache with sheaves has, per CPU, a main and a spare sheaf (arrays of free objects) and,
 // per node, a barn of full and empty sheaves.  The fast paths pop from / push to the current
 // CPU's main sheaf inside an rseq restartable sequence (platform/rseq.hpp): no locked
-// instruction, no call.  Misses swap in the spare, trade sheaves with the barn, and refill or
-// flush whole sheaves through the SLUB core in bulk (kmem_cache_alloc_bulk / free_bulk: one
-// CAS per slab run, list_lock only when a slab changes lists).
+// instruction, no call.  Misses swap in the spare, trade sheaves with the barn (a full main
+// is parked there when it has room), and refill or flush whole sheaves through the SLUB core
+// with no sheaf lock held: a refill takes the CPU freelist with one CAS and gives the rest back
+// with one, or carves a new slab (kmem_cache_alloc_bulk_impl); a flush builds one detached
+// freelist per slab and frees each with one do_slab_free (a CAS; list_lock only when a slab
+// changes lists).
 //
 // Lock order (extends slab.hpp's): flush_mutex -> the slot (cap 0, or slub_percpu_sheaves::lock)
 // -> node_barn::lock
