@@ -158,7 +158,10 @@ restart:
   {
     if constexpr (Prefetch) {
       // The object the next pop returns (n == 0: the sheaf header's word; a prefetch never
-      // faults), for writing: the allocation that takes it stores its first word.
+      // faults), for writing: the allocation that takes it stores its first word.  objs is
+      // read again, outside the sequence (the sequence keeps no register for it): after a
+      // migration it is another CPU's slot of the same cache, an array as long or the empty
+      // sheaf's, and the word read only feeds the prefetch.
       void** objs = __atomic_load_n(
           reinterpret_cast<void***>(
               area +

@@ -21,9 +21,10 @@
 // a sheaf is installed, objs is its object array, size its count (the slot's size is the true
 // one; the sheaf's own size word is brought up to date by whoever takes the slot) and cap its
 // capacity; without one, cap is kSlotNoSheaf.  The fast-path sequences change only slot.size
-// and objs[], only on the CPU that owns the slot, and only while cap is not 0: cap == 0 is the
-// lock.  Every other change of the slot, and of slub_percpu_sheaves's main, spare and alien
-// buffer, happens with cap held at 0:
+// (committed as the 32-bit word {size, tick}: kmalloc's keyed push advances the tick, every
+// other sequence stores it back unchanged) and objs[], only on the CPU that owns the slot, and only
+// while cap is not 0: cap == 0 is the lock.  Every other change of the slot, and of
+// slub_percpu_sheaves's main, spare and alien buffer, happens with cap held at 0:
 //   - a slow path takes it with rseq_slot_lock(): a sequence whose commit is the locked
 //     cmpxchg cap -> 0, so at that instant no fast path of that CPU is between its start and
 //     commit;

@@ -198,6 +198,36 @@ TEST(Kmalloc, FreeFindsTheSlabMapWordInAndOutsideTheFirstSection) {
   }
 }
 
+// The first section's range compare reads the slab map word of any address of the section,
+// committed or not (the map is committed whole, memmap.cpp): an address the heap has not grown
+// into yet (reserved, PROT_NONE), the section's own header and descriptors, and the addresses
+// just past its end and just before its start are reported as Invalid pointer, never a fault.
+TEST(Kmalloc, FreeOfAddressesAroundTheFirstSectionIsReported) {
+  kfree(kmalloc(64, 0));  // initialise
+  const std::uintptr_t first = detail::g_first_section.load();
+  ASSERT_NE(first, kNoFirstSection);
+  auto* sec = reinterpret_cast<mem_section*>(first);
+  std::size_t top = sec->top.load();
+  std::vector<std::uintptr_t> bad = {
+      first,                      // the section header
+      first + MEMMAP_BYTES + 64,  // the slab map itself
+  };
+  // Reserved, not yet grown into (PROT_NONE): the page after top and the section's last
+  // object-sized slot.
+  if (top + PAGE_SIZE < SECTION_SIZE) bad.push_back(first + top + PAGE_SIZE);
+  if (top < SECTION_SIZE) bad.push_back(first + SECTION_SIZE - 64);
+  // Just past the section and just before it, unless another section of the heap is there
+  // (then these could be live objects).
+  for (std::uintptr_t a : {first + SECTION_SIZE, first - 64})
+    if (!kmalloc_owns(reinterpret_cast<void*>(a))) bad.push_back(a);
+  report_capture cap;
+  for (std::uintptr_t a : bad) kfree(reinterpret_cast<void*>(a));
+  ASSERT_EQ(cap.count(), bad.size());
+  for (std::size_t i = 0; i < bad.size(); ++i)
+    EXPECT_NE(cap.first_line(i).find("Invalid pointer"), std::string::npos)
+        << std::hex << bad[i] - first << ": " << cap.first_line(i);
+}
+
 TEST(CxxApi, CacheAllocatorAndResource) {
   struct obj {
     int a;

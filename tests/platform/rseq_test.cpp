@@ -20,11 +20,13 @@ using namespace uslub;
 namespace {
 constexpr unsigned kCap = 64;
 constexpr unsigned kShift = 7;  // one 128-byte area per CPU, the slot at offset 0
-// The class slot of platform/rseq.hpp ({objs, size, cap}, rseq_slot_layout) and its sheaf.
+// The class slot of platform/rseq.hpp ({objs, size, tick, cap}, rseq_slot_layout) and its
+// sheaf.
 struct slot_t {
   void** objs;
-  std::uint32_t size;
-  std::uint32_t cap;  // 0: held (the lock)
+  std::uint16_t size;
+  std::uint16_t tick;  // the plain sequences commit it unchanged
+  std::uint32_t cap;   // 0: held (the lock)
 };
 #if USLUB_HAVE_RSEQ_ASM
 struct areas {
@@ -32,7 +34,7 @@ struct areas {
       : base(static_cast<char*>(aligned_alloc(64, std::size_t{n} << kShift))),
         objects(n, std::vector<void*>(kCap)) {
     memset(base, 0, std::size_t{n} << kShift);
-    for (unsigned i = 0; i < n; ++i) *slot(i) = {objects[i].data(), 0, kCap};
+    for (unsigned i = 0; i < n; ++i) *slot(i) = {objects[i].data(), 0, 0x1234, kCap};
   }
   ~areas() { free(base); }
   slot_t* slot(unsigned cpu) {
@@ -89,6 +91,8 @@ TEST_F(Rseq, PushThenPopOnOneThread) {
   // Unlocked, it serves again.
   EXPECT_NE(A.pop(), nullptr);
   EXPECT_EQ(A.slot(here)->size, 2u);
+  // Pops and plain pushes commit the whole {size, tick} word with the tick they read.
+  EXPECT_EQ(A.slot(here)->tick, 0x1234);
   sched_setaffinity(0, sizeof all, &all);
 }
 
