@@ -12,7 +12,8 @@
 //   mremap(MREMAP_FIXED): the kernel moves page-table entries (whole 2 MiB entries when both
 //   sides are 2 MiB aligned), no page is copied, zeroed or faulted.  Only the part no piece
 //   covers faults in.  (A piece that spans several mappings moves only on kernels that move
-//   several VMAs at once, 6.17 and later; elsewhere the move fails and the piece stays.)
+//   several VMAs at once, 6.17 and later; where its move fails it is unmapped, since a failed
+//   move of several VMAs may have left holes.  A piece of one mapping stays retained.)
 // - growth by krealloc (huge_realloc) fills the grown part the same way.
 // So the memory a program cycles through is faulted in once: a program that replaces blocks of
 // random sizes faults only when its live huge footprint passes its recent maximum.  Moving pays
