@@ -4,7 +4,7 @@
 1. Sweep: 100 blocks of each size from 32 KiB to 64 MiB, each written in full (wl_large_sweep):
    VmRSS with all of them live, and the time to allocate and write them.
 2. Big blocks that come and go: 20 live blocks of 5-25 MiB, one replaced at random per step,
-   written in full (wl_big_blocks): time, page faults per new block, RSS live and 1 s after
+   written in full (wl_big_blocks): time (wall and CPU: user + system), page faults per new block, RSS live and 1 s after
    everything was freed.
 
 Allocators are run interleaved, --rounds times; medians are printed as Markdown tables (and
@@ -82,7 +82,8 @@ def main():
         out.append("")
 
     if a.only != "sweep":
-        keys = ["seconds", "faults_per_block", "rss_live_mb", "rss_freed_mb", "live_mb"]
+        keys = ["seconds", "cpu_seconds", "faults_per_block", "rss_live_mb", "rss_freed_mb",
+                "live_mb"]
         res = {n: {k: [] for k in keys} for n in names}
         for _ in range(a.rounds):
             for n, so in allocs:
@@ -95,17 +96,20 @@ def main():
         med = {n: {k: statistics.median(v) if v else None for k, v in res[n].items()} for n in names}
         best = min(med[n]["seconds"] for n in names
                    if med[n]["seconds"] and not n.startswith("uslub"))
+        best_cpu = min(med[n]["cpu_seconds"] for n in names
+                       if med[n]["cpu_seconds"] and not n.startswith("uslub"))
         out += [f"### Big blocks: 20 live blocks of 5-25 MiB, {a.steps} replacements written in "
                 f"full (medians of {a.rounds})", "",
-                "| allocator | time (s) | / best peer | faults per block | RSS live (MiB) | "
-                "live bytes (MiB) | RSS 1 s after freeing all (MiB) |",
-                "| --- | --- | --- | --- | --- | --- | --- |"]
+                "| allocator | time (s) | / best peer | CPU (s) | / best peer | faults per block | "
+                "RSS live (MiB) | live bytes (MiB) | RSS 1 s after freeing all (MiB) |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for n in names:
             m = med[n]
             if m["seconds"] is None:
                 continue
             out.append(f"| {n} | {m['seconds']:.3f} | {m['seconds'] / best:.2f}x | "
-                       f"{m['faults_per_block']:.0f} | {m['rss_live_mb']:.0f} | {m['live_mb']:.0f} | "
+                       f"{m['cpu_seconds']:.3f} | {m['cpu_seconds'] / best_cpu:.2f}x | "
+                       f"{m['faults_per_block']:.1f} | {m['rss_live_mb']:.0f} | {m['live_mb']:.0f} | "
                        f"{m['rss_freed_mb']:.1f} |")
         out.append("")
     text = "\n".join(out)

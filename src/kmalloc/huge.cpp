@@ -12,14 +12,18 @@
 //   mremap(MREMAP_FIXED): the kernel moves page-table entries (whole 2 MiB entries when both
 //   sides are 2 MiB aligned), no page is copied, zeroed or faulted.  Only the part no piece
 //   covers faults in.  (A piece that spans several mappings moves only on kernels that move
-//   several VMAs at once, 6.17 and later; elsewhere the move fails and the piece stays.)
+//   several VMAs at once, 6.17 and later; where its move fails it is unmapped, since a failed
+//   move of several VMAs may have left holes.  A piece of one mapping stays retained.)
 // - growth by krealloc (huge_realloc) fills the grown part the same way.
 // So the memory a program cycles through is faulted in once: a program that replaces blocks of
-// random sizes faults only when its live huge footprint passes its recent maximum.
+// random sizes faults only when its live huge footprint passes its recent maximum.  Moving pays
+// only for resident pages: while the program is seen not to fill its blocks (fill_score, below)
+// nothing is moved, and a block no piece holds is instead the largest piece grown by one mremap.
 //
 // How much is kept (cache_balance):
-// - at most half the live huge footprint (huge_live >> kRetainShift): a program that frees
-//   every huge block keeps none of them, at its last free;
+// - at most a quarter of the live huge footprint (huge_live >> kRetainShift; trimmed back to it
+//   once a quarter over it): a program that frees every huge block keeps none of them, at its
+//   last free;
 // - decay by time: the retained bytes the program did not need during a whole period of the
 //   page allocator's decay_ms (USLUB_DECAY_MS: the lowest level of the retained bytes in that
 //   period) are unmapped, oldest first, by the first huge allocation or free after the period;
@@ -72,7 +76,7 @@ std::atomic<std::size_t> huge_total{0};
 
 constexpr std::size_t kHuge = std::size_t{2} << 20;
 constexpr int kCacheBlocks = 64;
-constexpr unsigned kRetainShift = 1;  // keep at most huge_live >> kRetainShift
+constexpr unsigned kRetainShift = 2;  // keep at most huge_live >> kRetainShift
 constexpr std::size_t kMinSplit = std::size_t{256}
                                   << 10;                // a smaller remainder stays with its block
 constexpr std::size_t kMinMove = std::size_t{1} << 20;  // smaller pieces are not moved
@@ -206,8 +210,13 @@ int cache_trim(std::size_t target, cached_map* drop) {
 int cache_balance(std::uint64_t now, cached_map* drop) {
   lockdep_assert_held(&huge_lock);
   auto decay = static_cast<std::uint64_t>(global_page_allocator().config().decay_ms);
-  std::size_t target = huge_live >> kRetainShift;
-  if (decay == 0) target = 0;
+  // Over the cap by a quarter before trimming back to it: one munmap for several frees, not a
+  // cut at each.
+  std::size_t cap = huge_live >> kRetainShift, target = SIZE_MAX;
+  if (decay == 0)
+    target = 0;
+  else if (cached_bytes > cap + cap / 4)
+    target = cap;
   if (now - win_start_ms >= decay) {
     // What stayed retained through the whole period was not needed: it goes.
     std::size_t unused = win_low < cached_bytes ? win_low : cached_bytes;
@@ -423,6 +432,57 @@ void* huge_alloc_cached(std::size_t len, std::size_t align, bool zero, std::size
   return reinterpret_cast<void*>(a);
 }
 
+// Do retained pieces hold pages worth moving (the program fills its blocks, or too few blocks
+// were freed yet to tell)?  Otherwise they are mostly untouched address space: a system call
+// per piece would buy nothing.
+bool pieces_filled() {
+  return fill_score.load(std::memory_order_relaxed) > 128 ||
+         fill_tick.load(std::memory_order_relaxed) < 4;
+}
+
+// For a program that does not fill its blocks: grows the largest retained piece (one mapping)
+// to len with mremap, in place or moved by the kernel (1 system call, the extension unfaulted
+// as a fresh mapping's would be); nullptr if there is none or the remap fails.
+void* huge_alloc_grown(std::size_t len, bool zero, std::size_t size) {
+  huge_lock.lock();
+  int big = -1;
+  for (int i = 0; i < nr_cached; ++i)
+    if (cache[i].one_vma && cache[i].len < len && (big < 0 || cache[i].len > cache[big].len))
+      big = i;
+  if (big < 0) {
+    huge_lock.unlock();
+    return nullptr;
+  }
+  cached_map c = cache[big];
+  cache_remove(big);
+  if (cached_bytes < win_low) win_low = cached_bytes;
+  huge_lock.unlock();
+  page_allocator& pa = global_page_allocator();
+  void* q = MAP_FAILED;
+  if (pa.charge(len - c.len)) {
+    q = mremap(reinterpret_cast<void*>(c.map), c.len, len, MREMAP_MAYMOVE);
+    if (q == MAP_FAILED) pa.uncharge(len - c.len);
+  }
+  if (q == MAP_FAILED) {
+    cached_map drop[1];
+    huge_lock.lock();
+    int nd = cache_insert(c.map, c.len, c.freed_ms, true, drop);
+    huge_lock.unlock();
+    release_dropped(drop, nd);
+    return nullptr;
+  }
+  huge_total.fetch_add(len - c.len, std::memory_order_relaxed);
+  if (want_hugepages(len)) platform::linux_vm().hugepage(q, len);
+  auto a = reinterpret_cast<std::uintptr_t>(q);
+  if (!insert({a, len, a, len, true})) {
+    release_map(a, len);
+    return nullptr;
+  }
+  cache_hits.fetch_add(1, std::memory_order_relaxed);
+  if (zero) memset(q, 0, size < c.len ? size : c.len);  // the extension reads as zeros
+  return q;
+}
+
 }  // namespace
 
 void* huge_alloc(std::size_t size, std::size_t align, bool zero) {
@@ -437,6 +497,9 @@ void* huge_alloc(std::size_t size, std::size_t align, bool zero) {
   if (len >= kThpFillMin && fill_score.load(std::memory_order_relaxed) > 128 && want_hugepages(len))
     len = align_up(len, kHuge);
   if (void* p = huge_alloc_cached(len, align, zero, size)) return p;
+  const bool filled = pieces_filled();
+  if (!filled && align == PAGE_SIZE)
+    if (void* p = huge_alloc_grown(len, zero, size)) return p;
   std::size_t map_len = len + (align > PAGE_SIZE ? align : 0);
   if (map_len < len) {
     errno = ENOMEM;
@@ -464,7 +527,7 @@ void* huge_alloc(std::size_t size, std::size_t align, bool zero) {
   cache_misses.fetch_add(1, std::memory_order_relaxed);
   std::uintptr_t a = (base + align - 1) & ~(std::uintptr_t{align} - 1);
   // No retained piece holds the block: retained pieces make up what they can of it.
-  std::size_t moved = cache_fill(a, len, zero);
+  std::size_t moved = filled ? cache_fill(a, len, zero) : 0;
   if (moved) {
     huge_total.fetch_sub(moved, std::memory_order_relaxed);
     pa.uncharge(moved);
@@ -543,7 +606,7 @@ void* huge_realloc(const void* p, std::size_t new_size) {
   }
   huge_total.fetch_add(grow, std::memory_order_relaxed);
   auto a = reinterpret_cast<std::uintptr_t>(q);
-  if (std::size_t moved = cache_fill(a + old.map_len, grow, false)) {
+  if (std::size_t moved = pieces_filled() ? cache_fill(a + old.map_len, grow, false) : 0) {
     huge_total.fetch_sub(moved, std::memory_order_relaxed);
     pa.uncharge(moved);
     one_vma = false;
