@@ -109,7 +109,12 @@ void pcs_release(kmem_cache* s, slub_percpu_sheaves* pcs) {
   sheaf_slot* sl = pcs_slot_of(s, pcs);
   slab_sheaf* main = pcs->main;
   __atomic_store_n(&sl->objs, static_cast<void**>(main->objects), __ATOMIC_RELAXED);
-  __atomic_store_n(&sl->size, main->size, __ATOMIC_RELAXED);
+  // size and tick in one 32-bit store, as the fast-path sequences write them: a 16-bit store
+  // of size alone would make the next sequence's 32-bit load miss store forwarding.  The tick
+  // is unchanged (only the fast paths advance it, and the slot is held).
+  std::uint32_t tick = __atomic_load_n(&sl->tick, __ATOMIC_RELAXED);
+  __atomic_store_n(reinterpret_cast<std::uint32_t*>(&sl->size), main->size | (tick << 16),
+                   __ATOMIC_RELAXED);
   __atomic_store_n(&sl->cap, main == empty_sheaf() ? kSlotNoSheaf : main->capacity,
                    __ATOMIC_RELEASE);
   preempt_count_dec();  // pcs_lock_local / pcs_lock_remote counted the holder
