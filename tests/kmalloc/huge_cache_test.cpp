@@ -2,6 +2,7 @@
 // by best fit with split or moved (mremap) into a new block, so that reused memory never faults;
 // idle memory decays, pressure and the limit empty it, and nothing is kept (or leaked) once
 // every huge block is freed.
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -28,12 +29,28 @@ long minor_faults() {
   return ru.ru_minflt;
 }
 
+// Faults of TSan's shadow for a first write of n bytes: those of writing a populated mapping of
+// that size (its own pages are resident, so every fault is the shadow's; TSan's shadow and
+// meta pages are several per application page and not a fixed ratio).
+long tsan_shadow_faults(std::size_t n, int byte) {
+  void* m =
+      mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (m == MAP_FAILED) return 0;
+  long f = minor_faults();
+  memset(m, byte, n);
+  long d = minor_faults() - f;
+  munmap(m, n);
+  return d;
+}
+
 // Page faults taken while writing [p, p+n) in full, less those of a sanitizer's shadow memory
-// (ASan: one shadow byte per 8 bytes, in pages of its own that fault in on first use).
+// (ASan: one shadow byte per 8 bytes, in pages of its own that fault in on first use; TSan:
+// measured on a populated mapping of the same size).
 long faults_writing(char* p, std::size_t n, int byte) {
+  long tsan_shadow = USLUB_TSAN ? tsan_shadow_faults(n, byte) : 0;
   long f = minor_faults();
   memset(p, byte, n);
-  long shadow = USLUB_ASAN ? static_cast<long>(n / 8 / 4096) : 0;
+  long shadow = USLUB_ASAN ? static_cast<long>(n / 8 / 4096) : tsan_shadow;
   long d = minor_faults() - f - shadow;
   return d > 0 ? d : 0;
 }
