@@ -73,6 +73,7 @@ TEST(Refill, BulkFromNewSlabsCarvesEveryObjectOnceAndValidates) {
 }
 
 TEST(Refill, BulkTakesPartOfTheCpuFreelistAndTheRestStaysUsable) {
+  pin_to_this_cpu pin;  // one CPU slab: a migration would make a second one
   kmem_cache* s = kmem_cache_create("refill-giveback", 64, 0,
                                     SLAB_NO_MERGE | SLAB_NO_SHEAVES | SLAB_STATS, nullptr);
   ASSERT_NE(s, nullptr);
@@ -193,6 +194,7 @@ TEST(Flush, ObjectThatLostItsKeyIsDroppedTheOthersGoBack) {
 // burst no sheaf is flushed to the slabs or refilled from them, and every burst hands out n
 // distinct objects.
 TEST(Barn, BurstsOfSeveralSheavesTradeWithTheBarnNotTheSlabs) {
+  pin_to_this_cpu pin;  // a migration mid-burst starts on the other CPU's empty slot: a refill
   for (unsigned n : {400u, 1600u}) {
     kmem_cache* s =
         kmem_cache_create("barn-burst", 16, 0, SLAB_NO_MERGE | SLAB_STATS | SLAB_SHEAVES, nullptr);

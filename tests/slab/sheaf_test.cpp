@@ -96,20 +96,6 @@ TEST(Sheaf, BarnTradesFullAndEmptySheaves) {
   kmem_cache_destroy(s);
 }
 
-// Keeps the calling thread on the CPU it runs on for its lifetime (the sheaf counts below are
-// per CPU's slot: a migration in the middle would spread them over two slots).
-struct pin_to_this_cpu {
-  cpu_set_t old;
-  pin_to_this_cpu() {
-    sched_getaffinity(0, sizeof old, &old);
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(sched_getcpu(), &one);
-    sched_setaffinity(0, sizeof one, &one);
-  }
-  ~pin_to_this_cpu() { sched_setaffinity(0, sizeof old, &old); }
-};
-
 // A full main sheaf with no empty sheaf in the barn goes into the barn for a CPU that
 // allocates (mm/slub.c's __pcs_replace_full_main), not through the slabs: a producer/consumer
 // pair otherwise sends every object through the slab free lists (the refills of the

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <uslub/slab.h>
 
 #include <atomic>
@@ -132,6 +133,20 @@ class failing_vm final : public platform::vm_ops {
 
  private:
   static platform::vm_ops& real() { return platform::linux_vm(); }
+};
+
+// Keeps the calling thread on the CPU it runs on for its lifetime: per-CPU counts (a CPU's sheaf
+// slot, its CPU slab) stay in one CPU's state; a migration in the middle spreads them over two.
+struct pin_to_this_cpu {
+  cpu_set_t old;
+  pin_to_this_cpu() {
+    sched_getaffinity(0, sizeof old, &old);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    sched_setaffinity(0, sizeof one, &one);
+  }
+  ~pin_to_this_cpu() { sched_setaffinity(0, sizeof old, &old); }
 };
 
 inline int stress_scale() {
