@@ -8,24 +8,11 @@
 #include <thread>
 #include <vector>
 
-#include "base/compiler.hpp"
+#include "fork_child_threads.hpp"
 #include "kmalloc/kmalloc.hpp"
 #include "page/pressure.hpp"
 #include "slab/slab.hpp"
 #include "test_support.hpp"
-
-#if USLUB_TSAN
-// The fork child starts a thread (the monitor): TSan kills such a child unless told not to,
-// and even then its pthread_create may trip over the parent's threads (exit 66).  Under TSan
-// the child's exit status is not checked (as in rcu_fork_test): the parent side runs, and no
-// child may hang.
-extern "C" const char* __tsan_default_options() {
-  return "die_after_fork=0";
-}
-constexpr bool kCheckChildStatus = false;
-#else
-constexpr bool kCheckChildStatus = true;
-#endif
 
 namespace uslub::test {
 

@@ -17,28 +17,13 @@
 #include <thread>
 #include <vector>
 
+#include "fork_child_threads.hpp"
 #include "kmalloc/kmalloc.hpp"
 #include "platform/platform.hpp"
 #include "process.hpp"
 #include "rcu/rcu.hpp"
 #include "slab/slab.hpp"
 #include "test_support.hpp"
-
-#include "base/compiler.hpp"
-
-#if USLUB_TSAN
-// The child of a fork must start threads (liburcu's new call_rcu thread, the monitor): TSan
-// kills such a child unless told not to, and even then its pthread_create may trip over the
-// parent's threads ("dup thread with used id", exit 66).  So under TSan the children's exit
-// status is not checked: these tests check the parent side (no race, no hang) and that no
-// child hangs.
-extern "C" const char* __tsan_default_options() {
-  return "die_after_fork=0";
-}
-constexpr bool kCheckChildStatus = false;
-#else
-constexpr bool kCheckChildStatus = true;
-#endif
 
 namespace uslub {
 namespace {
@@ -104,7 +89,7 @@ void parent_cb(uslub_rcu_head* h) {
 
 // Waits for a forked child (30 s at most; a hung one fails with its threads' stacks).
 void expect_child_ok(pid_t pid) {
-  test::expect_child_exits_ok(pid, 30s, kCheckChildStatus);
+  test::expect_child_exits_ok(pid, 30s, test::kCheckChildStatus);
 }
 
 TEST(RcuFork, ForkFromSeveralThreadsWhileOthersReadQueueAndRegister) {

@@ -37,6 +37,20 @@ static void expect_objects_of(kmem_cache* s, const std::vector<void*>& v) {
   }
 }
 
+// The end of every test: the cache destroyed with no report (nothing leaked or corrupted).
+static void destroy_clean(kmem_cache* s) {
+  report_capture cap;
+  kmem_cache_destroy(s);
+  EXPECT_EQ(cap.count(), 0u);
+}
+
+// Every object freed: a shrink leaves no slab, then the cache is destroyed clean.
+static void shrink_empty_and_destroy(kmem_cache* s) {
+  kmem_cache_shrink(s);
+  EXPECT_EQ(info_of(s).num_slabs, 0u);
+  destroy_clean(s);
+}
+
 TEST(Refill, BulkFromNewSlabsCarvesEveryObjectOnceAndValidates) {
   kmem_cache* s = kmem_cache_create("refill-carve", 48, 0,
                                     SLAB_NO_MERGE | SLAB_NO_SHEAVES | SLAB_STATS, nullptr);
@@ -65,11 +79,7 @@ TEST(Refill, BulkFromNewSlabsCarvesEveryObjectOnceAndValidates) {
   for (std::size_t i = 0; i < all.size() / 2; ++i) kmem_cache_free(s, all[i]);
   kmem_cache_free_bulk(s, all.size() - all.size() / 2, all.data() + all.size() / 2);
   EXPECT_EQ(kmem_cache_validate(s), 0);
-  kmem_cache_shrink(s);
-  EXPECT_EQ(info_of(s).num_slabs, 0u);
-  report_capture cap;
-  kmem_cache_destroy(s);
-  EXPECT_EQ(cap.count(), 0u);
+  shrink_empty_and_destroy(s);
 }
 
 TEST(Refill, BulkTakesPartOfTheCpuFreelistAndTheRestStaysUsable) {
@@ -99,11 +109,7 @@ TEST(Refill, BulkTakesPartOfTheCpuFreelistAndTheRestStaysUsable) {
   expect_objects_of(s, v);
   EXPECT_EQ(kmem_cache_validate(s), 0);
   kmem_cache_free_bulk(s, v.size(), v.data());
-  kmem_cache_shrink(s);
-  EXPECT_EQ(info_of(s).num_slabs, 0u);
-  report_capture cap;
-  kmem_cache_destroy(s);
-  EXPECT_EQ(cap.count(), 0u);
+  shrink_empty_and_destroy(s);
 }
 
 TEST(Refill, SheafRefillsHandOutEveryObjectOnce) {
@@ -118,11 +124,7 @@ TEST(Refill, SheafRefillsHandOutEveryObjectOnce) {
   EXPECT_EQ(kmem_cache_validate(s), 0);
   for (void* p : v) kmem_cache_free(s, p);
   EXPECT_EQ(kmem_cache_validate(s), 0);
-  kmem_cache_shrink(s);
-  EXPECT_EQ(info_of(s).num_slabs, 0u);
-  report_capture cap;
-  kmem_cache_destroy(s);
-  EXPECT_EQ(cap.count(), 0u);
+  shrink_empty_and_destroy(s);
 }
 
 // A flush whose sheaf holds objects of more slabs than it builds detached lists at once (8):
@@ -153,9 +155,7 @@ TEST(Flush, SheafSpanningManySlabsGoesBackWhole) {
   for (unsigned i = 0; i < kSlabs * per; ++i) again.push_back(kmem_cache_alloc(s, 0));
   expect_objects_of(s, again);
   for (void* p : again) kmem_cache_free(s, p);
-  report_capture cap;
-  kmem_cache_destroy(s);
-  EXPECT_EQ(cap.count(), 0u);
+  destroy_clean(s);
 }
 
 // A use after free in one object of a flushed sheaf: that object is reported and dropped, the
@@ -182,11 +182,7 @@ TEST(Flush, ObjectThatLostItsKeyIsDroppedTheOthersGoBack) {
   EXPECT_EQ(in.num_slabs, 1u);
   EXPECT_EQ(in.active_objs, 1u);
   kmem_cache_free(s, victim);  // the program's own free of it (it is in use for the cache)
-  kmem_cache_shrink(s);
-  EXPECT_EQ(info_of(s).num_slabs, 0u);
-  report_capture cap;
-  kmem_cache_destroy(s);
-  EXPECT_EQ(cap.count(), 0u);
+  shrink_empty_and_destroy(s);
 }
 
 // Bursts of allocations and frees longer than main + spare (glibc-simple's pattern: n objects
@@ -216,9 +212,7 @@ TEST(Barn, BurstsOfSeveralSheavesTradeWithTheBarnNotTheSlabs) {
     EXPECT_EQ(after.sheaf_stat[SHEAF_REFILL], before.sheaf_stat[SHEAF_REFILL]) << "n " << n;
     EXPECT_GT(after.sheaf_stat[BARN_PUT], before.sheaf_stat[BARN_PUT]) << "n " << n;
     EXPECT_EQ(kmem_cache_validate(s), 0);
-    report_capture cap;
-    kmem_cache_destroy(s);
-    EXPECT_EQ(cap.count(), 0u);
+    destroy_clean(s);
   }
 }
 
