@@ -74,7 +74,8 @@ inline constexpr opt_desc kOptions[] = {
     {"USLUB_DECOMMIT", opt_kind::choice, "dontneed", "dontneed|free",
      "how memory goes back to the OS: MADV_DONTNEED or MADV_FREE"},
     {"USLUB_THP", opt_kind::choice, "2", "0|1|2",
-     "transparent huge pages: 0 never, 1 always, 2 once the heap passes USLUB_THP_MIN"},
+     "transparent huge pages: 0 never, 1 always, 2 once the heap passes USLUB_THP_MIN "
+     "(unset: 2, or 0 on a VM whose host discards free huge pages)"},
     {"USLUB_THP_MIN", opt_kind::size, "16M", "", "heap size from which new memory gets THP"},
     {"USLUB_PCP_BATCH", opt_kind::number, "0", "",
      "pages moved at once between per-CPU page lists and zones (0: automatic)"},

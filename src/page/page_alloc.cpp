@@ -40,7 +40,11 @@ page_alloc_config page_alloc_config::from_env() {
   c.decay_ms = static_cast<long>(platform::env_size("USLUB_DECAY_MS", ~0ull));
   if (const char* d = getenv("USLUB_DECOMMIT"); d && strcmp(d, "free") == 0)
     c.decommit = platform::decommit_mode::free;
-  std::uint64_t thp = platform::env_size("USLUB_THP", 2);
+  // USLUB_THP unset: huge pages from USLUB_THP_MIN on, unless the host discards free 2 MiB
+  // blocks (a VM with free page reporting), where a huge-page fault costs more than the 512
+  // small faults it saves (docs/page-allocator.md).
+  std::uint64_t thp = platform::env_size(
+      "USLUB_THP", getenv("USLUB_THP") || !platform::host_discards_free_huge_pages() ? 2 : 0);
   c.thp_min = thp == 0 ? SIZE_MAX : thp == 1 ? 0 : platform::env_size("USLUB_THP_MIN", 16ull << 20);
   c.retain_bytes = platform::env_size("USLUB_RETAIN", c.retain_bytes);
   c.numa_bind = platform::env_size("USLUB_NUMA_BIND", 1) != 0 && !platform::task_has_mempolicy();

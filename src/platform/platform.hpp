@@ -83,6 +83,11 @@ bool rseq_available();
 // allocator then leaves placement to that policy instead of binding sections to nodes.
 bool task_has_mempolicy();
 
+// True if this is a virtual machine whose balloon device reports free memory to the host
+// (virtio free page reporting), which discards free 2 MiB blocks: huge-page faults then wait
+// for the host to back the memory again (host_memory.cpp).  Reads sysfs; call once.
+bool host_discards_free_huge_pages();
+
 // Test hook: pretend the machine has nr_nodes nodes with CPU c on node map[c] (issue 4's fake
 // two-node configuration).  nr_nodes == 0 restores the real topology.
 void set_fake_topology(unsigned nr_nodes, const int* map, unsigned nr_map);

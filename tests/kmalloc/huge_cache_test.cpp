@@ -245,7 +245,7 @@ TEST(HugeCache, IdleRetainedMemoryIsUnmappedAfterTheDecayDelay) {
 // Blocks freed full make the next huge blocks huge-page blocks: 2 MiB aligned, a whole number
 // of huge pages (so 8 faults for 16 MiB, not 4096 plus a partial huge page's 4 KiB faults).
 TEST(HugeCache, FilledBlocksMakeTheNextOnesWholeHugePages) {
-  if (getenv("USLUB_THP")) GTEST_SKIP() << "THP set in the environment";
+  if (!thp_threshold_mode()) GTEST_SKIP() << "USLUB_THP is not 2 in the environment";
   start_filled();
   auto* q = static_cast<char*>(kmalloc(5 * MiB + 100, 0));
   ASSERT_NE(q, nullptr);

@@ -3,6 +3,8 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <thread>
 #include <vector>
 
@@ -11,6 +13,21 @@
 namespace uslub::test {
 
 class PageAlloc : public page_alloc_fixture {};
+
+// USLUB_THP unset: huge pages from 16 MiB of heap on, except on a VM whose host discards free
+// 2 MiB blocks (free page reporting), where a huge-page fault waits for the host
+// (src/platform/host_memory.cpp).  Either way an explicit USLUB_THP wins.
+TEST(PageAllocConfig, HugePagesByDefaultUnlessTheHostDiscardsFreeHugePages) {
+  if (getenv("USLUB_THP") || getenv("USLUB_THP_MIN")) GTEST_SKIP() << "THP set in the environment";
+  const bool discards = platform::host_discards_free_huge_pages();
+  std::printf("host discards free huge pages: %s\n", discards ? "yes" : "no");
+  EXPECT_EQ(page_alloc_config::from_env().thp_min, discards ? SIZE_MAX : std::size_t{16} << 20);
+  setenv("USLUB_THP", "2", 1);
+  EXPECT_EQ(page_alloc_config::from_env().thp_min, std::size_t{16} << 20);
+  setenv("USLUB_THP", "0", 1);
+  EXPECT_EQ(page_alloc_config::from_env().thp_min, SIZE_MAX);
+  unsetenv("USLUB_THP");
+}
 
 TEST_F(PageAlloc, DoubleFreeIsReportedAndIgnored) {
   make();
