@@ -137,6 +137,12 @@ TEST(HugeCache, BestFitSplitsARetainedBlock) {
   kfree(big);
   kfree(small);
   ASSERT_EQ(huge_get_stats().cached_bytes, 30 * MiB);
+  // The kernel may place small's mapping right below big's (in a hole another trim left), and
+  // then the two pieces merge: the parts below are looked for anywhere in the freed memory.
+  char* lo = small < big ? small : big;
+  char* hi = small < big ? big + 20 * MiB : small + 10 * MiB;
+  auto retained = [&](const char* p, std::size_t n) { return p >= lo && p + n <= hi; };
+  const std::uint64_t misses = huge_get_stats().misses;
   // 8 MiB: the 10 MiB piece is the best fit (its 2 MiB tail stays retained).
   auto* a = static_cast<char*>(kmalloc(8 * MiB, 0));
   EXPECT_EQ(a, small);
@@ -144,8 +150,12 @@ TEST(HugeCache, BestFitSplitsARetainedBlock) {
   // 12 MiB: the head of the 20 MiB piece; 6 MiB: the next part of it.
   auto* b = static_cast<char*>(kmalloc(12 * MiB, 0));
   auto* c = static_cast<char*>(kmalloc(6 * MiB, 0));
-  EXPECT_EQ(b, big);
-  EXPECT_EQ(c, big + 12 * MiB);
+  EXPECT_TRUE(retained(b, 12 * MiB)) << static_cast<void*>(b);
+  EXPECT_TRUE(retained(c, 6 * MiB)) << static_cast<void*>(c);
+  if (big + 20 * MiB != small && small + 10 * MiB != big) {  // not merged: the exact places
+    EXPECT_EQ(b, big);
+    EXPECT_EQ(c, big + 12 * MiB);
+  }
   EXPECT_EQ(huge_get_stats().cached_bytes, 4 * MiB);
   EXPECT_LE(faults_writing(a, 8 * MiB, 3) + faults_writing(b, 12 * MiB, 3) +
                 faults_writing(c, 6 * MiB, 3),
@@ -155,7 +165,8 @@ TEST(HugeCache, BestFitSplitsARetainedBlock) {
   kfree(b);
   kfree(c);
   auto* d = static_cast<char*>(kmalloc(20 * MiB, 0));
-  EXPECT_EQ(d, big);
+  EXPECT_TRUE(retained(d, 20 * MiB)) << static_cast<void*>(d);
+  EXPECT_EQ(huge_get_stats().misses, misses) << "every block came from retained memory";
   EXPECT_LE(faults_writing(d, 20 * MiB, 4), 4);
   kfree(d);
   kfree(a);
