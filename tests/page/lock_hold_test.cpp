@@ -84,14 +84,11 @@ static const lock_hold_class* zone_lock_class(lock_hold_class* v) {
 // A release of N pages (frees, the pcp drains, the final drain_all_pages and a forced reclaim)
 // takes zone->lock at least N / kFreeBatchLockBound times, never moving more than
 // max(batch, kFreeBatchLockBound) blocks in one hold.
-TEST(ZoneLockHold, AReleaseOfNPagesTakesTheZoneLockAtLeastNOverBatchTimes) {
-  failing_vm vm;
-  page_allocator pa;
-  page_alloc_config c;
-  c.vm = &vm;
-  c.nr_nodes = 1;
-  c.decay_ms = 1000000;
-  ASSERT_EQ(pa.init(c), 0);
+using ZoneLockHold = page_alloc_fixture;  // a private allocator on a failing_vm, one node
+
+TEST_F(ZoneLockHold, AReleaseOfNPagesTakesTheZoneLockAtLeastNOverBatchTimes) {
+  make();
+  page_allocator& pa = pa_;
   constexpr int N = 8192;
   std::vector<page*> v;
   for (int i = 0; i < N; ++i) {
@@ -114,22 +111,19 @@ TEST(ZoneLockHold, AReleaseOfNPagesTakesTheZoneLockAtLeastNOverBatchTimes) {
   EXPECT_GT(z->work_holds, 0u);
   EXPECT_LE(z->max_work, std::uint64_t{kFreeBatchLockBound}) << "blocks moved in one hold";
   EXPECT_TRUE(pa.validate());
-  pa.destroy();
 }
 
 // A free that finds its zone due for decay does one bounded reclaim step, not the whole pass:
 // 600 idle, unmergeable single pages are returned kReclaimInlinePages at a time.  (Before, the
 // first zone-level free after the decay delay madvised all of them inline.)
-TEST(ZoneLockHold, AFreeRunsAtMostOneBoundedReclaimStep) {
-  failing_vm vm;
-  page_allocator pa;
+TEST_F(ZoneLockHold, AFreeRunsAtMostOneBoundedReclaimStep) {
   page_alloc_config c;
-  c.vm = &vm;
-  c.nr_nodes = 1;
   c.no_pcp = true;  // every free is a zone-level free that may trigger reclaim
   c.decay_ms = 30;
   c.retain_bytes = 0;
-  ASSERT_EQ(pa.init(c), 0);
+  make(c);
+  page_allocator& pa = pa_;
+  failing_vm& vm = vm_;
   std::vector<page*> v;
   for (int i = 0; i < 1400; ++i) v.push_back(pa.alloc_pages(0));
   for (std::size_t i = 0; i < v.size(); i += 2) pa.free_pages(v[i], 0);  // 700 apart
@@ -151,7 +145,6 @@ TEST(ZoneLockHold, AFreeRunsAtMostOneBoundedReclaimStep) {
     if (page_flags(v[i]) & PG_head) pa.free_pages(v[i], 0);
   }
   EXPECT_TRUE(pa.validate());
-  pa.destroy();
 }
 
 }  // namespace uslub::test
