@@ -117,8 +117,10 @@ static page* allocate_slab_carve(kmem_cache* s, gfp_t, int node, unsigned cpu, s
   __atomic_store_n(&slab->counters, c.v, __ATOMIC_RELAXED);
   __atomic_store_n(&slab->slab_mask, (PAGE_SIZE << order) - 1, __ATOMIC_RELAXED);
   __atomic_store_n(&slab->slab_cache, static_cast<void*>(s), __ATOMIC_RELAXED);
-  slab->flags.store(page_flags(slab) | PG_slab, std::memory_order_release);
+  // The slab map too: a walk that sees PG_slab before this creation's slab_gen bump checks
+  // the map words, and must find them set.
   slab_map_set(slab, s, order);
+  slab->flags.store(page_flags(slab) | PG_slab, std::memory_order_release);
   kmem_cache_node* n = get_node(s, slab_nid(slab));
   n->nr_slabs.fetch_add(1, std::memory_order_relaxed);
   n->total_objects.fetch_add(objects, std::memory_order_relaxed);

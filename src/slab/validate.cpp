@@ -5,11 +5,17 @@
 // list_lock: its freelist can only grow by remote-free CASes, which keep the chain walkable)
 // or full / frozen off-list.  Off-list slabs are found by walking the memory map of the
 // cache's page allocator; their counters are read with one atomic load, their free lists are
-// walked only when the cache is quiescent (slab_gen unchanged across the walk).  A slab being
-// created or discarded meanwhile is either not yet / no longer PG_slab or complete (allocate_slab
-// sets the flag last, with release); the slab and object counts are compared with the walk only
-// if no creation or discard overlapped it (slabs_changing 0 before and after, slab_gen
-// unchanged; all seq_cst, read in the order that makes a half-seen creation show in one).
+// walked only when the cache is quiescent (slab_gen unchanged across the walk).
+//
+// Creations and discards run concurrently with the walk (allocate_slab, discard_slab: each
+// raises slabs_changing, bumps slab_gen, lowers slabs_changing, all seq_cst; a creation
+// writes the slab map and descriptor before PG_slab, with release, a discard clears them
+// after its slab_gen bump).  The walk reads slab_gen, then slabs_changing: any creation or
+// discard it can half-see either shows in slabs_changing (begun before), or bumps slab_gen
+// after the first read and before the effect that was seen.  A slab is checked only if
+// slabs_changing was 0 and a mismatch is reported only if slab_gen has not moved; the slab
+// and object counts are compared only if slabs_changing is 0 before and after the walk and
+// slab_gen unchanged.
 #include "base/check.hpp"
 #include "slab/debug.hpp"
 #include "slab/slab.hpp"
@@ -56,37 +62,46 @@ void snapshot_freelist(page* slab, void** freelist, slab_counters* c) {
 // neither frozen nor has free objects (nothing can change what the snapshot says).
 bool validate_slab(kmem_cache* s, page* slab, bool on_partial, bool walk_freelist,
                    bool off_list = false) {
+  // Off-list: slab_gen, then slabs_changing (both seq_cst).  A creation or discard whose
+  // effects this walk may see either had begun (slabs_changing non-zero: skip the slab) or
+  // bumps slab_gen after our read and before the effect we saw (re-read below).
   std::uint64_t gen = off_list ? s->slab_gen.load() : 0;
+  if (off_list && s->slabs_changing.load() != 0) return true;
   slab_counters c;
   void* freelist;
   snapshot_freelist(slab, &freelist, &c);
+  // A mismatch found in an off-list slab is this cache's fault only if no slab was created or
+  // discarded since the snapshot (a discard clears the map and PG_slab after its bump).
+  auto bad = [&](const char* problem, const char* fmt, unsigned long a, unsigned long b) {
+    return (off_list && s->slab_gen.load() != gen) || fail(s, slab, problem, fmt, a, b);
+  };
   if (off_list) {
     bool mine =
         (page_flags(slab) & PG_slab) && __atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED) == s;
     if (!mine || s->slab_gen.load() != gen) return true;
     walk_freelist = !c.frozen && freelist == nullptr;
+  } else {  // on a partial list, under list_lock: it cannot be discarded meanwhile
+    if (!(page_flags(slab) & PG_slab))
+      return fail(s, slab, "Slab corrupt", "not marked PG_slab (flags %#lx)%lu", page_flags(slab),
+                  0);
+    if (__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED) != s)
+      return fail(s, slab, "Slab corrupt", "slab_cache %#lx is not this cache%lu",
+                  reinterpret_cast<unsigned long>(slab->slab_cache), 0);
   }
-  if (!(page_flags(slab) & PG_slab))
-    return fail(s, slab, "Slab corrupt", "not marked PG_slab (flags %#lx)%lu", page_flags(slab), 0);
-  if (__atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED) != s)
-    return fail(s, slab, "Slab corrupt", "slab_cache %#lx is not this cache%lu",
-                reinterpret_cast<unsigned long>(slab->slab_cache), 0);
   // Every page's slab map word names this cache and the slab's order (kfree reads it).
   unsigned order = __atomic_load_n(&slab->order, __ATOMIC_RELAXED);
   std::uintptr_t* map = slab_map_slot(slab_address(slab));
   for (std::size_t i = 0; i < std::size_t{1} << order; ++i) {
     std::uintptr_t got = __atomic_load_n(&map[i], __ATOMIC_ACQUIRE);
-    if (got != (s->map_tag | order)) {
-      if (off_list && s->slab_gen.load() != gen) return true;  // discarded while we looked
-      return fail(s, slab, "Slab corrupt", "slab map word of page %lu is %#lx", i, got);
-    }
+    if (got != (s->map_tag | order))
+      return bad("Slab corrupt", "slab map word of page %lu is %#lx", i, got);
   }
   if (c.objects != s->objects && c.objects != s->min_objects)
-    return fail(s, slab, "Slab corrupt", "objects %lu, expected %lu", c.objects, s->objects);
+    return bad("Slab corrupt", "objects %lu, expected %lu", c.objects, s->objects);
   if (c.inuse > c.objects)
-    return fail(s, slab, "Slab corrupt", "inuse %lu > objects %lu", c.inuse, c.objects);
+    return bad("Slab corrupt", "inuse %lu > objects %lu", c.inuse, c.objects);
   if (on_partial && c.frozen)
-    return fail(s, slab, "Slab corrupt", "frozen slab on a node partial list%lu%lu", 0, 0);
+    return bad("Slab corrupt", "frozen slab on a node partial list%lu%lu", 0, 0);
   if (!walk_freelist) return true;
   unsigned long nfree = 0;
   auto base = reinterpret_cast<std::uintptr_t>(slab_address(slab));
@@ -94,19 +109,19 @@ bool validate_slab(kmem_cache* s, page* slab, bool on_partial, bool walk_freelis
     auto a = reinterpret_cast<std::uintptr_t>(p);
     if (a < base + s->red_left_pad || a >= base + std::size_t{c.objects} * s->size ||
         (a - base - s->red_left_pad) % s->size) {
+      if (off_list && s->slab_gen.load() != gen) return true;
       report_bug(s->name, "Freepointer corrupt",
                  "slab %p: free list entry %p is not an object of this slab\n", slab_address(slab),
                  p);
       return false;
     }
     if (++nfree > c.objects)
-      return fail(s, slab, "Freepointer corrupt", "free list longer than %lu objects%lu", c.objects,
-                  0);
+      return bad("Freepointer corrupt", "free list longer than %lu objects%lu", c.objects, 0);
   }
   if (!c.frozen && nfree + c.inuse != c.objects)
-    return fail(s, slab, "Slab corrupt", "inuse %lu + free %lu != objects", c.inuse, nfree);
+    return bad("Slab corrupt", "inuse %lu + free %lu != objects", c.inuse, nfree);
   if (on_partial && nfree == 0)
-    return fail(s, slab, "Slab corrupt", "full slab on the partial list%lu%lu", 0, 0);
+    return bad("Slab corrupt", "full slab on the partial list%lu%lu", 0, 0);
   return true;
 }
 
@@ -136,9 +151,11 @@ bool validate_slab_cache(kmem_cache* s) {
       return false;
     }
   }
-  // 2. Every slab of the cache, from the memory map.
-  int changing = s->slabs_changing.load();
+  // 2. Every slab of the cache, from the memory map.  slab_gen before slabs_changing, as in
+  // validate_slab: a creation or discard that began after the second read bumps slab_gen
+  // after the first.
   std::uint64_t gen = s->slab_gen.load();
+  int changing = s->slabs_changing.load();
   long slabs = 0, objects = 0;
   bool ok = true;
   s->pa->for_each_section([&](mem_section* sec) {
@@ -165,20 +182,22 @@ bool validate_slab_cache(kmem_cache* s) {
     }
   });
   if (!ok) return false;
+  // The counters are read before the closing checks: one read after them could take in a
+  // creation or discard that began after the checks.
+  long want_slabs = 0, want_objects = 0;
+  for (unsigned i = 0; i < s->nr_nodes; ++i) {
+    want_slabs += s->node[i]->nr_slabs.load();
+    want_objects += s->node[i]->total_objects.load();
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // the walk's loads before these
   // slabs_changing before slab_gen: a creation the walk saw half-way is still counted in the
   // former, or its slab_gen bump (made before its decrement) shows in the latter.
-  if (changing == 0 && s->slabs_changing.load() == 0 && s->slab_gen.load() == gen) {
-    long want_slabs = 0, want_objects = 0;
-    for (unsigned i = 0; i < s->nr_nodes; ++i) {
-      want_slabs += s->node[i]->nr_slabs.load();
-      want_objects += s->node[i]->total_objects.load();
-    }
-    if (want_slabs != slabs || want_objects != objects) {
-      report_bug(s->name, "Slab corrupt",
-                 "counters say %ld slabs / %ld objects, the memory map holds %ld / %ld\n",
-                 want_slabs, want_objects, slabs, objects);
-      return false;
-    }
+  bool quiet = changing == 0 && s->slabs_changing.load() == 0 && s->slab_gen.load() == gen;
+  if (quiet && (want_slabs != slabs || want_objects != objects)) {
+    report_bug(s->name, "Slab corrupt",
+               "counters say %ld slabs / %ld objects, the memory map holds %ld / %ld\n", want_slabs,
+               want_objects, slabs, objects);
+    return false;
   }
   return true;
 }
