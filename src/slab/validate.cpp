@@ -72,13 +72,14 @@ bool validate_slab(kmem_cache* s, page* slab, bool on_partial, bool walk_freelis
   snapshot_freelist(slab, &freelist, &c);
   // A mismatch found in an off-list slab is this cache's fault only if no slab was created or
   // discarded since the snapshot (a discard clears the map and PG_slab after its bump).
+  auto moved = [&] { return off_list && s->slab_gen.load() != gen; };
   auto bad = [&](const char* problem, const char* fmt, unsigned long a, unsigned long b) {
-    return (off_list && s->slab_gen.load() != gen) || fail(s, slab, problem, fmt, a, b);
+    return moved() || fail(s, slab, problem, fmt, a, b);
   };
   if (off_list) {
     bool mine =
         (page_flags(slab) & PG_slab) && __atomic_load_n(&slab->slab_cache, __ATOMIC_RELAXED) == s;
-    if (!mine || s->slab_gen.load() != gen) return true;
+    if (!mine || moved()) return true;
     walk_freelist = !c.frozen && freelist == nullptr;
   } else {  // on a partial list, under list_lock: it cannot be discarded meanwhile
     if (!(page_flags(slab) & PG_slab))
@@ -109,7 +110,7 @@ bool validate_slab(kmem_cache* s, page* slab, bool on_partial, bool walk_freelis
     auto a = reinterpret_cast<std::uintptr_t>(p);
     if (a < base + s->red_left_pad || a >= base + std::size_t{c.objects} * s->size ||
         (a - base - s->red_left_pad) % s->size) {
-      if (off_list && s->slab_gen.load() != gen) return true;
+      if (moved()) return true;
       report_bug(s->name, "Freepointer corrupt",
                  "slab %p: free list entry %p is not an object of this slab\n", slab_address(slab),
                  p);
