@@ -195,6 +195,18 @@ enum class push_kind { plain, keyed, ticked };
 // stores key at key_word (the object's free-key word; repeated if the sequence restarts,
 // which is harmless: obj is the caller's until the commit).  slow: the slot is full, held
 // or without a sheaf.
+// The parts every push shares (inside the sequence, rax = this CPU's area): tmp = cap,
+// w = {size, tick}, n = size; then tmp = objs and `dup` if obj is on top (n == 0 compares the
+// sheaf header, never an object).
+#define USLUB_SLOT_PUSH_LOAD                 \
+  "movl %c[ocap](%%rax,%[off]), %k[tmp]\n\t" \
+  "movl %c[osize](%%rax,%[off]), %k[w]\n\t"  \
+  "movzwl %w[w], %k[n]\n\t"
+#define USLUB_SLOT_PUSH_IN_A_ROW             \
+  "movq %c[oobjs](%%rax,%[off]), %[tmp]\n\t" \
+  "cmpq %[obj], -8(%[tmp],%[n],8)\n\t"       \
+  "je %l[dup]\n\t"
+
 template <unsigned Shift, unsigned Disp, push_kind Kind>
 USLUB_ALWAYS_INLINE slot_push rseq_slot_push(char* area, std::uintptr_t off, void* obj,
                                              std::uintptr_t* key_word, std::uintptr_t key) {
@@ -202,17 +214,11 @@ USLUB_ALWAYS_INLINE slot_push rseq_slot_push(char* area, std::uintptr_t off, voi
   std::uint64_t n, tmp, w;  // tmp: cap, then objs; w: {size, tick} + the step
 restart:
   if constexpr (Kind == push_kind::keyed) {
-    asm volatile goto(USLUB_RSEQ_PROLOGUE_AREA
-                      "movl %c[ocap](%%rax,%[off]), %k[tmp]\n\t"
-                      "movl %c[osize](%%rax,%[off]), %k[w]\n\t"
-                      "movzwl %w[w], %k[n]\n\t"
+    asm volatile goto(USLUB_RSEQ_PROLOGUE_AREA USLUB_SLOT_PUSH_LOAD
                       "addl uslub_slot_tick_inc(%%rip), %k[w]\n\t"  // size + 1, tick + step
                       "jc %l[sample]\n\t"  // the tick wrapped: this free is checked
                       "cmpl %k[tmp], %k[n]\n\t"
-                      "jge %l[slow]\n\t"
-                      "movq %c[oobjs](%%rax,%[off]), %[tmp]\n\t"
-                      "cmpq %[obj], -8(%[tmp],%[n],8)\n\t"  // n == 0: the sheaf header
-                      "je %l[dup]\n\t"
+                      "jge %l[slow]\n\t" USLUB_SLOT_PUSH_IN_A_ROW
                       "movq %[key], (%[kw])\n\t"
                       "movq %[obj], (%[tmp],%[n],8)\n\t"
                       "movl %k[w], %c[osize](%%rax,%[off])\n\t"  // commit: size and tick
@@ -226,17 +232,11 @@ restart:
   } else if constexpr (Kind == push_kind::ticked) {
     (void)key_word, (void)key;
     asm volatile goto(
-        USLUB_RSEQ_PROLOGUE_AREA
-        "movl %c[ocap](%%rax,%[off]), %k[tmp]\n\t"
-        "movl %c[osize](%%rax,%[off]), %k[w]\n\t"
-        "movzwl %w[w], %k[n]\n\t"
+        USLUB_RSEQ_PROLOGUE_AREA USLUB_SLOT_PUSH_LOAD
         "addl uslub_slot_tick_inc+4(%%rip), %k[w]\n\t"  // size + 1, tick + step (a carry is
                                                         // dropped)
         "cmpl %k[tmp], %k[n]\n\t"
-        "jge %l[slow]\n\t"
-        "movq %c[oobjs](%%rax,%[off]), %[tmp]\n\t"
-        "cmpq %[obj], -8(%[tmp],%[n],8)\n\t"
-        "je %l[dup]\n\t"
+        "jge %l[slow]\n\t" USLUB_SLOT_PUSH_IN_A_ROW
         "movq %[obj], (%[tmp],%[n],8)\n\t"
         "movl %k[w], %c[osize](%%rax,%[off])\n\t"  // commit: size and tick
         "2:\n\t"
@@ -248,15 +248,9 @@ restart:
   } else {
     (void)key_word, (void)key;
     asm volatile goto(
-        USLUB_RSEQ_PROLOGUE_AREA
-        "movl %c[ocap](%%rax,%[off]), %k[tmp]\n\t"
-        "movl %c[osize](%%rax,%[off]), %k[w]\n\t"
-        "movzwl %w[w], %k[n]\n\t"
+        USLUB_RSEQ_PROLOGUE_AREA USLUB_SLOT_PUSH_LOAD
         "cmpl %k[tmp], %k[n]\n\t"
-        "jge %l[slow]\n\t"
-        "movq %c[oobjs](%%rax,%[off]), %[tmp]\n\t"
-        "cmpq %[obj], -8(%[tmp],%[n],8)\n\t"
-        "je %l[dup]\n\t"
+        "jge %l[slow]\n\t" USLUB_SLOT_PUSH_IN_A_ROW
         "movq %[obj], (%[tmp],%[n],8)\n\t"
         "addl $1, %k[w]\n\t"
         "movl %k[w], %c[osize](%%rax,%[off])\n\t"  // commit: size + 1, tick unchanged
