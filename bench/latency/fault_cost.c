@@ -1,6 +1,6 @@
 // fault_cost: what one anonymous page fault costs on this machine.  Maps 64 MiB three times
 // and faults it in page by page (a write to each page) or in steps of N pages with
-// MADV_POPULATE_WRITE; prints ns per page and the slowest step.  bench/latency/faults.sh
+// MADV_POPULATE_WRITE; prints ns per page and the slowest step.  bench/latency/faults.py
 // builds and runs it: a fault taken inside malloc adds this to that call.
 // usage: fault_cost PAGES_PER_STEP   (1: plain writes)
 #include <stdio.h>
