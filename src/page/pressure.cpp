@@ -27,7 +27,8 @@
 // child handler once every allocator lock is released, so the new thread's set-up may
 // allocate) re-creates it in the child when the parent had one, with fds of its own: an
 // inherited PSI trigger or eventfd is the same open file as the parent's, so parent and child
-// would take each other's events.
+// would take each other's events.  It also frees shrink_mutex, which a pass of a parent's
+// thread may have held at the fork (the handlers do not take it).
 //
 // Locking: the shrinker list is lock-free (push-only); running shrinkers is serialised by
 // shrink_mutex, which is taken with no other lock held (outermost, before slab_mutex).  A
@@ -46,6 +47,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "page/page_alloc.hpp"
 #include "sync/spinlock.hpp"
@@ -237,6 +239,12 @@ bool pressure_start() {
 }
 
 void pressure_fork_child() {
+  // shrink_mutex is not taken by the fork handlers (a pass may run for long, and it is
+  // outermost): a thread of the parent may have been inside a pass (the monitor on an event,
+  // malloc_trim, an allocation at the memory limit).  That thread does not exist here, and
+  // what the shrinkers change is guarded by the locks the handlers did take, so the pass just
+  // stops where it was: the mutex is free, as the slab layer's walker mutex is.
+  new (&shrink_mutex) spinlock_t(&shrink_mutex_key);
   int state = g_monitor_state.load(std::memory_order_acquire);
   if (state != 1 && state != 2) return;  // no monitor (or none possible) in the parent
   // Only this thread exists: the parent's monitor (and a thread that was starting one) is gone.
