@@ -65,6 +65,7 @@ constinit std::atomic<int> g_monitor_state{0};  // 0 none, 1 starting, 2 running
 // Written before the thread starts (and in a fork child, before it is re-created).
 int g_psi_fd = -1, g_cg_fd = -1, g_inject_fd = -1, g_kick_fd = -1;
 constinit std::atomic<std::uint64_t> g_background_reclaims{0};
+constinit std::atomic<bool> g_monitor_running{false};  // set by the thread itself
 const char* g_source = nullptr;
 
 std::size_t run_shrinkers(shrink_reason why, bool alloc_safe_only) {
@@ -120,6 +121,9 @@ void reclaim_kick() {
 }
 
 void* monitor_main(void*) {
+  // The thread runs: pressure_start may return (see there).
+  g_monitor_running.store(true, std::memory_order_release);
+  g_monitor_running.notify_one();
   std::uint64_t cg_last = g_cg_fd >= 0 ? read_cgroup_events(g_cg_fd) : 0;
   for (;;) {
     pollfd fds[3];
@@ -231,6 +235,10 @@ bool pressure_start() {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   pthread_attr_destroy(&attr);
   if (ok) {
+    // Wait until the thread runs its own code: a thread still starting may be inside the
+    // process's malloc (the C library's and a sanitizer runtime's thread set-up allocate), and
+    // a fork then would give the child that malloc's lock held by a thread it does not have.
+    g_monitor_running.wait(false, std::memory_order_acquire);
     pthread_setname_np(t, "uslub-pressure");
     global_page_allocator().set_reclaim_worker(&reclaim_kick);
   }
@@ -254,6 +262,7 @@ void pressure_fork_child() {
     *fd = -1;
   }
   g_source = nullptr;
+  g_monitor_running.store(false, std::memory_order_relaxed);
   g_monitor_state.store(0, std::memory_order_release);
   pressure_start();
 }

@@ -371,8 +371,9 @@ static void drain_during_traffic(bool stats) {
   kmem_cache* s =
       stats ? make("sheaf-drain", 256)
             : kmem_cache_create("sheaf-drain-slot", 256, 0, SLAB_NO_MERGE | SLAB_SHEAVES, nullptr);
-  if (!stats && USLUB_HAVE_RSEQ_ASM && platform::rseq_sequences_usable())
+  if (!stats && USLUB_HAVE_RSEQ_ASM && platform::rseq_sequences_usable()) {
     EXPECT_TRUE(s->sheaf_rseq) << "no statistics: the hot slot on rseq";
+  }
   std::atomic<bool> stop{false};
   std::atomic<long> dup{0};
   std::mutex mu;
@@ -400,7 +401,9 @@ static void drain_during_traffic(bool stats) {
   stop = true;
   for (auto& t : ts) t.join();
   EXPECT_EQ(dup.load(), 0);
-  if (stats) EXPECT_GT(info_of(s).sheaf_stat[SHEAF_REMOTE_DRAIN], 100u);
+  if (stats) {
+    EXPECT_GT(info_of(s).sheaf_stat[SHEAF_REMOTE_DRAIN], 100u);
+  }
   EXPECT_EQ(kmem_cache_validate(s), 0);
   kmem_cache_shrink(s);
   report_capture cap;
@@ -562,8 +565,9 @@ static void signal_storm(int kind) {
   for (auto& t : ts) t.join();
   EXPECT_EQ(dup.load(), 0);
   EXPECT_EQ(bad.load(), 0);
-  if (kind > 0 && USLUB_HAVE_RSEQ_ASM && platform::rseq_sequences_usable())
+  if (kind > 0 && USLUB_HAVE_RSEQ_ASM && platform::rseq_sequences_usable()) {
     EXPECT_GT(platform::rseq_abort_count(), aborts) << "the storm aborted sequences";
+  }
   kmalloc_set_double_free_rate(saved_rate);
   EXPECT_EQ(during.count(), 0u) << (during.count() ? during.reports()[0] : "");
   if (!s) {
