@@ -134,8 +134,8 @@ TEST(Sheaf, TheBarnLimitGrowsOnlyWhileFullSheavesAreTaken) {
   pin_to_this_cpu pin;
   kmem_cache* s = make("sheaf-barn-grow", 64);
   const unsigned cap = info_of(s).sheaf_capacity;
-  const unsigned base = static_cast<unsigned>(kBarnBytes / (cap * 64ul));
-  ASSERT_GE(base, kBarnMinSheaves);
+  const unsigned base = std::clamp(static_cast<unsigned>(kBarnBytes / (cap * 64ul)),
+                                   kBarnMinSheaves, kBarnMaxSheaves);
   const unsigned n = cap * (base + base / 2);  // one and a half base limits of full sheaves
   std::vector<void*> v;
   auto alloc_all = [&] {
@@ -276,16 +276,19 @@ TEST(Sheaf, ASecondCopyHandedOutMeanwhileIsDroppedByTheFlush) {
 
 // Passive false sharing: objects smaller than a cache line, allocated one after the other,
 // come from different lines (a thread handing them to other threads must not make those
-// threads write one line); they still come from the same slab.
+// threads write one line); they still come from a few pages, walked line by line (a refill
+// of 512 small objects takes them from a few slabs, one group of slots after the other).
 TEST(Sheaf, ConsecutiveSmallObjectsComeFromDifferentCacheLines) {
   for (size_t size : {8ul, 16ul, 24ul, 32ul, 48ul}) {
     kmem_cache* s = make("sheaf-lines", size);
     std::vector<uintptr_t> v;
-    for (int i = 0; i < 16; ++i) v.push_back(reinterpret_cast<uintptr_t>(kmem_cache_alloc(s, 0)));
+    for (int i = 0; i < 64; ++i) v.push_back(reinterpret_cast<uintptr_t>(kmem_cache_alloc(s, 0)));
     for (size_t i = 1; i < v.size(); ++i) {
       EXPECT_NE(v[i] >> 6, v[i - 1] >> 6) << "size " << size << ", allocation " << i;
-      EXPECT_EQ(v[i] >> 12, v[0] >> 12) << "size " << size << ": one page";
     }
+    std::set<uintptr_t> pages;
+    for (uintptr_t p : v) pages.insert(p >> 12);
+    EXPECT_LE(pages.size(), 8u) << "size " << size << ": 64 allocations from a few pages";
     for (uintptr_t p : v) kmem_cache_free(s, reinterpret_cast<void*>(p));
     EXPECT_EQ(kmem_cache_validate(s), 0);
     kmem_cache_destroy(s);
