@@ -451,14 +451,21 @@ void sheaf_stat_inc_slow(const kmem_cache* s, sheaf_stat_item si, std::uint64_t 
   c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }
 
-// Objects up to 64 B get the largest sheaves (512, 32 KiB of 64-B objects, as many bytes as a
-// sheaf of 2-KiB objects holds): their programs make the most allocations per byte, and every
-// sheaf that goes to or comes from the barn costs a slot lock and a barn lock however few
-// objects it carries.  Against 64 (bench/results/2026-12-03-sheaf-capacity-*.md): xmalloc-test
-// (64-B objects made by one thread and freed by another) 26 % faster, glibc-thread 13 %,
-// glibc-simple and mstress 12-17 %, the rest within noise, peak RSS unchanged.
+// A sheaf of objects up to 64 B holds up to 8 KiB of them (512 of 8 or 16 B, 256 of 24 or 32 B,
+// 128 of 40 to 64 B), as one of 128-B objects does; larger objects keep the counts below.
+// Every trip of a sheaf to or from the barn costs the slot lock and the barn lock however few
+// objects it carries, and at 64 objects a sheaf of 16-B objects carried only 1 KiB.  The limit
+// is in bytes because the slot keeps, in a program whose allocations and frees balance, about
+// one sheaf of free objects per class in steady state (the sheaf level wanders over main and
+// spare): a fixed 512 for every class up to 64 B made alloc-test on one thread 25-40 % slower
+// at L2- and L3-sized working sets (bench/results/2026-12-03-sheaf-capacity-*.md).
 unsigned sheaf_default_capacity(unsigned size) {
-  return size <= 64 ? 512 : size <= 128 ? 64 : size <= 512 ? 32 : size <= 2048 ? 16 : 8;
+  if (size <= 64) {
+    unsigned cap = 512;
+    while (cap > 64 && cap * size > 8192) cap /= 2;
+    return cap;
+  }
+  return size <= 128 ? 64 : size <= 512 ? 32 : size <= 2048 ? 16 : 8;
 }
 
 // ---- slow paths -------------------------------------------------------------------------
