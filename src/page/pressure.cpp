@@ -65,7 +65,6 @@ constinit std::atomic<int> g_monitor_state{0};  // 0 none, 1 starting, 2 running
 // Written before the thread starts (and in a fork child, before it is re-created).
 int g_psi_fd = -1, g_cg_fd = -1, g_inject_fd = -1, g_kick_fd = -1;
 constinit std::atomic<std::uint64_t> g_background_reclaims{0};
-constinit std::atomic<bool> g_monitor_running{false};  // set by the thread itself
 const char* g_source = nullptr;
 
 std::size_t run_shrinkers(shrink_reason why, bool alloc_safe_only) {
@@ -121,9 +120,9 @@ void reclaim_kick() {
 }
 
 void* monitor_main(void*) {
-  // The thread runs: pressure_start may return (see there).
-  g_monitor_running.store(true, std::memory_order_release);
-  g_monitor_running.notify_one();
+  // The thread runs: "running" is now true, and pressure_start may return (see there).
+  g_monitor_state.store(2, std::memory_order_release);
+  g_monitor_state.notify_all();
   std::uint64_t cg_last = g_cg_fd >= 0 ? read_cgroup_events(g_cg_fd) : 0;
   for (;;) {
     pollfd fds[3];
@@ -238,11 +237,12 @@ bool pressure_start() {
     // Wait until the thread runs its own code: a thread still starting may be inside the
     // process's malloc (the C library's and a sanitizer runtime's thread set-up allocate), and
     // a fork then would give the child that malloc's lock held by a thread it does not have.
-    g_monitor_running.wait(false, std::memory_order_acquire);
+    g_monitor_state.wait(1, std::memory_order_acquire);
     pthread_setname_np(t, "uslub-pressure");
     global_page_allocator().set_reclaim_worker(&reclaim_kick);
+  } else {
+    g_monitor_state.store(3, std::memory_order_release);  // (a running thread stores 2 itself)
   }
-  g_monitor_state.store(ok ? 2 : 3, std::memory_order_release);
   return ok;
 }
 
@@ -262,7 +262,6 @@ void pressure_fork_child() {
     *fd = -1;
   }
   g_source = nullptr;
-  g_monitor_running.store(false, std::memory_order_relaxed);
   g_monitor_state.store(0, std::memory_order_release);
   pressure_start();
 }

@@ -25,6 +25,40 @@ void register_slab_fork_handlers() {
   ASSERT_EQ(registered, 0);
 }
 
+// Forks a child that fills and empties s, injects a pressure event into its own monitor and
+// waits up to 20 s for it; the child exits 0 if the event was handled and a slab went back.
+// Returns the child's pid (the parent waits with expect_child_shrank).
+pid_t fork_shrinking_child(kmem_cache* s) {
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  // Child: no std::vector (uslub_core is not this process's malloc, but keep it simple).
+  static void* objs[20000];
+  for (auto& p : objs) p = kmem_cache_alloc(s, 0);
+  for (void* p : objs) kmem_cache_free(s, p);
+  long slabs_before = s->node[0]->nr_slabs.load();
+  if (slabs_before <= 0) _exit(2);
+  pressure_stats before = pressure_get_stats();
+  if (!before.source) _exit(3);  // no monitor in the child
+  if (!pressure_inject()) _exit(4);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (pressure_get_stats().events == before.events &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // Not "exactly one": a real PSI event in the child may count too; the parent's monitor
+  // taking the child's event (shared fds) leaves the count unchanged.
+  if (pressure_get_stats().events == before.events) _exit(5);
+  if (s->node[0]->nr_slabs.load() >= slabs_before) _exit(6);  // nothing shrunk
+  _exit(0);
+}
+
+void expect_child_shrank(int status) {
+  ASSERT_TRUE(WIFEXITED(status));
+  if (kCheckChildStatus) {
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "2: no slabs, 3: no monitor, 4: inject failed, 5: the "
+                                         "child's event was not handled, 6: no slab went back";
+  }
+}
+
 TEST(Pressure, AnEventShrinksTheCachesAndReturnsMemory) {
   kfree(kmalloc(8, 0));  // kmalloc up: its shrinkers registered
   ASSERT_TRUE(pressure_start());
@@ -94,35 +128,11 @@ TEST(Pressure, AForkedChildRecreatesTheMonitorAndShrinksOnAnEvent) {
   register_slab_fork_handlers();
   kmem_cache* s = kmem_cache_create("pressure-fork", 256, 0, SLAB_NO_MERGE, nullptr);
   ASSERT_NE(s, nullptr);
-  pid_t pid = fork();
+  pid_t pid = fork_shrinking_child(s);
   ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    // Child: no std::vector (uslub_core is not this process's malloc, but keep it simple).
-    static void* objs[20000];
-    for (auto& p : objs) p = kmem_cache_alloc(s, 0);
-    for (void* p : objs) kmem_cache_free(s, p);
-    long slabs_before = s->node[0]->nr_slabs.load();
-    if (slabs_before <= 0) _exit(2);
-    pressure_stats before = pressure_get_stats();
-    if (!before.source) _exit(3);  // no monitor in the child
-    if (!pressure_inject()) _exit(4);
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (pressure_get_stats().events == before.events &&
-           std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    // Not "exactly one": a real PSI event in the child may count too; the parent's monitor
-    // taking the child's event (shared fds) leaves the count unchanged.
-    if (pressure_get_stats().events == before.events) _exit(5);
-    if (s->node[0]->nr_slabs.load() >= slabs_before) _exit(6);  // nothing shrunk
-    _exit(0);
-  }
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status));
-  if (kCheckChildStatus) {
-    EXPECT_EQ(WEXITSTATUS(status), 0) << "2: no slabs, 3: no monitor, 4: inject failed, 5: the "
-                                         "child's event was not handled, 6: no slab went back";
-  }
+  expect_child_shrank(status);
   kmem_cache_destroy(s);
 }
 
@@ -154,33 +164,12 @@ TEST(Pressure, AForkDuringTheParentsPressurePassLeavesTheChildAbleToShrink) {
   while (g_blocking_state.load() != 1 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   ASSERT_EQ(g_blocking_state.load(), 1) << "the parent's pass did not start";
-  pid_t pid = fork();
+  pid_t pid = fork_shrinking_child(s);
   ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    static void* objs[20000];
-    for (auto& p : objs) p = kmem_cache_alloc(s, 0);
-    for (void* p : objs) kmem_cache_free(s, p);
-    long slabs_before = s->node[0]->nr_slabs.load();
-    if (slabs_before <= 0) _exit(2);
-    pressure_stats before = pressure_get_stats();
-    if (!before.source) _exit(3);
-    if (!pressure_inject()) _exit(4);
-    auto child_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (pressure_get_stats().events == before.events &&
-           std::chrono::steady_clock::now() < child_deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    if (pressure_get_stats().events == before.events) _exit(5);
-    if (s->node[0]->nr_slabs.load() >= slabs_before) _exit(6);
-    _exit(0);
-  }
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   g_blocking_state.store(2);  // the parent's pass ends
-  ASSERT_TRUE(WIFEXITED(status));
-  if (kCheckChildStatus) {
-    EXPECT_EQ(WEXITSTATUS(status), 0) << "2: no slabs, 3: no monitor, 4: inject failed, 5: the "
-                                         "child's event was not handled, 6: no slab went back";
-  }
+  expect_child_shrank(status);
   kmem_cache_destroy(s);
 }
 

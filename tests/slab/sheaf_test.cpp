@@ -277,7 +277,7 @@ TEST(Sheaf, ASecondCopyHandedOutMeanwhileIsDroppedByTheFlush) {
 // Passive false sharing: objects smaller than a cache line, allocated one after the other,
 // come from different lines (a thread handing them to other threads must not make those
 // threads write one line); they still come from a few pages, walked line by line (a refill
-// of 512 small objects takes them from a few slabs, one group of slots after the other).
+// of up to 512 small objects takes them from a few slabs, one group of slots after the other).
 TEST(Sheaf, ConsecutiveSmallObjectsComeFromDifferentCacheLines) {
   for (size_t size : {8ul, 16ul, 24ul, 32ul, 48ul}) {
     kmem_cache* s = make("sheaf-lines", size);
