@@ -324,7 +324,7 @@ void sheaf_prepare_refill(kmem_cache* s, void** objs, unsigned n) {
 // ---- the barn ---------------------------------------------------------------------------
 
 node_barn* local_barn(kmem_cache* s) {
-  return s->barn[static_cast<unsigned>(platform::cpu_to_node(this_cpu_index(s))) % s->nr_nodes];
+  return &s->barn[static_cast<unsigned>(platform::cpu_to_node(this_cpu_index(s))) % s->nr_nodes];
 }
 
 // The base limit of a barn's lists (sheaf.hpp): 10 sheaves, or kBarnBytes of objects.
@@ -789,7 +789,7 @@ void sheaf_drain_all(kmem_cache* s) {
   std::atomic_thread_fence(std::memory_order_seq_cst);  // the increment before the fences
   for (unsigned cpu = 0; cpu < s->nr_cpus; ++cpu) sheaf_drain_cpu(s, cpu);
   for (unsigned n = 0; n < s->nr_nodes; ++n) {
-    node_barn* b = s->barn[n];
+    node_barn* b = &s->barn[n];
     b->lock.lock();
     slab_sheaf* lists[2] = {b->full, b->empty};
     b->full = b->empty = nullptr;
@@ -810,12 +810,12 @@ void sheaf_drain_all(kmem_cache* s) {
 void sheaf_fork_prepare(kmem_cache* s) {
   if (!s->cpu_sheaves) return;
   for (unsigned cpu = 0; cpu < s->nr_cpus; ++cpu) pcs_lock_remote(s, cpu, &slab_mutex);
-  for (unsigned n = 0; n < s->nr_nodes; ++n) s->barn[n]->lock.lock_nest_lock(&slab_mutex);
+  for (unsigned n = 0; n < s->nr_nodes; ++n) s->barn[n].lock.lock_nest_lock(&slab_mutex);
 }
 
 void sheaf_fork_release(kmem_cache* s) {
   if (!s->cpu_sheaves) return;
-  for (unsigned n = s->nr_nodes; n-- > 0;) s->barn[n]->lock.unlock();
+  for (unsigned n = s->nr_nodes; n-- > 0;) s->barn[n].lock.unlock();
   for (unsigned cpu = s->nr_cpus; cpu-- > 0;) pcs_release(s, &s->cpu_sheaves[cpu]);
 }
 
@@ -897,6 +897,7 @@ void sheaf_use_slot(kmem_cache* s, unsigned index) {
 
 int sheaves_init(kmem_cache* s, unsigned capacity) {
   s->cpu_sheaves = nullptr;
+  s->barn = nullptr;
   s->sheaf_stat = nullptr;
   s->sheaf_rseq = false;
   s->slot_off = kZeroSlot * sizeof(sheaf_slot);
@@ -918,11 +919,9 @@ int sheaves_init(kmem_cache* s, unsigned capacity) {
     auto* pcs = new (&s->cpu_sheaves[c]) slub_percpu_sheaves();
     pcs->main = empty_sheaf();
   }
-  auto* barns = reinterpret_cast<node_barn*>(mem + barn_off);
-  for (unsigned n = 0; n < s->nr_nodes; ++n) {
-    s->barn[n] = new (&barns[n]) node_barn();
-    s->barn[n]->lock.set_class(&barn_lock_key);
-  }
+  s->barn = reinterpret_cast<node_barn*>(mem + barn_off);
+  for (unsigned n = 0; n < s->nr_nodes; ++n) new (&s->barn[n]) node_barn();
+  for (unsigned n = 0; n < s->nr_nodes; ++n) s->barn[n].lock.set_class(&barn_lock_key);
   if (s->flags & SLAB_STATS) {
     s->sheaf_stat = reinterpret_cast<std::atomic<std::uint64_t>*>(mem + stat_off);
     for (std::size_t i = 0; i < std::size_t{s->nr_cpus} * NR_SHEAF_STAT_ITEMS; ++i)
@@ -962,6 +961,7 @@ void sheaves_free(kmem_cache* s) {
   }
   percpu_area_free(s->cpu_sheaves, s->pcs_bytes);
   s->cpu_sheaves = nullptr;
+  s->barn = nullptr;
 }
 
 void sheaf_set_capacity(kmem_cache* s, unsigned capacity) {

@@ -220,7 +220,7 @@ int kmem_cache_open(kmem_cache* s, page_allocator* pa, const char* name, std::si
   }
   set_cpu_partial(s);
   for (unsigned n = 0; n < s->nr_nodes; ++n) {
-    kmem_cache_node* node = s->node[n];
+    kmem_cache_node* node = &s->node[n];
     node->list_lock.set_class(&list_lock_key);
     INIT_LIST_HEAD(&node->partial);
     node->nr_partial = 0;
@@ -229,13 +229,6 @@ int kmem_cache_open(kmem_cache* s, page_allocator* pa, const char* name, std::si
   bool sheaves = s != &boot_kmem_cache && !(s->flags & (SLAB_NO_SHEAVES | SLAB_DEBUG_PATH)) &&
                  ((flags & SLAB_SHEAVES) || g_sheaves_default);
   return sheaves_init(s, sheaves ? sheaf_default_capacity(s->size) : 0);
-}
-
-// Node structures per kmem_cache object: the real node count, but at least 8 so that tests
-// can run a fake multi-node page allocator beside a single-node global one.
-unsigned boot_node_capacity(page_allocator* pa) {
-  unsigned n = pa->nr_zones() < 8 ? 8 : pa->nr_zones();
-  return n > platform::kMaxNodes ? platform::kMaxNodes : n;
 }
 
 void slab_init() {
@@ -252,9 +245,9 @@ void slab_init() {
   if (getenv("USLUB_DOUBLE_FREE"))
     g_free_key_default = platform::env_size("USLUB_DOUBLE_FREE", 1) != 0;
   kmem_cache* s = &boot_kmem_cache;
-  for (unsigned n = 0; n < platform::kMaxNodes; ++n) s->node[n] = &boot_nodes[n];
-  std::size_t obj = sizeof(kmem_cache) + boot_node_capacity(pa) * sizeof(kmem_cache_node);
-  if (kmem_cache_open(s, pa, "kmem_cache", obj, kCacheLine, SLAB_NO_MERGE, nullptr) != 0)
+  s->node = boot_nodes;
+  if (kmem_cache_open(s, pa, "kmem_cache", sizeof(kmem_cache), kCacheLine, SLAB_NO_MERGE,
+                      nullptr) != 0)
     panic("cannot bootstrap the kmem_cache cache");
   list_add_tail(&s->list, &slab_caches);
   g_slab_state.store(2, std::memory_order_release);
@@ -281,6 +274,7 @@ kmem_cache* find_mergeable(page_allocator* pa, const kmem_cache& want) {
 void free_kmem_cache(kmem_cache* s) {
   sheaves_free(s);
   if (s->cpu_slab) percpu_area_free(s->cpu_slab, s->cpu_bytes);
+  if (s->node) percpu_area_free(s->node, std::size_t{s->nr_nodes} * sizeof(kmem_cache_node));
   page* slab = virt_to_slab(s);
   if (slab) slab_free(&boot_kmem_cache, slab, s);
 }
@@ -303,10 +297,6 @@ kmem_cache* kmem_cache_create_on(page_allocator* pa, const char* name, std::size
   slab_init();
   if (flags & SLAB_TYPESAFE_BY_RCU) rcu_init();  // its slabs' freeing goes through call_rcu
   if (!pa) pa = &global_page_allocator();
-  if (pa->nr_zones() > boot_node_capacity(&global_page_allocator())) {
-    errno = EINVAL;
-    return nullptr;
-  }
   flags = kmem_cache_flags(name, flags);  // USLUB_DEBUG
   if (g_stats.load(std::memory_order_relaxed)) flags |= SLAB_STATS;
   if (mergeable_flags(flags, ctor)) {
@@ -325,8 +315,15 @@ kmem_cache* kmem_cache_create_on(page_allocator* pa, const char* name, std::size
     return nullptr;
   }
   new (s) kmem_cache();
-  auto* nodes = reinterpret_cast<kmem_cache_node*>(s + 1);
-  for (unsigned n = 0; n < pa->nr_zones(); ++n) s->node[n] = new (&nodes[n]) kmem_cache_node();
+  s->nr_nodes = pa->nr_zones();
+  s->node = static_cast<kmem_cache_node*>(
+      percpu_area_alloc(std::size_t{s->nr_nodes} * sizeof(kmem_cache_node)));
+  if (!s->node) {
+    free_kmem_cache(s);
+    errno = ENOMEM;
+    return nullptr;
+  }
+  for (unsigned n = 0; n < s->nr_nodes; ++n) new (&s->node[n]) kmem_cache_node();
   if (kmem_cache_open(s, pa, name, size, align, flags, ctor) != 0) {
     free_kmem_cache(s);
     errno = ENOMEM;
@@ -385,7 +382,7 @@ void slab_fork_prepare() {
     sheaf_fork_prepare(list_entry<kmem_cache, &kmem_cache::list>(l));
   for (list_head* l = slab_caches.next; l != &slab_caches; l = l->next) {
     kmem_cache* s = list_entry<kmem_cache, &kmem_cache::list>(l);
-    for (unsigned n = 0; n < s->nr_nodes; ++n) s->node[n]->list_lock.lock_nest_lock(&slab_mutex);
+    for (unsigned n = 0; n < s->nr_nodes; ++n) s->node[n].list_lock.lock_nest_lock(&slab_mutex);
     for (unsigned c = 0; c < s->nr_cpus; ++c) s->cpu_slab[c].lock.lock_wait(&slab_mutex);
   }
   percpu_area_fork_prepare();  // a leaf
@@ -400,7 +397,7 @@ static void slab_fork_release() {
   for (list_head* l = slab_caches.prev; l != &slab_caches; l = l->prev) {
     kmem_cache* s = list_entry<kmem_cache, &kmem_cache::list>(l);
     for (unsigned c = s->nr_cpus; c-- > 0;) s->cpu_slab[c].lock.unlock();
-    for (unsigned n = s->nr_nodes; n-- > 0;) s->node[n]->list_lock.unlock();
+    for (unsigned n = s->nr_nodes; n-- > 0;) s->node[n].list_lock.unlock();
   }
   for (list_head* l = slab_caches.prev; l != &slab_caches; l = l->prev)
     sheaf_fork_release(list_entry<kmem_cache, &kmem_cache::list>(l));
@@ -434,7 +431,7 @@ void slab_fill_info(kmem_cache* s, kmem_cache_info* info) {
   info->min_partial = s->min_partial;
   unsigned long free_partial = 0, empty_partial = 0;
   for (unsigned i = 0; i < s->nr_nodes; ++i) {
-    kmem_cache_node* n = s->node[i];
+    kmem_cache_node* n = &s->node[i];
     info->num_slabs += static_cast<unsigned long>(n->nr_slabs.load());
     info->num_objs += static_cast<unsigned long>(n->total_objects.load());
     info->list_lock_acquired += n->list_lock.acquisitions();

@@ -795,7 +795,7 @@ int __kmem_cache_shrink(kmem_cache* s) {
   flush_all(s);
   unsigned cpu = this_cpu_index(s);
   for (unsigned i = 0; i < s->nr_nodes; ++i) {
-    kmem_cache_node* n = s->node[i];
+    kmem_cache_node* n = &s->node[i];
     n->list_lock.lock();
     long todo = n->nr_partial;
     n->list_lock.unlock();
@@ -831,13 +831,13 @@ bool __kmem_cache_shutdown(kmem_cache* s) {
   __kmem_cache_shrink(s);
   long slabs = 0, objects = 0;
   for (unsigned i = 0; i < s->nr_nodes; ++i) {
-    slabs += s->node[i]->nr_slabs.load();
-    objects += s->node[i]->total_objects.load();
+    slabs += s->node[i].nr_slabs.load();
+    objects += s->node[i].total_objects.load();
   }
   if (slabs == 0) return true;
   long free_objs = 0;
   for (unsigned i = 0; i < s->nr_nodes; ++i) {
-    kmem_cache_node* n = s->node[i];
+    kmem_cache_node* n = &s->node[i];
     lock_guard<spinlock_t> g(n->list_lock);
     for (list_head* pos = n->partial.next; pos != &n->partial; pos = pos->next) {
       slab_counters c = load_counters(list_entry<page, &page::lru>(pos));

@@ -187,9 +187,8 @@ std::uint64_t sheaf_parked_objects(kmem_cache* s) {
     pcs_unlock(pcs);
 #endif
   }
-  for (unsigned i = 0; i < s->nr_nodes; ++i) {
-    node_barn* b = s->barn[i];
-    if (!b) continue;
+  for (unsigned i = 0; s->barn && i < s->nr_nodes; ++i) {
+    node_barn* b = &s->barn[i];
     lock_guard<spinlock_t> g(b->lock);
     for (slab_sheaf* sh = b->full; sh; sh = sh->next) n += clamp_size(sh);
   }

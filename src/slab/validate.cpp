@@ -132,7 +132,7 @@ bool validate_slab_cache(kmem_cache* s) {
   flush_all(s);
   // 1. Node partial lists, under list_lock.
   for (unsigned i = 0; i < s->nr_nodes; ++i) {
-    kmem_cache_node* n = s->node[i];
+    kmem_cache_node* n = &s->node[i];
     lock_guard<spinlock_t> g(n->list_lock);
     std::size_t count = 0;
     for (list_head* pos = n->partial.next; pos != &n->partial; pos = pos->next) {
@@ -187,8 +187,8 @@ bool validate_slab_cache(kmem_cache* s) {
   // creation or discard that began after the checks.
   long want_slabs = 0, want_objects = 0;
   for (unsigned i = 0; i < s->nr_nodes; ++i) {
-    want_slabs += s->node[i]->nr_slabs.load();
-    want_objects += s->node[i]->total_objects.load();
+    want_slabs += s->node[i].nr_slabs.load();
+    want_objects += s->node[i].total_objects.load();
   }
   std::atomic_thread_fence(std::memory_order_seq_cst);  // the walk's loads before these
   // slabs_changing before slab_gen: a creation the walk saw half-way is still counted in the

@@ -35,7 +35,7 @@ pid_t fork_shrinking_child(kmem_cache* s) {
   static void* objs[20000];
   for (auto& p : objs) p = kmem_cache_alloc(s, 0);
   for (void* p : objs) kmem_cache_free(s, p);
-  long slabs_before = s->node[0]->nr_slabs.load();
+  long slabs_before = s->node[0].nr_slabs.load();
   if (slabs_before <= 0) _exit(2);
   pressure_stats before = pressure_get_stats();
   if (!before.source) _exit(3);  // no monitor in the child
@@ -47,7 +47,7 @@ pid_t fork_shrinking_child(kmem_cache* s) {
   // Not "exactly one": a real PSI event in the child may count too; the parent's monitor
   // taking the child's event (shared fds) leaves the count unchanged.
   if (pressure_get_stats().events == before.events) _exit(5);
-  if (s->node[0]->nr_slabs.load() >= slabs_before) _exit(6);  // nothing shrunk
+  if (s->node[0].nr_slabs.load() >= slabs_before) _exit(6);  // nothing shrunk
   _exit(0);
 }
 
@@ -73,7 +73,7 @@ TEST(Pressure, AnEventShrinksTheCachesAndReturnsMemory) {
   kfree(huge.back());
   huge.pop_back();
   ASSERT_GT(huge_get_stats().cached_bytes, 0u);
-  long slabs_before = s->node[0]->nr_slabs.load();
+  long slabs_before = s->node[0].nr_slabs.load();
   ASSERT_GT(slabs_before, 0);
   pressure_stats before = pressure_get_stats();
   std::uint64_t returned_before = global_page_allocator().stats().returned_bytes;
@@ -86,7 +86,7 @@ TEST(Pressure, AnEventShrinksTheCachesAndReturnsMemory) {
   EXPECT_EQ(after.events, before.events + 1);
   EXPECT_EQ(after.shrinks[static_cast<unsigned>(shrink_reason::pressure)],
             before.shrinks[static_cast<unsigned>(shrink_reason::pressure)] + 1);
-  EXPECT_LT(s->node[0]->nr_slabs.load(), slabs_before) << "empty slabs went back";
+  EXPECT_LT(s->node[0].nr_slabs.load(), slabs_before) << "empty slabs went back";
   EXPECT_EQ(huge_get_stats().cached_bytes, 0u) << "retained huge mappings went back";
   EXPECT_GT(global_page_allocator().stats().returned_bytes, returned_before)
       << "free pages were returned to the OS";

@@ -492,7 +492,7 @@ TEST(Sheaf, AlienFreesGoBackToTheirNodeOnAFakeTwoNodeMachine) {
   flush_all(s);
   EXPECT_EQ(kmem_cache_validate(s), 0);
   kmem_cache_shrink(s);
-  EXPECT_LE(s->node[1]->nr_slabs.load(), static_cast<long>(s->min_partial));
+  EXPECT_LE(s->node[1].nr_slabs.load(), static_cast<long>(s->min_partial));
   report_capture cap;
   kmem_cache_destroy(s);
   EXPECT_EQ(cap.count(), 0u);
