@@ -507,14 +507,17 @@ static void* sheaf_alloc_miss(kmem_cache* s, gfp_t gfp) {
       sh = sheaf_new(s);
     }
     if (!sh) return slab_alloc_core(s, gfp & ~__GFP_ZERO, NUMA_NO_NODE);
-    if (!kmem_cache_alloc_bulk_impl(s, 0, sh->capacity, sh->objects)) {
+    // At most one page of a new slab per refill (kmem_cache_alloc_bulk_impl's fresh_page): the
+    // key stores below are the first writes to those objects, and each new page is a fault.
+    int got = kmem_cache_alloc_bulk_impl(s, 0, sh->capacity, sh->objects, true);
+    if (!got) {
       sheaf_delete(s, sh);
       return slab_alloc_core(s, gfp & ~__GFP_ZERO, NUMA_NO_NODE);  // NULL + ENOMEM if truly out
     }
     sheaf_stat_inc(s, SHEAF_REFILL);
-    sh->size = sh->capacity - 1;
-    sheaf_prepare_refill(s, sh->objects,
-                         sh->capacity);  // (the one returned: cleared by the caller)
+    auto n = static_cast<unsigned>(got);
+    sh->size = n - 1;
+    sheaf_prepare_refill(s, sh->objects, n);  // (the one returned: cleared by the caller)
     void* obj = sh->objects[sh->size];
     pcs = pcs_lock_local(s);  // possibly another CPU now
     slab_sheaf* retire = sh;

@@ -25,8 +25,9 @@
 // It does not protect slab->freelist/counters: those change only by cmpxchg_double_slab
 // (one 16-byte CAS), so remote frees never take a list lock unless the slab changes lists.
 //
-// kmem_cache_cpu::lock (trylock only, like seed 003's pcp lock) protects c->slab, c->partial
-// and the slow-path updates of c->freelist.  User space is PREEMPT_RT: threads sharing a CPU
+// kmem_cache_cpu::lock (trylock only, like seed 003's pcp lock) protects c->slab, c->partial,
+// the CPU slab's virgin range (c->virgin, c->virgin_end) and the slow-path updates of
+// c->freelist.  User space is PREEMPT_RT: threads sharing a CPU
 // slot interleave at any instruction and a thread may still use a slot after migrating, so
 //   - every change of c->freelist, by fast or slow path, is one 16-byte CAS of
 //     (c->freelist, c->tid) that also advances tid;
@@ -56,8 +57,19 @@
 //   !frozen, on n->partial   has free objects; found by get_partial_node under list_lock
 //   !frozen, full            freelist == NULL, on no list (a free makes it frozen/partial)
 //   empty                    inuse == 0: discarded when nr_partial >= min_partial
-// Invariant (validate): inuse + |slab->freelist| + |objects on the owning CPU freelist| ==
-// objects; inuse counts objects handed to a CPU freelist as in use.
+// Invariant (validate): inuse + |slab->freelist| + |objects on the owning CPU freelist| +
+// |its virgin range| == objects; inuse counts objects handed to a CPU freelist or left in its
+// virgin range as in use.
+//
+// Lazy carving (mimalloc's free-list extension, snmalloc's bump allocation): a new slab's
+// objects are not linked when it is made.  The slab becomes the CPU slab with the objects its
+// allocation did not take as the CPU's virgin range [c->virgin, c->virgin_end): never written
+// by uslub, taken by address by the slow path (a bulk refill takes what it needs, a single
+// allocation also links the rest of the page into the CPU freelist), and linked only if the
+// CPU slab is detached (detach_cpu_slab) before the range is used up.  So a slab's pages
+// become resident as its objects are handed out, not all at once in the call that made it:
+// the faults of a 32-KiB slab of 4-KiB objects are spread over the allocations that use it,
+// and a class a program allocates once costs a page, not a slab.
 #pragma once
 
 #include <uslub/slab.h>
@@ -110,7 +122,9 @@ struct alignas(kDestructiveLine) kmem_cache_cpu {  // 128: no adjacent-line shar
   void* freelist;                                  // CAS with tid only
   std::uint64_t tid;                               // CAS with freelist only
   page* slab;                                      // lock; stored before the tid-advancing CAS
-  page* partial;  // lock; frozen slabs linked by slab->lru.next, count in slab_private
+  page* partial;     // lock; frozen slabs linked by slab->lru.next, count in slab_private
+  char* virgin;      // lock: the CPU slab's objects never handed out (lazy carving, above) ...
+  char* virgin_end;  // ... up to here; virgin == virgin_end: none
   local_trylock_t lock;
 };
 static_assert(offsetof(kmem_cache_cpu, freelist) == 0 && offsetof(kmem_cache_cpu, tid) == 8);
@@ -437,7 +451,11 @@ bool __kmem_cache_shutdown(kmem_cache* s);
 bool validate_slab_cache(kmem_cache* s);
 void slab_fill_info(kmem_cache* s, kmem_cache_info* info);
 void discard_slab(kmem_cache* s, page* slab);
-int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** p);
+// fresh_page (the sheaf refill): stop once objects were taken from a CPU slab's virgin range
+// (lazy carving, above), taking no more than those that start in one of its pages, and return
+// how many are in p[] (1 to nr), so that a refill makes at most one new page resident.
+int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** p,
+                               bool fresh_page = false);
 // checked: every p[i] is known to be an object of s (it passed slab_free_check when it was
 // freed into a sheaf), so only its slab is looked up.
 void kmem_cache_free_bulk_impl(kmem_cache* s, std::size_t nr, void** p, bool checked = false);

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <functional>
 
+#include "base/bits.hpp"
 #include "base/check.hpp"
 #include "rcu/rcu.hpp"
 #include "slab/cache_alloc.hpp"
@@ -58,6 +59,16 @@ USLUB_SLOWPATH void report_corrupt_freelist(kmem_cache* s, page* slab, void* at,
              slab_address(slab), bad);
 }
 
+// Links the objects [from, end) of a slab in address order, the last one to next; returns the
+// head (next if the range is empty).  Writes every object's free pointer: their pages fault in.
+void* link_objects(const kmem_cache* s, char* from, char* end, void* next) {
+  if (from == end) return next;
+  for (char* obj = from; obj + s->size < end; obj += s->size)
+    set_freepointer(s, obj, obj + s->size);
+  set_freepointer(s, end - s->size, next);
+  return from;
+}
+
 // Is p an object start inside slab?
 bool obj_in_slab(const kmem_cache* s, const page* slab, const void* p) {
   auto base = reinterpret_cast<std::uintptr_t>(slab_address(slab));
@@ -71,11 +82,12 @@ bool obj_in_slab(const kmem_cache* s, const page* slab, const void* p) {
 
 // ---- slab pages ------------------------------------------------------------------------
 
-// Allocates and initialises a new slab: frozen, inuse == objects, the free list in
-// slab->freelist (private to the caller until published).  carve > 0 (the bulk refill): the
-// first min(carve, objects) objects go to out[] by address and are not linked (their free
-// pointers are never written: the caller hands them out at once), slab->freelist links the rest
-// (null if none is left); *carved gets the count.
+// Allocates and initialises a new slab: frozen, inuse == objects.  out == nullptr (debug
+// caches): every object is linked, the list in slab->freelist (private to the caller until
+// published).  out != nullptr (the slow path, lazy carving: slab.hpp): the first
+// min(carve, objects) objects go to out[] by address, *carved gets their count, and nothing is
+// linked (slab->freelist null): the caller owns the rest, from slab_object(carved) on, as the
+// CPU slab's virgin range, and no object of the slab has been written.
 static page* allocate_slab_carve(kmem_cache* s, gfp_t, int node, unsigned cpu, std::size_t carve,
                                  void** out, std::size_t* carved);
 
@@ -99,20 +111,20 @@ static page* allocate_slab_carve(kmem_cache* s, gfp_t, int node, unsigned cpu, s
   s->slabs_changing.fetch_add(1);
   void* base = slab_address(slab);
   char* start = slab_object(s, base, 0);
-  unsigned first = carve < objects ? static_cast<unsigned>(carve) : objects;
   if (s->ctor)
     for (unsigned i = 0; i < objects; ++i) s->ctor(start + std::size_t{i} * s->size);
-  for (unsigned i = 0; i < first; ++i) out[i] = start + std::size_t{i} * s->size;
-  if (carved) *carved = first;
-  for (unsigned i = first; i < objects; ++i) {
-    char* obj = start + std::size_t{i} * s->size;
-    set_freepointer(s, obj, i + 1 < objects ? obj + s->size : nullptr);
+  void* fl = nullptr;
+  if (out) {
+    unsigned first = carve < objects ? static_cast<unsigned>(carve) : objects;
+    for (unsigned i = 0; i < first; ++i) out[i] = start + std::size_t{i} * s->size;
+    *carved = first;
+  } else {
+    fl = link_objects(s, start, start + std::size_t{objects} * s->size, nullptr);
   }
   slab_counters c{};
   c.inuse = objects;
   c.objects = objects;
   c.frozen = 1;
-  void* fl = first < objects ? start + std::size_t{first} * s->size : nullptr;
   __atomic_store_n(&slab->freelist, fl, __ATOMIC_RELAXED);
   __atomic_store_n(&slab->counters, c.v, __ATOMIC_RELAXED);
   __atomic_store_n(&slab->slab_mask, (PAGE_SIZE << order) - 1, __ATOMIC_RELAXED);
@@ -429,7 +441,8 @@ static page* get_partial(kmem_cache* s, int node, bool fill_cpu_partial, void** 
 
 // ---- the CPU slot -----------------------------------------------------------------------
 
-// Detaches the CPU slab and its freelist (flush_slab).  Context: c->lock held.
+// Detaches the CPU slab and its freelist (flush_slab), with what is left of its virgin range
+// linked in front of it.  Context: c->lock held.
 static page* detach_cpu_slab(kmem_cache* s, kmem_cache_cpu* c, void** freelist) {
   lockdep_assert_held(&c->lock);
   page* slab = c->slab;
@@ -438,7 +451,8 @@ static page* detach_cpu_slab(kmem_cache* s, kmem_cache_cpu* c, void** freelist) 
     std::uint64_t tid = __atomic_load_n(&c->tid, __ATOMIC_ACQUIRE);
     void* fl = load_ptr(&c->freelist);
     if (cmpxchg16(c, fl, tid, nullptr, next_tid(s, tid))) {
-      *freelist = fl;
+      *freelist = link_objects(s, c->virgin, c->virgin_end, fl);
+      c->virgin = c->virgin_end = nullptr;
       return slab;
     }
   }
@@ -465,6 +479,41 @@ static void install_cpu_freelist(kmem_cache* s, kmem_cache_cpu* c, void* list) {
   }
 }
 
+// Objects of [from, end) that start in the page of from (at least one if from != end).
+static std::size_t objects_in_page(const kmem_cache* s, const char* from, const char* end) {
+  auto page_end = align_up(reinterpret_cast<std::uintptr_t>(from) + 1, PAGE_SIZE);
+  std::size_t n = 0;
+  for (; from != end && reinterpret_cast<std::uintptr_t>(from) < page_end; from += s->size) ++n;
+  return n;
+}
+
+// Links the virgin objects that start in the page of the first one into the CPU freelist (a
+// single allocation's step of lazy carving: the per-CPU slab fast path finds them there).
+// Context: c->lock held, c->slab stored.
+static void extend_cpu_freelist(kmem_cache* s, kmem_cache_cpu* c) {
+  if (c->virgin == c->virgin_end) return;
+  char* end = c->virgin + objects_in_page(s, c->virgin, c->virgin_end) * s->size;
+  void* list = link_objects(s, c->virgin, end, nullptr);
+  c->virgin = end;
+  install_cpu_freelist(s, c, list);
+}
+
+// Takes up to want objects of the CPU slab's virgin range into out[] by address (nothing is
+// written to them), no more than those that start in its first page if one_page; a single
+// allocation (want == 1) also extends the CPU freelist.  Returns how many went to out[].
+// Context: c->lock held, the virgin range not empty.
+static std::size_t take_virgin(kmem_cache* s, kmem_cache_cpu* c, std::size_t want, void** out,
+                               bool one_page) {
+  lockdep_assert_held(&c->lock);
+  std::size_t left = one_page ? objects_in_page(s, c->virgin, c->virgin_end)
+                              : static_cast<std::size_t>(c->virgin_end - c->virgin) / s->size;
+  std::size_t n = want < left ? want : left;
+  for (std::size_t i = 0; i < n; ++i) out[i] = c->virgin + i * s->size;
+  c->virgin += n * s->size;
+  if (want == 1) extend_cpu_freelist(s, c);
+  return n;
+}
+
 // Takes the whole freelist of our frozen CPU slab.  Context: c->lock held (or slab private).
 static void* get_freelist(kmem_cache* s, page* slab, unsigned cpu) {
   void* fl;
@@ -480,12 +529,15 @@ static void* get_freelist(kmem_cache* s, page* slab, unsigned cpu) {
 }
 
 // ___slab_alloc for want >= 1 objects into out[]; returns how many it put there (0: ENOMEM).
+// fresh != nullptr (kmem_cache_alloc_bulk_impl's fresh_page): objects carved from a virgin range
+// are only those that start in one page, and *fresh says whether any were.
 // Objects already linked (the CPU slab's remote frees, a partial slab) come one at a time, the
-// rest of their list becoming the CPU freelist; a new slab is carved (allocate_slab_carve):
-// up to want objects by address with no free pointer written, the rest linked as the CPU
-// freelist.  Context: no locks held on entry or exit; not a debug cache.
+// rest of their list becoming the CPU freelist; the CPU slab's virgin range and a new slab
+// (allocate_slab_carve) give up to want objects by address with nothing written to them, the
+// rest staying virgin (a single allocation links one page of it: extend_cpu_freelist).
+// Context: no locks held on entry or exit; not a debug cache.
 static std::size_t ___slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned cpu, std::size_t want,
-                                 void** out) {
+                                 void** out, bool* fresh = nullptr) {
   stat(s, ALLOC_SLOWPATH, cpu);
   kmem_cache_cpu* c = &s->cpu_slab[cpu];
   void* flush_fl = nullptr;
@@ -511,6 +563,13 @@ static std::size_t ___slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned cp
         continue;
       }
       fl = get_freelist(s, slab, cpu);
+      if (!fl && c->virgin != c->virgin_end) {
+        stat(s, ALLOC_REFILL, cpu);
+        std::size_t got = take_virgin(s, c, want, out, fresh != nullptr);
+        c->lock.unlock();
+        if (fresh) *fresh = true;
+        return got;
+      }
       if (!fl) {  // exhausted: drop the CPU slab (with anything freed to it meanwhile)
         flush = detach_cpu_slab(s, c, &flush_fl);
         stat(s, DEACTIVATE_BYPASS, cpu);
@@ -523,6 +582,7 @@ static std::size_t ___slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned cp
       return 1;
     }
     // new_slab: a CPU partial slab first.
+    USLUB_CHECK(c->virgin == c->virgin_end);  // detached with the CPU slab
     if (page* slab = c->partial; slab && (node < 0 || slab_nid(slab) == node)) {
       set_c_partial(c, slab_next(slab));
       if (c->partial) set_partial_count(c->partial, slab->slab_private - 1);
@@ -545,28 +605,38 @@ static std::size_t ___slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned cp
 
   // new_objects: the node's partial list, then the page allocator; no lock held.
   // rest: what the slab still has linked, for the CPU freelist (or for deactivate_slab).
+  // virgin..virgin_end: a new slab's objects not taken (lazy carving, slab.hpp).
   void* fl = nullptr;
-  void* rest;
+  void* rest = nullptr;
+  char *virgin = nullptr, *virgin_end = nullptr;
   std::size_t got = 1;
   page* slab = get_partial(s, node, true, &fl, cpu);
   if (slab) {
     out[0] = fl;
     rest = get_freepointer(s, fl);
   } else {
-    slab = allocate_slab_carve(s, gfp, node, cpu, want, out, &got);
+    // A fresh-page refill carves what starts in the slab's first page (objects start at
+    // multiples of size from a page boundary: ceil(PAGE_SIZE / size) of them).
+    std::size_t carve = want;
+    if (fresh) {
+      std::size_t first_page = (PAGE_SIZE + s->size - 1) / s->size;
+      if (carve > first_page) carve = first_page;
+      *fresh = true;
+    }
+    slab = allocate_slab_carve(s, gfp, node, cpu, carve, out, &got);
     if (USLUB_UNLIKELY(!slab)) {
       errno = ENOMEM;
       return 0;
     }
-    rest = load_ptr(&slab->freelist);
-    __atomic_store_n(&slab->freelist, nullptr, __ATOMIC_RELAXED);
+    virgin = slab_object(s, slab_address(slab), static_cast<unsigned>(got));
+    virgin_end = slab_object(s, slab_address(slab), load_counters(slab).objects);
     stat(s, ALLOC_SLAB, cpu);
   }
   // retry_load_slab: install on the slot of the CPU we run on now.
   cpu = this_cpu_index(s);
   c = &s->cpu_slab[cpu];
   if (!c->lock.try_lock()) {  // busy: the slab goes to its node with the rest (return_single)
-    deactivate_slab(s, slab, rest, cpu);
+    deactivate_slab(s, slab, link_objects(s, virgin, virgin_end, rest), cpu);
     return got;
   }
   if (c->slab) {
@@ -574,7 +644,10 @@ static std::size_t ___slab_alloc(kmem_cache* s, gfp_t gfp, int node, unsigned cp
     stat(s, CPUSLAB_FLUSH, cpu);
   }
   set_c_slab(c, slab);
+  c->virgin = virgin;
+  c->virgin_end = virgin_end;
   install_cpu_freelist(s, c, rest);
+  if (want == 1) extend_cpu_freelist(s, c);
   c->lock.unlock();
   if (flush) deactivate_slab(s, flush, flush_fl, cpu);
   return got;
@@ -856,7 +929,8 @@ bool __kmem_cache_shutdown(kmem_cache* s) {
 
 // ---- bulk -------------------------------------------------------------------------------
 
-int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** p) {
+int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** p,
+                               bool fresh_page) {
   if (kmem_cache_debug(s)) {  // failslab decides once: all or nothing
     if (should_failslab(s)) {
       errno = ENOMEM;
@@ -904,7 +978,9 @@ int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** 
       continue;
     }
     // The CPU freelist is empty: the slow path, which carves a new slab for all we still need.
-    std::size_t got = ___slab_alloc(s, gfp, NUMA_NO_NODE, cpu, nr - i, p + i);
+    bool fresh = false;
+    std::size_t got =
+        ___slab_alloc(s, gfp, NUMA_NO_NODE, cpu, nr - i, p + i, fresh_page ? &fresh : nullptr);
     if (USLUB_UNLIKELY(!got)) {
       kmem_cache_free_bulk_impl(s, i, p);
       errno = ENOMEM;
@@ -914,6 +990,7 @@ int kmem_cache_alloc_bulk_impl(kmem_cache* s, gfp_t gfp, std::size_t nr, void** 
     // freelist.)
     if (got > 1) stat(s, ALLOC_FASTPATH, cpu, got - 1);
     i += got;
+    if (fresh) nr = i;  // one page of a virgin range taken: enough (fresh_page)
   }
   if (gfp & __GFP_ZERO)
     for (std::size_t k = 0; k < nr; ++k) memset(p[k], 0, s->object_size);

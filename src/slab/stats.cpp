@@ -207,6 +207,7 @@ std::uint64_t cpu_free_objects(kmem_cache* s) {
       slab_counters k;
       k.v = load_u64(&slab->counters);
       n += k.objects - k.inuse;  // frees that reached the slab's own freelist
+      n += static_cast<std::uint64_t>(cs->virgin_end - cs->virgin) / s->size;  // never handed out
       // The CPU freelist: inuse counts these objects as handed out.  A fast path may pop
       // concurrently: every step must stay inside this slab, on an object boundary, and the
       // walk is bounded by the slab's object count.
